@@ -1,0 +1,227 @@
+//! An in-memory file tree written out as a reproducible newc cpio archive:
+//! sorted entries, mtime 0, uid/gid 0, sequential inode numbers.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFCHR: u32 = 0o020000;
+
+/// What one path in the guest holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    /// File contents read from the host at write time.
+    HostFile { source: PathBuf, executable: bool },
+    Bytes { data: Vec<u8>, executable: bool },
+    Symlink(String),
+    CharDevice { major: u32, minor: u32 },
+}
+
+/// One row of [`Tree::listing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub path: String,
+    pub kind: &'static str,
+    pub bytes: u64,
+}
+
+/// Guest paths (absolute, `/`-separated) to what they hold.
+#[derive(Debug, Default, Clone)]
+pub struct Tree {
+    nodes: BTreeMap<String, Node>,
+}
+
+fn normalise(path: &str) -> String {
+    let trimmed = path.trim_matches('/');
+    format!("/{trimmed}")
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        Tree::default()
+    }
+
+    /// Adds a node and every missing parent directory. A later insert for
+    /// the same path replaces the earlier one.
+    pub fn insert(&mut self, path: &str, node: Node) {
+        let path = normalise(path);
+        let mut parent = Path::new(&path).parent();
+        while let Some(dir) = parent.filter(|d| *d != Path::new("/")) {
+            self.nodes
+                .entry(dir.to_string_lossy().into_owned())
+                .or_insert(Node::Dir);
+            parent = dir.parent();
+        }
+        self.nodes.insert(path, node);
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(&normalise(path))
+    }
+
+    /// Copies a host directory tree under `guest_root`, keeping symlinks as
+    /// symlinks. Returns the host paths of the regular files it added.
+    pub fn add_host_dir(&mut self, host_root: &Path, guest_root: &str) -> io::Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        self.insert(guest_root, Node::Dir);
+        self.walk(host_root, &normalise(guest_root), &mut files)?;
+        Ok(files)
+    }
+
+    fn walk(&mut self, host: &Path, guest: &str, files: &mut Vec<PathBuf>) -> io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(host)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let host_path = entry.path();
+            let guest_path = format!("{guest}/{}", entry.file_name().to_string_lossy());
+            let meta = fs::symlink_metadata(&host_path)?;
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&host_path)?;
+                self.insert(&guest_path, Node::Symlink(target.to_string_lossy().into_owned()));
+            } else if meta.is_dir() {
+                self.insert(&guest_path, Node::Dir);
+                self.walk(&host_path, &guest_path, files)?;
+            } else if meta.is_file() {
+                use std::os::unix::fs::PermissionsExt;
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                self.insert(&guest_path, Node::HostFile { source: host_path.clone(), executable });
+                files.push(host_path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every path with its kind and size, in archive order.
+    pub fn listing(&self) -> io::Result<Vec<Listed>> {
+        self.nodes
+            .iter()
+            .map(|(path, node)| {
+                let (kind, bytes) = match node {
+                    Node::Dir => ("dir", 0),
+                    Node::HostFile { source, .. } => ("file", fs::metadata(source)?.len()),
+                    Node::Bytes { data, .. } => ("file", data.len() as u64),
+                    Node::Symlink(target) => ("symlink", target.len() as u64),
+                    Node::CharDevice { .. } => ("chardev", 0),
+                };
+                Ok(Listed { path: path.clone(), kind, bytes })
+            })
+            .collect()
+    }
+
+    /// Writes the tree as a newc archive, parents before children.
+    pub fn write_cpio<W: Write>(&self, mut out: W) -> io::Result<W> {
+        for (ino, (path, node)) in self.nodes.iter().enumerate() {
+            let name = path.trim_start_matches('/');
+            let header = cpio::newc::Builder::new(name)
+                .ino(ino as u32 + 1)
+                .uid(0)
+                .gid(0)
+                .mtime(0);
+            out = match node {
+                Node::Dir => header.mode(S_IFDIR | 0o755).nlink(2).write(out, 0).finish()?,
+                Node::HostFile { source, executable } => {
+                    let data = fs::read(source)?;
+                    write_data(header.mode(S_IFREG | file_mode(*executable)), out, &data)?
+                }
+                Node::Bytes { data, executable } => {
+                    write_data(header.mode(S_IFREG | file_mode(*executable)), out, data)?
+                }
+                Node::Symlink(target) => write_data(header.mode(S_IFLNK | 0o777), out, target.as_bytes())?,
+                Node::CharDevice { major, minor } => header
+                    .mode(S_IFCHR | 0o600)
+                    .rdev_major(*major)
+                    .rdev_minor(*minor)
+                    .write(out, 0)
+                    .finish()?,
+            };
+        }
+        cpio::newc::trailer(out)
+    }
+}
+
+/// Host permission bits vary with umask; the image must not.
+fn file_mode(executable: bool) -> u32 {
+    if executable {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+fn write_data<W: Write>(header: cpio::newc::Builder, out: W, data: &[u8]) -> io::Result<W> {
+    let size = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file over 4 GiB in initramfs"))?;
+    let mut writer = header.write(out, size);
+    writer.write_all(data)?;
+    writer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(archive: &[u8]) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let mut rest = archive;
+        loop {
+            let reader = cpio::NewcReader::new(rest).unwrap();
+            if reader.entry().is_trailer() {
+                return out;
+            }
+            out.push((reader.entry().name().to_string(), reader.entry().mode()));
+            rest = reader.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn parents_come_first_and_order_is_sorted() {
+        let mut tree = Tree::new();
+        tree.insert("/usr/lib/x.so", Node::Bytes { data: b"x".to_vec(), executable: false });
+        tree.insert("/init", Node::Bytes { data: b"i".to_vec(), executable: true });
+        tree.insert("dev/console", Node::CharDevice { major: 5, minor: 1 });
+        let archive = tree.write_cpio(Vec::new()).unwrap();
+        let listed = names(&archive);
+        let paths: Vec<_> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(paths, ["dev", "dev/console", "init", "usr", "usr/lib", "usr/lib/x.so"]);
+        assert_eq!(listed[2].1, S_IFREG | 0o755);
+        assert_eq!(listed[1].1, S_IFCHR | 0o600);
+    }
+
+    #[test]
+    fn same_tree_gives_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("a")).unwrap();
+        fs::write(dir.path().join("a/f"), "data").unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("a/l")).unwrap();
+        let build = || {
+            let mut tree = Tree::new();
+            tree.add_host_dir(dir.path(), "/release").unwrap();
+            tree.write_cpio(Vec::new()).unwrap()
+        };
+        let first = build();
+        filetime_touch(&dir.path().join("a/f"));
+        assert_eq!(first, build());
+        let mut tree = Tree::new();
+        tree.add_host_dir(dir.path(), "/release").unwrap();
+        assert_eq!(tree.get("/release/a/l"), Some(&Node::Symlink("f".into())));
+    }
+
+    fn filetime_touch(path: &Path) {
+        let data = fs::read(path).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(path, data).unwrap();
+    }
+
+    #[test]
+    fn listing_reports_sizes() {
+        let mut tree = Tree::new();
+        tree.insert("/a/b", Node::Bytes { data: vec![0; 7], executable: false });
+        let listing = tree.listing().unwrap();
+        assert_eq!(listing[1], Listed { path: "/a/b".into(), kind: "file", bytes: 7 });
+    }
+}

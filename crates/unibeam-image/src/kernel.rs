@@ -1,0 +1,251 @@
+//! Finds Debian's cloud kernel: on the host in /boot, else in unibeam's
+//! cache, else fetched with `apt-get download` and unpacked in Rust.
+
+use crate::deb::{self, DebError};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use thiserror::Error;
+
+/// The metapackage that always points at Debian's current cloud kernel.
+pub const CLOUD_KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
+
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Deb(#[from] DebError),
+    #[error("`apt-get download {package}` failed: {detail}; check apt sources (apt-get update) or install {CLOUD_KERNEL_PACKAGE}")]
+    Download { package: String, detail: String },
+    #[error("{0}: has no Depends on a linux-image package")]
+    NoKernelDependency(PathBuf),
+    #[error("{0}: holds no boot/vmlinuz-* kernel")]
+    NoVmlinuz(PathBuf),
+}
+
+/// Where the kernel came from, recorded in image.json.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum KernelOrigin {
+    HostBoot,
+    DebianPackage { package: String, version: String },
+}
+
+/// A kernel image and the module tree that belongs to it.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub image: PathBuf,
+    pub modules_dir: PathBuf,
+    /// `uname -r` of the kernel, e.g. `6.1.0-56-cloud-amd64`.
+    pub release: String,
+    pub origin: KernelOrigin,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
+    move |source| KernelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Finds the Debian cloud kernel, downloading it into `cache` if needed.
+/// `progress` hears about slow steps.
+pub fn debian_cloud(cache: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
+    if let Some(kernel) = from_host_boot(Path::new("/boot"), Path::new("/lib/modules")) {
+        return Ok(kernel);
+    }
+    let kernels = cache.join("kernels");
+    if let Some(kernel) = from_cache(&kernels)? {
+        return Ok(kernel);
+    }
+    download(&kernels, progress)
+}
+
+/// The newest readable `vmlinuz-*-cloud-amd64` whose modules are installed.
+fn from_host_boot(boot: &Path, modules_root: &Path) -> Option<Kernel> {
+    let mut releases: Vec<String> = fs::read_dir(boot)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix("vmlinuz-").map(String::from))
+        .filter(|r| r.ends_with("-cloud-amd64"))
+        .collect();
+    releases.sort();
+    releases.into_iter().rev().find_map(|release| {
+        let image = boot.join(format!("vmlinuz-{release}"));
+        let modules_dir = modules_root.join(&release);
+        let readable = fs::File::open(&image).is_ok();
+        (readable && modules_dir.join("kernel").is_dir()).then(|| Kernel {
+            image,
+            modules_dir,
+            release,
+            origin: KernelOrigin::HostBoot,
+        })
+    })
+}
+
+const ORIGIN_FILE: &str = "origin.json";
+
+fn from_cache(kernels: &Path) -> Result<Option<Kernel>, KernelError> {
+    let Ok(entries) = fs::read_dir(kernels) else {
+        return Ok(None);
+    };
+    let mut releases: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    releases.sort();
+    let Some(release) = releases.pop() else {
+        return Ok(None);
+    };
+    let dir = kernels.join(&release);
+    let origin_path = dir.join(ORIGIN_FILE);
+    let text = fs::read_to_string(&origin_path).map_err(io(&origin_path))?;
+    let origin: KernelOrigin = serde_json::from_str(&text).map_err(|e| KernelError::Io {
+        path: origin_path.clone(),
+        source: e.into(),
+    })?;
+    Ok(Some(cached_layout(&dir, release, origin)))
+}
+
+fn cached_layout(dir: &Path, release: String, origin: KernelOrigin) -> Kernel {
+    Kernel {
+        image: dir.join(format!("boot/vmlinuz-{release}")),
+        modules_dir: dir.join(format!("lib/modules/{release}")),
+        release,
+        origin,
+    }
+}
+
+fn apt_download(package: &str, dir: &Path) -> Result<PathBuf, KernelError> {
+    let output = Command::new("apt-get")
+        .args(["download", "-q", package])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| KernelError::Download {
+            package: package.into(),
+            detail: e.to_string(),
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let detail = stderr
+            .lines()
+            .rfind(|l| l.starts_with("E:"))
+            .unwrap_or("no error text")
+            .to_string();
+        return Err(KernelError::Download {
+            package: package.into(),
+            detail,
+        });
+    }
+    let prefix = format!("{package}_");
+    fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".deb")
+        })
+        .ok_or_else(|| KernelError::Download {
+            package: package.into(),
+            detail: "apt-get wrote no .deb".into(),
+        })
+}
+
+/// `linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)` → the package name.
+fn first_dependency(depends: &str) -> Option<String> {
+    let first = depends.split([',', '|']).next()?.trim();
+    let name = first.split_whitespace().next()?;
+    name.starts_with("linux-image-").then(|| name.to_string())
+}
+
+fn download(kernels: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
+    fs::create_dir_all(kernels).map_err(io(kernels))?;
+    // A private scratch dir, renamed into place only once complete, so an
+    // interrupted download never looks like a cached kernel.
+    let scratch = kernels.join(format!(".download-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).map_err(io(&scratch))?;
+    let result = download_into(&scratch, kernels, progress);
+    let _ = fs::remove_dir_all(&scratch);
+    result
+}
+
+fn download_into(scratch: &Path, kernels: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
+    progress(&format!("resolving {CLOUD_KERNEL_PACKAGE} with apt-get"));
+    let meta = apt_download(CLOUD_KERNEL_PACKAGE, scratch)?;
+    let depends = deb::control_field(&meta, "Depends")?.unwrap_or_default();
+    let package = first_dependency(&depends).ok_or_else(|| KernelError::NoKernelDependency(meta.clone()))?;
+    progress(&format!("downloading {package}"));
+    let deb_path = apt_download(&package, scratch)?;
+    let version = deb::control_field(&deb_path, "Version")?.unwrap_or_default();
+    progress(&format!("unpacking {package} {version}"));
+    let tree = scratch.join("tree");
+    deb::extract_data(&deb_path, &tree, |p| {
+        p.starts_with("boot/vmlinuz-") || p.starts_with("lib/modules")
+    })?;
+    let release = fs::read_dir(tree.join("boot"))
+        .map_err(io(&tree))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find_map(|n| n.strip_prefix("vmlinuz-").map(String::from))
+        .ok_or_else(|| KernelError::NoVmlinuz(deb_path.clone()))?;
+    let origin = KernelOrigin::DebianPackage { package, version };
+    let origin_path = tree.join(ORIGIN_FILE);
+    let json = serde_json::to_string_pretty(&origin).expect("origin serialises");
+    fs::write(&origin_path, json).map_err(io(&origin_path))?;
+    let dest = kernels.join(&release);
+    fs::rename(&tree, &dest).map_err(io(&dest))?;
+    Ok(cached_layout(&dest, release, origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependency_name_without_version() {
+        assert_eq!(
+            first_dependency("linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)").as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
+        assert_eq!(first_dependency("libc6 (>= 2.3)"), None);
+    }
+
+    #[test]
+    fn host_boot_needs_modules_and_picks_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot");
+        let mods = dir.path().join("modules");
+        fs::create_dir_all(&boot).unwrap();
+        for r in ["6.1.0-9-cloud-amd64", "6.1.0-10-cloud-amd64", "6.1.0-11-amd64"] {
+            fs::write(boot.join(format!("vmlinuz-{r}")), "k").unwrap();
+        }
+        assert!(from_host_boot(&boot, &mods).is_none(), "no modules yet");
+        fs::create_dir_all(mods.join("6.1.0-9-cloud-amd64/kernel")).unwrap();
+        let k = from_host_boot(&boot, &mods).unwrap();
+        assert_eq!(k.release, "6.1.0-9-cloud-amd64");
+        assert_eq!(k.origin, KernelOrigin::HostBoot);
+    }
+
+    #[test]
+    fn cache_round_trips_its_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(from_cache(dir.path()).unwrap().is_none());
+        let rel = "6.1.0-56-cloud-amd64";
+        let kdir = dir.path().join(rel);
+        fs::create_dir_all(&kdir).unwrap();
+        let origin = KernelOrigin::DebianPackage {
+            package: "linux-image-6.1.0-56-cloud-amd64".into(),
+            version: "6.1.192-2".into(),
+        };
+        fs::write(kdir.join(ORIGIN_FILE), serde_json::to_string(&origin).unwrap()).unwrap();
+        fs::create_dir_all(dir.path().join(".download-1")).unwrap();
+        let k = from_cache(dir.path()).unwrap().unwrap();
+        assert_eq!(k.origin, origin);
+        assert_eq!(k.image, kdir.join(format!("boot/vmlinuz-{rel}")));
+    }
+}

@@ -1,0 +1,177 @@
+//! Recognises a rebar3/relx release directory and reads what the guest needs
+//! to start it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ReleaseError {
+    #[error("{0}: no such directory")]
+    Missing(PathBuf),
+    #[error("{0}: not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{0}: not an Erlang release (no releases/start_erl.data); build one with `rebar3 as prod release`")]
+    NotARelease(PathBuf),
+    #[error("{path}: malformed, expected \"<erts-vsn> <release-vsn>\"")]
+    BadStartErlData { path: PathBuf },
+    #[error("{0}: no <name>.rel file, so the release name is unknown")]
+    NoRelFile(PathBuf),
+    #[error("{0}: no boot script (start.boot or <name>.boot)")]
+    NoBootScript(PathBuf),
+    #[error("{0}: the release has no ERTS; rebuild it with {{include_erts, true}}")]
+    NoErts(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A release on the host, as relx lays it out.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub root: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub erts_version: String,
+    pub boot_script: String,
+    pub has_sys_config: bool,
+    pub has_vm_args: bool,
+}
+
+impl Release {
+    pub fn open(dir: &Path) -> Result<Release, ReleaseError> {
+        let meta = fs::metadata(dir).map_err(|_| ReleaseError::Missing(dir.to_path_buf()))?;
+        if !meta.is_dir() {
+            return Err(ReleaseError::NotADirectory(dir.to_path_buf()));
+        }
+        let start_erl = dir.join("releases/start_erl.data");
+        let text = fs::read_to_string(&start_erl)
+            .map_err(|_| ReleaseError::NotARelease(dir.to_path_buf()))?;
+        let (erts_version, version) = parse_start_erl_data(&text)
+            .ok_or_else(|| ReleaseError::BadStartErlData { path: start_erl.clone() })?;
+        let rel_dir = dir.join("releases").join(&version);
+        let name = release_name(&rel_dir)?;
+        let boot_script = boot_script(&rel_dir, &name)?;
+        let erts = dir.join(format!("erts-{erts_version}"));
+        if !erts.join("bin/erlexec").is_file() {
+            return Err(ReleaseError::NoErts(erts));
+        }
+        Ok(Release {
+            root: dir.to_path_buf(),
+            has_sys_config: rel_dir.join("sys.config").is_file(),
+            has_vm_args: rel_dir.join("vm.args").is_file(),
+            name,
+            version,
+            erts_version,
+            boot_script,
+        })
+    }
+
+    pub fn erts_dir(&self) -> PathBuf {
+        self.root.join(format!("erts-{}", self.erts_version))
+    }
+}
+
+fn parse_start_erl_data(text: &str) -> Option<(String, String)> {
+    let mut words = text.split_whitespace();
+    let erts = words.next()?;
+    let rel = words.next()?;
+    words.next().is_none().then(|| (erts.to_string(), rel.to_string()))
+}
+
+fn release_name(rel_dir: &Path) -> Result<String, ReleaseError> {
+    let entries = fs::read_dir(rel_dir).map_err(|source| ReleaseError::Io {
+        path: rel_dir.to_path_buf(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            (path.extension()? == "rel").then(|| path.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .next()
+        .ok_or_else(|| ReleaseError::NoRelFile(rel_dir.to_path_buf()))
+}
+
+/// relx's start script prefers `<name>.boot` and falls back to `start.boot`.
+fn boot_script(rel_dir: &Path, name: &str) -> Result<String, ReleaseError> {
+    [name, "start"]
+        .into_iter()
+        .find(|stem| rel_dir.join(format!("{stem}.boot")).is_file())
+        .map(String::from)
+        .ok_or_else(|| ReleaseError::NoBootScript(rel_dir.to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_release(root: &Path) {
+        fs::create_dir_all(root.join("releases/0.1.0")).unwrap();
+        fs::create_dir_all(root.join("erts-13.1.5/bin")).unwrap();
+        fs::write(root.join("erts-13.1.5/bin/erlexec"), b"").unwrap();
+        fs::write(root.join("releases/start_erl.data"), "13.1.5 0.1.0\n").unwrap();
+        fs::write(root.join("releases/0.1.0/hello.rel"), "").unwrap();
+        fs::write(root.join("releases/0.1.0/start.boot"), "").unwrap();
+        fs::write(root.join("releases/0.1.0/vm.args"), "").unwrap();
+    }
+
+    #[test]
+    fn reads_a_relx_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_release(dir.path());
+        let rel = Release::open(dir.path()).unwrap();
+        assert_eq!(rel.name, "hello");
+        assert_eq!(rel.version, "0.1.0");
+        assert_eq!(rel.erts_version, "13.1.5");
+        assert_eq!(rel.boot_script, "start");
+        assert!(rel.has_vm_args && !rel.has_sys_config);
+    }
+
+    #[test]
+    fn named_boot_script_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_release(dir.path());
+        fs::write(dir.path().join("releases/0.1.0/hello.boot"), "").unwrap();
+        assert_eq!(Release::open(dir.path()).unwrap().boot_script, "hello");
+    }
+
+    #[test]
+    fn rejects_missing_and_non_release_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(matches!(Release::open(&missing), Err(ReleaseError::Missing(_))));
+        assert!(matches!(Release::open(dir.path()), Err(ReleaseError::NotARelease(_))));
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+        assert!(matches!(Release::open(&file), Err(ReleaseError::NotADirectory(_))));
+    }
+
+    #[test]
+    fn rejects_release_without_erts_or_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_release(dir.path());
+        fs::remove_file(dir.path().join("releases/0.1.0/start.boot")).unwrap();
+        assert!(matches!(Release::open(dir.path()), Err(ReleaseError::NoBootScript(_))));
+        fake_release(dir.path());
+        fs::remove_dir_all(dir.path().join("erts-13.1.5")).unwrap();
+        assert!(matches!(Release::open(dir.path()), Err(ReleaseError::NoErts(_))));
+    }
+
+    #[test]
+    fn start_erl_data_needs_two_words() {
+        assert_eq!(
+            parse_start_erl_data("13.1.5 0.1.0\n"),
+            Some(("13.1.5".into(), "0.1.0".into()))
+        );
+        assert_eq!(parse_start_erl_data("13.1.5"), None);
+        assert_eq!(parse_start_erl_data("a b c"), None);
+    }
+}

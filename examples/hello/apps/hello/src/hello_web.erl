@@ -1,0 +1,24 @@
+%% @doc inets httpd callback: GET / names the app and the node's host.
+-module(hello_web).
+
+-export([do/1]).
+
+-include_lib("inets/include/httpd.hrl").
+
+do(#mod{method = "GET", request_uri = "/"}) ->
+    {ok, Host} = inet:gethostname(),
+    %% Hashing through the crypto NIF proves libcrypto loaded in the guest.
+    Digest = binary:encode_hex(crypto:hash(sha256, <<"unibeam">>)),
+    Body = io_lib:format("hello from ~s on ~s (node ~s, otp ~s, sha256 ~s)~n",
+                         [hello, Host, node(), erlang:system_info(otp_release),
+                          binary:part(Digest, 0, 16)]),
+    reply(200, Body);
+do(#mod{}) ->
+    reply(404, "not found\n").
+
+reply(Code, Body) ->
+    Bin = iolist_to_binary(Body),
+    Head = [{code, Code},
+            {content_type, "text/plain"},
+            {content_length, integer_to_list(byte_size(Bin))}],
+    {break, [{response, {response, Head, [Bin]}}]}.
