@@ -8,10 +8,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum DebError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: no {member}.tar.* member; is this a Debian package?")]
     NoMember { path: PathBuf, member: String },
@@ -20,9 +20,9 @@ pub enum DebError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DebError + '_ {
-    move |source| DebError::Io {
+    move |cause| DebError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -39,7 +39,9 @@ fn with_tar<T>(
     while let Some(entry) = archive.next_entry() {
         let entry = entry.map_err(io(deb))?;
         let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        let Some(ext) = name.strip_prefix(&prefix) else { continue };
+        let Some(ext) = name.strip_prefix(&prefix) else {
+            continue;
+        };
         let stream: Box<dyn Read> = match ext {
             ".xz" => Box::new(xz2::read::XzDecoder::new(entry)),
             ".zst" => Box::new(zstd::stream::read::Decoder::new(entry).map_err(io(deb))?),
@@ -78,7 +80,8 @@ pub fn control_field(deb: &Path, field: &str) -> Result<Option<String>, DebError
 fn find_field(control: &str, field: &str) -> Option<String> {
     control.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(field).then(|| value.trim().to_string())
+        key.eq_ignore_ascii_case(field)
+            .then(|| value.trim().to_string())
     })
 }
 
@@ -136,12 +139,18 @@ mod tests {
             ("debian-binary", b"2.0\n".to_vec()),
             (
                 "control.tar.xz",
-                xz(&tar_bytes(&[("./control", b"Package: meta\nDepends: linux-image-6.1.0-9-cloud-amd64\n")])),
+                xz(&tar_bytes(&[(
+                    "./control",
+                    b"Package: meta\nDepends: linux-image-6.1.0-9-cloud-amd64\n",
+                )])),
             ),
             (
                 "data.tar.zst",
                 zstd::encode_all(
-                    &tar_bytes(&[("./boot/vmlinuz-x", b"kernel"), ("./usr/share/doc/x", b"doc")])[..],
+                    &tar_bytes(&[
+                        ("./boot/vmlinuz-x", b"kernel"),
+                        ("./usr/share/doc/x", b"doc"),
+                    ])[..],
                     3,
                 )
                 .unwrap(),
@@ -172,7 +181,10 @@ mod tests {
         let out = dir.path().join("out");
         let n = extract_data(&deb, &out, |p| p.starts_with("boot")).unwrap();
         assert_eq!(n, 1);
-        assert_eq!(std::fs::read(out.join("boot/vmlinuz-x")).unwrap(), b"kernel");
+        assert_eq!(
+            std::fs::read(out.join("boot/vmlinuz-x")).unwrap(),
+            b"kernel"
+        );
         assert!(!out.join("usr").exists());
     }
 

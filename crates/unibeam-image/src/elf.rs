@@ -13,10 +13,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ElfError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: unreadable ELF file: {reason}")]
     Parse { path: PathBuf, reason: String },
@@ -48,9 +48,9 @@ pub fn is_elf(path: &Path) -> bool {
 
 impl ElfInfo {
     pub fn read(path: &Path) -> Result<ElfInfo, ElfError> {
-        let data = fs::read(path).map_err(|source| ElfError::Io {
+        let data = fs::read(path).map_err(|cause| ElfError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let parsed = match FileKind::parse(&*data) {
             Ok(FileKind::Elf64) => parse::<elf::FileHeader64<Endianness>>(&data),
@@ -209,7 +209,9 @@ fn compatible(candidate: &Path, requester: &ElfInfo) -> bool {
 }
 
 fn read_ld_so_conf(path: &Path, dirs: &mut Vec<PathBuf>, depth: u32) {
-    let Ok(text) = fs::read_to_string(path) else { return };
+    let Ok(text) = fs::read_to_string(path) else {
+        return;
+    };
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some(pattern) = line.strip_prefix("include") {
@@ -273,13 +275,17 @@ pub fn closure(roots: &[PathBuf], resolver: &Resolver) -> Result<Closure, ElfErr
             result.interpreters.insert(interp.clone());
         }
         for name in &info.needed {
-            let found = resolver
-                .find(name, &info, &path)
-                .ok_or_else(|| ElfError::MissingLibrary {
-                    library: name.clone(),
-                    needed_by: path.clone(),
-                })?;
-            result.libraries.entry(name.clone()).or_insert(found.clone());
+            let found =
+                resolver
+                    .find(name, &info, &path)
+                    .ok_or_else(|| ElfError::MissingLibrary {
+                        library: name.clone(),
+                        needed_by: path.clone(),
+                    })?;
+            result
+                .libraries
+                .entry(name.clone())
+                .or_insert(found.clone());
             queue.push_back(found);
         }
     }
@@ -316,15 +322,25 @@ mod tests {
     #[test]
     fn origin_expands_to_the_object_dir() {
         let obj = Path::new("/rel/erts/bin/beam.smp");
-        assert_eq!(expand_origin("$ORIGIN/../lib", obj), Path::new("/rel/erts/bin/../lib"));
-        assert_eq!(expand_origin("${ORIGIN}/x", obj), Path::new("/rel/erts/bin/x"));
+        assert_eq!(
+            expand_origin("$ORIGIN/../lib", obj),
+            Path::new("/rel/erts/bin/../lib")
+        );
+        assert_eq!(
+            expand_origin("${ORIGIN}/x", obj),
+            Path::new("/rel/erts/bin/x")
+        );
     }
 
     #[test]
     fn runpath_hides_rpath_and_is_searched_first() {
         let dir = tempfile::tempdir().unwrap();
         let libc = Resolver::host()
-            .find("libc.so.6", &ElfInfo::read(&self_exe()).unwrap(), &self_exe())
+            .find(
+                "libc.so.6",
+                &ElfInfo::read(&self_exe()).unwrap(),
+                &self_exe(),
+            )
             .unwrap();
         std::fs::create_dir(dir.path().join("lib")).unwrap();
         std::fs::create_dir(dir.path().join("bin")).unwrap();
@@ -332,19 +348,29 @@ mod tests {
         let requester_path = dir.path().join("bin/app");
         let mut info = ElfInfo::read(&self_exe()).unwrap();
         info.runpath = vec!["$ORIGIN/../lib".into()];
-        let found = Resolver::host().find("libc.so.6", &info, &requester_path).unwrap();
+        let found = Resolver::host()
+            .find("libc.so.6", &info, &requester_path)
+            .unwrap();
         assert_eq!(found, dir.path().join("bin/../lib/libc.so.6"));
         info.rpath = info.runpath.clone();
         info.runpath = vec!["/nonexistent".into()];
-        let found = Resolver::host().find("libc.so.6", &info, &requester_path).unwrap();
-        assert_ne!(found, dir.path().join("bin/../lib/libc.so.6"), "RPATH is ignored when RUNPATH is set");
+        let found = Resolver::host()
+            .find("libc.so.6", &info, &requester_path)
+            .unwrap();
+        assert_ne!(
+            found,
+            dir.path().join("bin/../lib/libc.so.6"),
+            "RPATH is ignored when RUNPATH is set"
+        );
     }
 
     #[test]
     fn missing_library_names_the_needer() {
         let mut info = ElfInfo::read(&self_exe()).unwrap();
         info.needed = vec!["libunibeam-nope.so.9".into()];
-        assert!(Resolver::host().find("libunibeam-nope.so.9", &info, &self_exe()).is_none());
+        assert!(Resolver::host()
+            .find("libunibeam-nope.so.9", &info, &self_exe())
+            .is_none());
     }
 
     #[test]
@@ -371,7 +397,10 @@ mod tests {
             std::fs::write(dir.path().join(f), "").unwrap();
         }
         let found = expand_simple_glob(&format!("{}/*.conf", dir.path().display()));
-        let names: Vec<_> = found.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
         assert_eq!(names, ["a.conf", "b.conf"]);
     }
 }

@@ -37,22 +37,22 @@ pub enum BuildError {
     OutputOccupied(PathBuf),
     #[error("{0}: not a unibeam image (no image.json); build one with `unibeam build`")]
     NotAnImage(PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}: malformed image.json: {source}")]
+    #[error("{path}: malformed image.json: {cause}")]
     Manifest {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
-    move |source| BuildError::Io {
+    move |cause| BuildError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -107,18 +107,34 @@ pub struct ImageManifest {
 impl ImageManifest {
     pub fn read(image_dir: &Path) -> Result<ImageManifest, BuildError> {
         let path = image_dir.join(MANIFEST_FILE);
-        let text = fs::read_to_string(&path).map_err(|_| BuildError::NotAnImage(image_dir.to_path_buf()))?;
-        serde_json::from_str(&text).map_err(|source| BuildError::Manifest { path, source })
+        let text = fs::read_to_string(&path)
+            .map_err(|_| BuildError::NotAnImage(image_dir.to_path_buf()))?;
+        serde_json::from_str(&text).map_err(|cause| BuildError::Manifest { path, cause })
     }
 
     pub fn total_bytes(&self) -> u64 {
         self.kernel.bytes + self.initramfs.bytes
     }
+
+    /// `kernel 6.1.0-56-cloud-amd64 14.2 MB, initramfs 6.1 MB, total 20.3 MB`
+    pub fn size_summary(&self) -> String {
+        let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
+        format!(
+            "kernel {} {}, initramfs {}, total {}",
+            self.kernel.release,
+            mb(self.kernel.bytes),
+            mb(self.initramfs.bytes),
+            mb(self.total_bytes())
+        )
+    }
 }
 
 /// Builds the image and returns its manifest. Nothing appears at
 /// `opts.output` unless the whole build succeeded.
-pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<ImageManifest, BuildError> {
+pub fn build_image(
+    opts: &BuildOptions,
+    progress: &dyn Fn(&str),
+) -> Result<ImageManifest, BuildError> {
     progress("reading release");
     let release = Release::open(&opts.release_dir)?;
     if !opts.init_binary.is_file() {
@@ -133,21 +149,42 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
     let release_files = tree
         .add_host_dir(&release.root, GUEST_RELEASE_ROOT)
         .map_err(io(&release.root))?;
-    let mut elf_roots: Vec<PathBuf> = release_files.into_iter().filter(|p| elf::is_elf(p)).collect();
+    let mut elf_roots: Vec<PathBuf> = release_files
+        .into_iter()
+        .filter(|p| elf::is_elf(p))
+        .collect();
     elf_roots.push(opts.init_binary.clone());
     add_library_closure(&mut tree, &elf_roots, &release.root)?;
-    tree.insert("/init", Node::HostFile { source: opts.init_binary.clone(), executable: true });
+    tree.insert(
+        "/init",
+        Node::HostFile {
+            source: opts.init_binary.clone(),
+            executable: true,
+        },
+    );
 
     let mut module_paths = Vec::new();
     for ko in &module_files {
         let name = ko.file_name().unwrap_or_default().to_string_lossy();
         let guest = format!("{GUEST_MODULE_DIR}/{name}");
-        tree.insert(&guest, Node::HostFile { source: ko.clone(), executable: false });
+        tree.insert(
+            &guest,
+            Node::HostFile {
+                source: ko.clone(),
+                executable: false,
+            },
+        );
         module_paths.push(guest);
     }
     add_runtime_skeleton(&mut tree);
     let spec = boot_spec(&release, module_paths);
-    tree.insert(BOOT_SPEC_PATH, Node::Bytes { data: spec.to_json().into_bytes(), executable: false });
+    tree.insert(
+        BOOT_SPEC_PATH,
+        Node::Bytes {
+            data: spec.to_json().into_bytes(),
+            executable: false,
+        },
+    );
 
     progress("compressing initramfs");
     let staging = staging_dir(&opts.output)?;
@@ -166,7 +203,11 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
 
 /// Adds every shared library the ELF files need, plus the loader. Libraries
 /// that already live inside the release are left where they are.
-fn add_library_closure(tree: &mut Tree, roots: &[PathBuf], release_root: &Path) -> Result<(), BuildError> {
+fn add_library_closure(
+    tree: &mut Tree,
+    roots: &[PathBuf],
+    release_root: &Path,
+) -> Result<(), BuildError> {
     let closure = elf::closure(roots, &Resolver::host())?;
     let release_root = fs::canonicalize(release_root).map_err(io(release_root))?;
     let mut placed: Vec<(PathBuf, String)> = Vec::new();
@@ -176,15 +217,29 @@ fn add_library_closure(tree: &mut Tree, roots: &[PathBuf], release_root: &Path) 
             continue;
         }
         let guest = format!("{GUEST_LIB_DIR}/{name}");
-        tree.insert(&guest, Node::HostFile { source: real.clone(), executable: true });
+        tree.insert(
+            &guest,
+            Node::HostFile {
+                source: real.clone(),
+                executable: true,
+            },
+        );
         placed.push((real, guest));
     }
     for interp in &closure.interpreters {
         let real = fs::canonicalize(interp).map_err(io(Path::new(interp)))?;
         match placed.iter().find(|(r, _)| *r == real) {
-            Some((_, guest)) if guest != interp => tree.insert(interp, Node::Symlink(guest.clone())),
+            Some((_, guest)) if guest != interp => {
+                tree.insert(interp, Node::Symlink(guest.clone()))
+            }
             Some(_) => {}
-            None => tree.insert(interp, Node::HostFile { source: real, executable: true }),
+            None => tree.insert(
+                interp,
+                Node::HostFile {
+                    source: real,
+                    executable: true,
+                },
+            ),
         }
     }
     Ok(())
@@ -255,7 +310,11 @@ fn write_image(
         modules: boot
             .modules
             .iter()
-            .filter_map(|m| Path::new(m).file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .filter_map(|m| {
+                Path::new(m)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
             .collect(),
         boot,
     };
@@ -283,7 +342,9 @@ fn staging_dir(output: &Path) -> Result<PathBuf, BuildError> {
 /// anything else.
 fn replace_dir(staging: &Path, output: &Path) -> Result<(), BuildError> {
     if output.exists() {
-        let is_empty_dir = fs::read_dir(output).map(|mut d| d.next().is_none()).unwrap_or(false);
+        let is_empty_dir = fs::read_dir(output)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
         if !output.join(MANIFEST_FILE).is_file() && !is_empty_dir {
             let _ = fs::remove_dir_all(staging);
             return Err(BuildError::OutputOccupied(output.to_path_buf()));
@@ -304,7 +365,10 @@ mod tests {
         fs::create_dir(&out).unwrap();
         fs::write(out.join("precious.txt"), "keep me").unwrap();
         let staging = staging_dir(&out).unwrap();
-        assert!(matches!(replace_dir(&staging, &out), Err(BuildError::OutputOccupied(_))));
+        assert!(matches!(
+            replace_dir(&staging, &out),
+            Err(BuildError::OutputOccupied(_))
+        ));
         assert!(out.join("precious.txt").exists());
         assert!(!staging.exists());
     }

@@ -16,10 +16,19 @@ const S_IFCHR: u32 = 0o020000;
 pub enum Node {
     Dir,
     /// File contents read from the host at write time.
-    HostFile { source: PathBuf, executable: bool },
-    Bytes { data: Vec<u8>, executable: bool },
+    HostFile {
+        source: PathBuf,
+        executable: bool,
+    },
+    Bytes {
+        data: Vec<u8>,
+        executable: bool,
+    },
     Symlink(String),
-    CharDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// One row of [`Tree::listing`].
@@ -82,14 +91,23 @@ impl Tree {
             let meta = fs::symlink_metadata(&host_path)?;
             if meta.file_type().is_symlink() {
                 let target = fs::read_link(&host_path)?;
-                self.insert(&guest_path, Node::Symlink(target.to_string_lossy().into_owned()));
+                self.insert(
+                    &guest_path,
+                    Node::Symlink(target.to_string_lossy().into_owned()),
+                );
             } else if meta.is_dir() {
                 self.insert(&guest_path, Node::Dir);
                 self.walk(&host_path, &guest_path, files)?;
             } else if meta.is_file() {
                 use std::os::unix::fs::PermissionsExt;
                 let executable = meta.permissions().mode() & 0o111 != 0;
-                self.insert(&guest_path, Node::HostFile { source: host_path.clone(), executable });
+                self.insert(
+                    &guest_path,
+                    Node::HostFile {
+                        source: host_path.clone(),
+                        executable,
+                    },
+                );
                 files.push(host_path);
             }
         }
@@ -108,7 +126,11 @@ impl Tree {
                     Node::Symlink(target) => ("symlink", target.len() as u64),
                     Node::CharDevice { .. } => ("chardev", 0),
                 };
-                Ok(Listed { path: path.clone(), kind, bytes })
+                Ok(Listed {
+                    path: path.clone(),
+                    kind,
+                    bytes,
+                })
             })
             .collect()
     }
@@ -123,7 +145,11 @@ impl Tree {
                 .gid(0)
                 .mtime(0);
             out = match node {
-                Node::Dir => header.mode(S_IFDIR | 0o755).nlink(2).write(out, 0).finish()?,
+                Node::Dir => header
+                    .mode(S_IFDIR | 0o755)
+                    .nlink(2)
+                    .write(out, 0)
+                    .finish()?,
                 Node::HostFile { source, executable } => {
                     let data = fs::read(source)?;
                     write_data(header.mode(S_IFREG | file_mode(*executable)), out, &data)?
@@ -131,7 +157,9 @@ impl Tree {
                 Node::Bytes { data, executable } => {
                     write_data(header.mode(S_IFREG | file_mode(*executable)), out, data)?
                 }
-                Node::Symlink(target) => write_data(header.mode(S_IFLNK | 0o777), out, target.as_bytes())?,
+                Node::Symlink(target) => {
+                    write_data(header.mode(S_IFLNK | 0o777), out, target.as_bytes())?
+                }
                 Node::CharDevice { major, minor } => header
                     .mode(S_IFCHR | 0o600)
                     .rdev_major(*major)
@@ -181,13 +209,35 @@ mod tests {
     #[test]
     fn parents_come_first_and_order_is_sorted() {
         let mut tree = Tree::new();
-        tree.insert("/usr/lib/x.so", Node::Bytes { data: b"x".to_vec(), executable: false });
-        tree.insert("/init", Node::Bytes { data: b"i".to_vec(), executable: true });
+        tree.insert(
+            "/usr/lib/x.so",
+            Node::Bytes {
+                data: b"x".to_vec(),
+                executable: false,
+            },
+        );
+        tree.insert(
+            "/init",
+            Node::Bytes {
+                data: b"i".to_vec(),
+                executable: true,
+            },
+        );
         tree.insert("dev/console", Node::CharDevice { major: 5, minor: 1 });
         let archive = tree.write_cpio(Vec::new()).unwrap();
         let listed = names(&archive);
         let paths: Vec<_> = listed.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(paths, ["dev", "dev/console", "init", "usr", "usr/lib", "usr/lib/x.so"]);
+        assert_eq!(
+            paths,
+            [
+                "dev",
+                "dev/console",
+                "init",
+                "usr",
+                "usr/lib",
+                "usr/lib/x.so"
+            ]
+        );
         assert_eq!(listed[2].1, S_IFREG | 0o755);
         assert_eq!(listed[1].1, S_IFCHR | 0o600);
     }
@@ -220,8 +270,21 @@ mod tests {
     #[test]
     fn listing_reports_sizes() {
         let mut tree = Tree::new();
-        tree.insert("/a/b", Node::Bytes { data: vec![0; 7], executable: false });
+        tree.insert(
+            "/a/b",
+            Node::Bytes {
+                data: vec![0; 7],
+                executable: false,
+            },
+        );
         let listing = tree.listing().unwrap();
-        assert_eq!(listing[1], Listed { path: "/a/b".into(), kind: "file", bytes: 7 });
+        assert_eq!(
+            listing[1],
+            Listed {
+                path: "/a/b".into(),
+                kind: "file",
+                bytes: 7
+            }
+        );
     }
 }

@@ -13,10 +13,10 @@ pub const CLOUD_KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
 
 #[derive(Debug, Error)]
 pub enum KernelError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Deb(#[from] DebError),
@@ -47,9 +47,9 @@ pub struct Kernel {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
-    move |source| KernelError::Io {
+    move |cause| KernelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -79,7 +79,7 @@ fn from_host_boot(boot: &Path, modules_root: &Path) -> Option<Kernel> {
         let image = boot.join(format!("vmlinuz-{release}"));
         let modules_dir = modules_root.join(&release);
         let readable = fs::File::open(&image).is_ok();
-        (readable && modules_dir.join("kernel").is_dir()).then(|| Kernel {
+        (readable && modules_dir.join("kernel").is_dir()).then_some(Kernel {
             image,
             modules_dir,
             release,
@@ -107,7 +107,7 @@ fn from_cache(kernels: &Path) -> Result<Option<Kernel>, KernelError> {
     let text = fs::read_to_string(&origin_path).map_err(io(&origin_path))?;
     let origin: KernelOrigin = serde_json::from_str(&text).map_err(|e| KernelError::Io {
         path: origin_path.clone(),
-        source: e.into(),
+        cause: e.into(),
     })?;
     Ok(Some(cached_layout(&dir, release, origin)))
 }
@@ -175,18 +175,24 @@ fn download(kernels: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelErr
     result
 }
 
-fn download_into(scratch: &Path, kernels: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
+fn download_into(
+    scratch: &Path,
+    kernels: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<Kernel, KernelError> {
     progress(&format!("resolving {CLOUD_KERNEL_PACKAGE} with apt-get"));
     let meta = apt_download(CLOUD_KERNEL_PACKAGE, scratch)?;
     let depends = deb::control_field(&meta, "Depends")?.unwrap_or_default();
-    let package = first_dependency(&depends).ok_or_else(|| KernelError::NoKernelDependency(meta.clone()))?;
+    let package =
+        first_dependency(&depends).ok_or_else(|| KernelError::NoKernelDependency(meta.clone()))?;
     progress(&format!("downloading {package}"));
     let deb_path = apt_download(&package, scratch)?;
     let version = deb::control_field(&deb_path, "Version")?.unwrap_or_default();
     progress(&format!("unpacking {package} {version}"));
     let tree = scratch.join("tree");
     deb::extract_data(&deb_path, &tree, |p| {
-        p.starts_with("boot/vmlinuz-") || p.starts_with("lib/modules")
+        let p = p.to_string_lossy();
+        p.starts_with("boot/vmlinuz-") || p.starts_with("lib/modules/")
     })?;
     let release = fs::read_dir(tree.join("boot"))
         .map_err(io(&tree))?
@@ -221,7 +227,11 @@ mod tests {
         let boot = dir.path().join("boot");
         let mods = dir.path().join("modules");
         fs::create_dir_all(&boot).unwrap();
-        for r in ["6.1.0-9-cloud-amd64", "6.1.0-10-cloud-amd64", "6.1.0-11-amd64"] {
+        for r in [
+            "6.1.0-9-cloud-amd64",
+            "6.1.0-10-cloud-amd64",
+            "6.1.0-11-amd64",
+        ] {
             fs::write(boot.join(format!("vmlinuz-{r}")), "k").unwrap();
         }
         assert!(from_host_boot(&boot, &mods).is_none(), "no modules yet");
@@ -242,7 +252,11 @@ mod tests {
             package: "linux-image-6.1.0-56-cloud-amd64".into(),
             version: "6.1.192-2".into(),
         };
-        fs::write(kdir.join(ORIGIN_FILE), serde_json::to_string(&origin).unwrap()).unwrap();
+        fs::write(
+            kdir.join(ORIGIN_FILE),
+            serde_json::to_string(&origin).unwrap(),
+        )
+        .unwrap();
         fs::create_dir_all(dir.path().join(".download-1")).unwrap();
         let k = from_cache(dir.path()).unwrap().unwrap();
         assert_eq!(k.origin, origin);

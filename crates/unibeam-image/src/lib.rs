@@ -9,5 +9,5 @@ pub mod kernel;
 pub mod modules;
 pub mod release;
 
-pub use image::{build_image, BuildOptions, ImageManifest, BuildError, MANIFEST_FILE};
+pub use image::{build_image, BuildError, BuildOptions, ImageManifest, MANIFEST_FILE};
 pub use release::Release;

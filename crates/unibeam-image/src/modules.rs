@@ -16,10 +16,10 @@ pub const NETWORK_AND_POWER: &[&str] = &["virtio_pci", "virtio_net", "button", "
 
 #[derive(Debug, Error)]
 pub enum ModuleError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: unreadable module: {reason}")]
     Parse { path: PathBuf, reason: String },
@@ -38,9 +38,9 @@ fn module_name(file: &Path) -> Option<String> {
 }
 
 fn index_dir(dir: &Path, index: &mut BTreeMap<String, PathBuf>) -> Result<(), ModuleError> {
-    let entries = fs::read_dir(dir).map_err(|source| ModuleError::Io {
+    let entries = fs::read_dir(dir).map_err(|cause| ModuleError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause,
     })?;
     for entry in entries.filter_map(|e| e.ok()) {
         let path = entry.path();
@@ -68,11 +68,12 @@ pub fn depends(ko: &Path) -> Result<Vec<String>, ModuleError> {
         path: ko.to_path_buf(),
         reason,
     };
-    let data = fs::read(ko).map_err(|source| ModuleError::Io {
+    let data = fs::read(ko).map_err(|cause| ModuleError::Io {
         path: ko.to_path_buf(),
-        source,
+        cause,
     })?;
-    let header = elf::FileHeader64::<Endianness>::parse(&*data).map_err(|e| parse_err(e.to_string()))?;
+    let header =
+        elf::FileHeader64::<Endianness>::parse(&*data).map_err(|e| parse_err(e.to_string()))?;
     let endian = header.endian().map_err(|e| parse_err(e.to_string()))?;
     let sections = header
         .sections(endian, &*data)
@@ -109,7 +110,15 @@ pub fn load_order(modules_dir: &Path, roots: &[&str]) -> Result<Vec<PathBuf>, Mo
     let mut order = Vec::new();
     let mut done = BTreeSet::new();
     for root in roots {
-        visit(root, "unibeam", &index, &builtin, &mut done, &mut order, modules_dir)?;
+        visit(
+            root,
+            "unibeam",
+            &index,
+            &builtin,
+            &mut done,
+            &mut order,
+            modules_dir,
+        )?;
     }
     Ok(order)
 }
@@ -146,13 +155,19 @@ mod tests {
     #[test]
     fn depends_field_is_split_and_normalised() {
         let info = b"license=GPL\0depends=virtio_ring,virtio,net-failover\0name=virtio_net\0";
-        assert_eq!(parse_depends(info), ["virtio_ring", "virtio", "net_failover"]);
+        assert_eq!(
+            parse_depends(info),
+            ["virtio_ring", "virtio", "net_failover"]
+        );
         assert!(parse_depends(b"depends=\0name=virtio\0").is_empty());
     }
 
     #[test]
     fn file_names_become_module_names() {
-        assert_eq!(module_name(Path::new("a/virtio-rng.ko")).as_deref(), Some("virtio_rng"));
+        assert_eq!(
+            module_name(Path::new("a/virtio-rng.ko")).as_deref(),
+            Some("virtio_rng")
+        );
         assert_eq!(module_name(Path::new("a/README")), None);
     }
 
@@ -162,7 +177,11 @@ mod tests {
         fs::create_dir_all(dir.path().join("kernel")).unwrap();
         let err = load_order(dir.path(), &["virtio_net"]).unwrap_err();
         assert!(err.to_string().contains("virtio_net"));
-        fs::write(dir.path().join("modules.builtin"), "kernel/drivers/net/virtio_net.ko\n").unwrap();
+        fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/net/virtio_net.ko\n",
+        )
+        .unwrap();
         assert!(load_order(dir.path(), &["virtio_net"]).unwrap().is_empty());
     }
 }

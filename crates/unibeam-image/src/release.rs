@@ -21,10 +21,10 @@ pub enum ReleaseError {
     NoBootScript(PathBuf),
     #[error("{0}: the release has no ERTS; rebuild it with {{include_erts, true}}")]
     NoErts(PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -49,8 +49,10 @@ impl Release {
         let start_erl = dir.join("releases/start_erl.data");
         let text = fs::read_to_string(&start_erl)
             .map_err(|_| ReleaseError::NotARelease(dir.to_path_buf()))?;
-        let (erts_version, version) = parse_start_erl_data(&text)
-            .ok_or_else(|| ReleaseError::BadStartErlData { path: start_erl.clone() })?;
+        let (erts_version, version) =
+            parse_start_erl_data(&text).ok_or_else(|| ReleaseError::BadStartErlData {
+                path: start_erl.clone(),
+            })?;
         let rel_dir = dir.join("releases").join(&version);
         let name = release_name(&rel_dir)?;
         let boot_script = boot_script(&rel_dir, &name)?;
@@ -78,13 +80,16 @@ fn parse_start_erl_data(text: &str) -> Option<(String, String)> {
     let mut words = text.split_whitespace();
     let erts = words.next()?;
     let rel = words.next()?;
-    words.next().is_none().then(|| (erts.to_string(), rel.to_string()))
+    words
+        .next()
+        .is_none()
+        .then(|| (erts.to_string(), rel.to_string()))
 }
 
 fn release_name(rel_dir: &Path) -> Result<String, ReleaseError> {
-    let entries = fs::read_dir(rel_dir).map_err(|source| ReleaseError::Io {
+    let entries = fs::read_dir(rel_dir).map_err(|cause| ReleaseError::Io {
         path: rel_dir.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -147,11 +152,20 @@ mod tests {
     fn rejects_missing_and_non_release_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        assert!(matches!(Release::open(&missing), Err(ReleaseError::Missing(_))));
-        assert!(matches!(Release::open(dir.path()), Err(ReleaseError::NotARelease(_))));
+        assert!(matches!(
+            Release::open(&missing),
+            Err(ReleaseError::Missing(_))
+        ));
+        assert!(matches!(
+            Release::open(dir.path()),
+            Err(ReleaseError::NotARelease(_))
+        ));
         let file = dir.path().join("file");
         fs::write(&file, "").unwrap();
-        assert!(matches!(Release::open(&file), Err(ReleaseError::NotADirectory(_))));
+        assert!(matches!(
+            Release::open(&file),
+            Err(ReleaseError::NotADirectory(_))
+        ));
     }
 
     #[test]
@@ -159,10 +173,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fake_release(dir.path());
         fs::remove_file(dir.path().join("releases/0.1.0/start.boot")).unwrap();
-        assert!(matches!(Release::open(dir.path()), Err(ReleaseError::NoBootScript(_))));
+        assert!(matches!(
+            Release::open(dir.path()),
+            Err(ReleaseError::NoBootScript(_))
+        ));
         fake_release(dir.path());
         fs::remove_dir_all(dir.path().join("erts-13.1.5")).unwrap();
-        assert!(matches!(Release::open(dir.path()), Err(ReleaseError::NoErts(_))));
+        assert!(matches!(
+            Release::open(dir.path()),
+            Err(ReleaseError::NoErts(_))
+        ));
     }
 
     #[test]

@@ -1,1 +1,11 @@
+//! Everything between an image and a running VM: the QEMU command line as
+//! data, the accelerator probe, QMP, and the foreground runner.
 
+pub mod accel;
+pub mod qemu;
+pub mod qmp;
+pub mod runner;
+
+pub use accel::{choose as choose_accel, AccelChoice, AccelDecision};
+pub use qemu::{default_kernel_args, find_qemu, Accel, PortForward, QemuCommand, QemuError};
+pub use runner::{run_foreground, Outcome, RunError};

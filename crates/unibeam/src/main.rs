@@ -1,1 +1,44 @@
-fn main(){}
+//! unibeam: build Erlang/Elixir releases into microVM images and run them.
+
+mod build;
+mod paths;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "unibeam",
+    version,
+    about = "Run each Erlang/Elixir release as its own tiny microVM",
+    long_about = "unibeam turns an Erlang/Elixir release into a bootable microVM image \
+(a Linux kernel plus an initramfs holding only the BEAM, the release and the libraries \
+they load) and boots it on QEMU, with KVM when it really works and TCG otherwise.\n\n\
+Quick start:\n  rebar3 as prod release\n  unibeam run _build/prod/rel/hello -p 8080:8080"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    Build(build::BuildArgs),
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (result, failure_code) = match cli.command {
+        Verb::Build(args) => (build::build(args), build::FAILURE_EXIT),
+        Verb::Run(args) => (run::run(args), run::FAILURE_EXIT),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("unibeam: error: {e:#}");
+            ExitCode::from(failure_code)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Brings up `lo` and the NIC with the classic SIOCSIF*/SIOCADDRT ioctls.
+//!
+//! rtnetlink would pull an async runtime into PID 1 for five calls; the
+//! ioctls are synchronous and need nothing but libc.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use unibeam_spec::NetworkSpec;
+
+struct Socket(OwnedFd);
+
+impl Socket {
+    fn new() -> Result<Socket, String> {
+        // SAFETY: plain socket(2) call; the returned fd is checked before use
+        // and owned by OwnedFd from then on.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Issues an ioctl whose argument is a `T` that the kernel reads or fills.
+    fn ioctl<T>(&self, request: libc::c_ulong, arg: &mut T, what: &str) -> Result<(), String> {
+        // SAFETY: every request used here takes a pointer to a struct of
+        // exactly type T (ifreq or rtentry), which lives for the whole call.
+        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), request, arg as *mut T) };
+        if rc < 0 {
+            return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+fn ifreq(name: &str) -> Result<libc::ifreq, String> {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(format!("interface name too long: {name}"));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size on Linux, and the
+    // kernel reads an AF_INET sockaddr as sockaddr_in.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn set_up(sock: &Socket, name: &str) -> Result<(), String> {
+    let mut req = ifreq(name)?;
+    sock.ioctl(libc::SIOCGIFFLAGS, &mut req, &format!("{name}: get flags"))?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    sock.ioctl(libc::SIOCSIFFLAGS, &mut req, &format!("{name}: set up"))
+}
+
+fn set_addr(
+    sock: &Socket,
+    name: &str,
+    request: libc::c_ulong,
+    addr: Ipv4Addr,
+) -> Result<(), String> {
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_addr = sockaddr(addr);
+    sock.ioctl(request, &mut req, &format!("{name}: set {addr}"))
+}
+
+fn add_default_route(sock: &Socket, gateway: Ipv4Addr) -> Result<(), String> {
+    // SAFETY: rtentry is plain old data; all-zero is a valid value.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
+    route.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
+    route.rt_gateway = sockaddr(gateway);
+    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    sock.ioctl(
+        libc::SIOCADDRT,
+        &mut route,
+        &format!("default route via {gateway}"),
+    )
+}
+
+/// The NIC appears once its driver has probed; give it a moment.
+fn wait_for_interface(name: &str, limit: Duration) -> Result<(), String> {
+    let path = Path::new("/sys/class/net").join(name);
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > limit {
+            return Err(format!(
+                "{name}: no such interface after {limit:?}; is virtio-net attached?"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<(), String> {
+    let sock = Socket::new()?;
+    set_up(&sock, "lo")?;
+    wait_for_interface(&net.interface, Duration::from_secs(5))?;
+    set_addr(&sock, &net.interface, libc::SIOCSIFADDR, net.address)?;
+    set_addr(&sock, &net.interface, libc::SIOCSIFNETMASK, net.netmask())?;
+    set_up(&sock, &net.interface)?;
+    add_default_route(&sock, net.gateway)?;
+    nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname {hostname}: {e}"))?;
+    write_resolver_files(net, hostname)
+}
+
+/// /etc/hosts and /etc/resolv.conf, so the BEAM's native resolver works
+/// without any helper daemon.
+fn write_resolver_files(net: &NetworkSpec, hostname: &str) -> Result<(), String> {
+    let hosts = format!("127.0.0.1\tlocalhost\n{}\t{hostname}\n", net.address);
+    fs::write("/etc/hosts", hosts).map_err(|e| format!("/etc/hosts: {e}"))?;
+    fs::write("/etc/resolv.conf", format!("nameserver {}\n", net.dns))
+        .map_err(|e| format!("/etc/resolv.conf: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_is_network_order_inet() {
+        let sa = sockaddr(Ipv4Addr::new(10, 0, 2, 15));
+        assert_eq!(sa.sa_family, libc::AF_INET as libc::sa_family_t);
+        // sin_port (2 bytes) then the address bytes in network order.
+        let bytes: Vec<u8> = sa.sa_data.iter().map(|b| *b as u8).collect();
+        assert_eq!(&bytes[2..6], &[10, 0, 2, 15]);
+    }
+
+    #[test]
+    fn long_interface_names_are_refused() {
+        assert!(ifreq("eth0").is_ok());
+        assert!(ifreq("a-very-long-interface-name").is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! `unibeam run`: boot an image (building it first from a release) in the
+//! foreground and exit with the app's own status.
+
+use crate::{build, paths};
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use unibeam_image::{ImageManifest, Release, MANIFEST_FILE};
+use unibeam_vmm::{
+    choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Outcome,
+    PortForward, QemuCommand,
+};
+
+/// Exit code for failures of unibeam itself, as `docker run` uses 125.
+pub const FAILURE_EXIT: u8 = 125;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    /// KVM if a probe VM proves it works, else TCG
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Boot a release or an image as a microVM, in the foreground.
+///
+/// The guest console streams to stdout. unibeam exits with the BEAM's own
+/// exit status (`erlang:halt(3)` gives 3), or 125 when unibeam itself fails.
+/// Ctrl-C presses the VM's power button: the BEAM runs `init:stop()` and the
+/// VM powers off; a second Ctrl-C kills it.
+#[derive(Args)]
+pub struct RunArgs {
+    /// An image directory from `unibeam build`, or a release directory to build first
+    target: PathBuf,
+    /// Publish a guest TCP port: [IP:]HOST_PORT:GUEST_PORT (IP defaults to 127.0.0.1)
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST")]
+    publish: Vec<PortForward>,
+    /// Guest memory, e.g. 256M or 1G (plain numbers are MiB)
+    #[arg(long, default_value = "256M", value_parser = parse_memory)]
+    memory: u32,
+    /// Virtual CPUs
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpus: u32,
+    /// Accelerator
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelArg,
+    /// Print the full QEMU command line
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// `256M`, `1G`, `512` (MiB) → MiB.
+fn parse_memory(s: &str) -> Result<u32, String> {
+    let upper = s.trim().to_ascii_uppercase();
+    let (digits, factor) = match upper.strip_suffix('G') {
+        Some(d) => (d, 1024),
+        None => (upper.strip_suffix('M').unwrap_or(&upper), 1),
+    };
+    let mib = digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{s:?} is not a memory size; use e.g. 256M or 1G"))?;
+    if mib < 64 {
+        return Err(format!(
+            "{s:?} is too little memory; the guest needs at least 64M"
+        ));
+    }
+    Ok(mib)
+}
+
+/// An image dir as given, or a release built into the cache.
+fn resolve_image(target: &Path) -> Result<PathBuf> {
+    if target.join(MANIFEST_FILE).is_file() {
+        return Ok(target.to_path_buf());
+    }
+    let release = Release::open(target).with_context(|| {
+        format!(
+            "{} is neither a unibeam image nor a release",
+            target.display()
+        )
+    })?;
+    let output = paths::cache_dir()?
+        .join("images")
+        .join(format!("{}-{}", release.name, release.version));
+    build::build_to(target, &output)?;
+    Ok(output)
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    // Before any slow build: without QEMU nothing else matters.
+    let qemu = find_qemu()?;
+    let image_dir = resolve_image(&args.target)?;
+    let manifest = ImageManifest::read(&image_dir)?;
+    let kernel = image_dir.join(&manifest.kernel.file);
+    let choice = match args.accel {
+        AccelArg::Auto => AccelChoice::Auto,
+        AccelArg::Kvm => AccelChoice::Force(Accel::Kvm),
+        AccelArg::Tcg => AccelChoice::Force(Accel::Tcg),
+    };
+    let decision = choose_accel(choice, &qemu, &kernel, &paths::cache_dir()?);
+    eprintln!(
+        "unibeam: accelerator {}: {}",
+        decision.accel, decision.reason
+    );
+    let runtime = tempfile::Builder::new()
+        .prefix("unibeam-run-")
+        .tempdir()
+        .context("creating a runtime directory")?;
+    let cmd = QemuCommand {
+        binary: qemu,
+        accel: decision.accel,
+        memory_mib: args.memory,
+        cpus: args.cpus,
+        kernel,
+        initrd: image_dir.join(&manifest.initramfs.file),
+        kernel_args: default_kernel_args(),
+        forwards: args.publish,
+        qmp_socket: runtime.path().join("qmp.sock"),
+    };
+    if args.verbose {
+        eprintln!("unibeam: {}", cmd.display_line());
+    }
+    eprintln!(
+        "unibeam: booting {} {} ({})",
+        manifest.release.name,
+        manifest.release.version,
+        manifest.size_summary()
+    );
+    match run_foreground(&cmd, std::io::stdout())? {
+        Outcome::Exited(status) => Ok(ExitCode::from(status)),
+        Outcome::KernelPanic(line) => bail!("guest kernel panic: {line}"),
+        Outcome::NoStatus { detail } => bail!("{detail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("256M"), Ok(256));
+        assert_eq!(parse_memory("1g"), Ok(1024));
+        assert_eq!(parse_memory("512"), Ok(512));
+        assert!(parse_memory("12M").unwrap_err().contains("too little"));
+        assert!(parse_memory("lots").unwrap_err().contains("\"lots\""));
+    }
+}
