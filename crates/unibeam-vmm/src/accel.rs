@@ -107,7 +107,12 @@ fn probe_verdict(exited: bool, console: &str, stderr: &str) -> Result<(), String
             .find(|l| !l.contains("warning:"))
             .or_else(|| stderr.lines().next())
             .unwrap_or("the probe kernel stopped early");
-        return Err(format!("QEMU could not run a KVM guest: {}", why.trim()));
+        // /dev/kvm opened, so the host side is there; what fails is running
+        // a guest on it, which is what nested setups get wrong.
+        return Err(format!(
+            "/dev/kvm opens but QEMU could not run a guest on it ({}): nested virtualisation?",
+            why.trim()
+        ));
     }
     if console.is_empty() {
         Err(format!(

@@ -138,19 +138,29 @@ pub fn run_foreground(
 ) -> Result<Outcome, RunError> {
     check_ports(&cmd.forwards)?;
     let signals = signal_channel().map_err(|e| RunError::Qemu(format!("signal handler: {e}")))?;
-    let mut child = Command::new(&cmd.binary)
+    let mut command = Command::new(&cmd.binary);
+    command
         .args(cmd.args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own process group: Ctrl-C reaches us, not QEMU, so we can stop
         // the guest gracefully instead of QEMU dying on SIGINT.
-        .process_group(0)
-        .spawn()
-        .map_err(|cause| RunError::Spawn {
-            binary: cmd.binary.display().to_string(),
-            cause,
-        })?;
+        .process_group(0);
+    // SAFETY: runs between fork and exec and only calls prctl, which is
+    // async-signal-safe. If unibeam dies, QEMU must not live on unseen.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|cause| RunError::Spawn {
+        binary: cmd.binary.display().to_string(),
+        cause,
+    })?;
     let facts = Arc::new(Mutex::new(ConsoleFacts::default()));
     let stdout = child.stdout.take().expect("stdout is piped");
     let console_facts = Arc::clone(&facts);

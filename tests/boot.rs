@@ -1,0 +1,121 @@
+//! End-to-end: real releases built by rebar3, booted by `unibeam run` on
+//! QEMU, checked through what a user sees.
+
+use std::fs;
+use std::time::Duration;
+use unibeam_e2e::*;
+
+#[test]
+fn hello_answers_http_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    let port = free_port();
+    let mut vm = Vm::run(&[image.to_str().unwrap(), "-p", &format!("{port}:8080")]);
+    let (body, took) = vm.wait_http_ok(port, BOOT_TIMEOUT);
+    eprintln!("first HTTP 200 after {took:?}: {body}");
+    assert!(
+        body.starts_with("hello from hello on hello "),
+        "body: {body}"
+    );
+    // The crypto NIF (libcrypto) answered inside the guest.
+    assert!(body.contains("sha256 "), "body: {body}");
+    vm.interrupt();
+    let status = vm.wait(Duration::from_secs(90));
+    let out = vm.output();
+    assert!(
+        out.contains("power button pressed"),
+        "graceful stop path not taken:\n{out}"
+    );
+    assert!(
+        out.contains("SIGTERM received - shutting down"),
+        "BEAM did not run init:stop():\n{out}"
+    );
+    assert_eq!(status.code(), Some(0), "output:\n{out}");
+}
+
+/// Boots the halt fixture with `code` in its sys.config; returns the exit
+/// code of `unibeam run` and everything it printed.
+fn run_halt_fixture(code: u8) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("halt");
+    copy_tree(&release_dir_of_halt(), &release);
+    fs::write(
+        release.join("releases/0.1.0/sys.config"),
+        format!("[{{halt, [{{code, {code}}}]}}].\n"),
+    )
+    .unwrap();
+    // Given a release, `run` builds the image itself.
+    let mut vm = Vm::run(&[release.to_str().unwrap()]);
+    let status = vm.wait(BOOT_TIMEOUT);
+    (status.code(), vm.output())
+}
+
+fn release_dir_of_halt() -> std::path::PathBuf {
+    release("tests/fixtures/halt", "halt")
+}
+
+#[test]
+fn halt_3_exits_3() {
+    let (code, out) = run_halt_fixture(3);
+    assert_eq!(code, Some(3), "output:\n{out}");
+    assert!(out.contains("beam exited with status 3"), "output:\n{out}");
+}
+
+#[test]
+fn halt_0_exits_0() {
+    let (code, out) = run_halt_fixture(0);
+    assert_eq!(code, Some(0), "output:\n{out}");
+}
+
+#[test]
+fn initramfs_holds_the_release_and_no_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    let entries = initramfs_entries(&image.join("initramfs.img"));
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    let shells = ["sh", "bash", "dash", "ash", "busybox", "toybox"];
+    for (name, _) in &entries {
+        let base = name.rsplit('/').next().unwrap();
+        assert!(!shells.contains(&base), "initramfs holds a shell: {name}");
+    }
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("bin/") || n.starts_with("sbin/")),
+        "{names:?}"
+    );
+    for needed in [
+        "init",
+        "lib64/ld-linux-x86-64.so.2",
+        "lib/x86_64-linux-gnu/libc.so.6",
+        "lib/x86_64-linux-gnu/libcrypto.so.3",
+        "lib/modules/virtio_net.ko",
+        "release/erts-13.1.5/bin/beam.smp",
+        "release/releases/0.1.0/start.boot",
+        "unibeam/boot.json",
+        "dev/console",
+    ] {
+        assert!(names.contains(&needed), "initramfs lacks {needed}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(image.join("image.json")).unwrap()).unwrap();
+    let modules: Vec<&str> = manifest["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let pos = |m: &str| {
+        modules
+            .iter()
+            .position(|x| *x == m)
+            .unwrap_or_else(|| panic!("{m} not in {modules:?}"))
+    };
+    // Load order from modinfo depends=: dependencies first.
+    assert!(pos("virtio") < pos("virtio_net"));
+    assert!(pos("virtio_ring") < pos("virtio_net"));
+    assert!(pos("net_failover") < pos("virtio_net"));
+    assert!(pos("failover") < pos("net_failover"));
+    assert_eq!(manifest["release"]["name"], "hello");
+    assert_eq!(manifest["erts_version"], "13.1.5");
+}

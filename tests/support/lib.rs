@@ -1,0 +1,270 @@
+//! Helpers for the end-to-end tests and benchmarks: locate the built
+//! binaries and example releases, boot VMs through the real CLI, and talk to
+//! them over HTTP the way a user would.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous: a TCG boot takes 7-10 s alone, longer beside a second VM.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `target/<profile>`, where cargo put this test and the workspace binaries.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn built_binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (`make test` does, or `cargo build --workspace` with this profile)",
+        path.display()
+    );
+    path
+}
+
+/// The `unibeam` CLI binary under test.
+pub fn unibeam() -> PathBuf {
+    // unibeam finds its guest init beside itself; check it is there too.
+    built_binary("unibeam-init");
+    built_binary("unibeam")
+}
+
+/// A rebar3 release under the workspace, built with `rebar3 as prod release`
+/// if it is not there yet. `project` is relative to the workspace root.
+pub fn release(project: &str, name: &str) -> PathBuf {
+    let dir = workspace_root().join(project);
+    let rel = dir.join("_build/prod/rel").join(name);
+    if !rel.join("releases/start_erl.data").is_file() {
+        let status = Command::new("rebar3")
+            .args(["as", "prod", "release"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("rebar3 runs (apt-get install rebar3)");
+        assert!(
+            status.success(),
+            "rebar3 as prod release failed in {}",
+            dir.display()
+        );
+    }
+    rel
+}
+
+pub fn hello_release() -> PathBuf {
+    release("examples/hello", "hello")
+}
+
+/// Copies a directory tree (a release) so a test can edit the copy.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp runs");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// Runs `unibeam build <release> -o <out>` and insists it succeeds.
+pub fn build_image(release: &Path, out: &Path) -> PathBuf {
+    let output = Command::new(unibeam())
+        .arg("build")
+        .arg(release)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .expect("unibeam build runs");
+    assert!(
+        output.status.success(),
+        "unibeam build failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out.to_path_buf()
+}
+
+/// Runs the CLI to completion with extra environment.
+pub fn unibeam_output(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(unibeam());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("unibeam runs")
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// `GET http://127.0.0.1:<port>/` → status and body, or None if nothing answered.
+pub fn http_get(port: u16) -> Option<(u16, String)> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(3))
+        .build();
+    match agent.get(&format!("http://127.0.0.1:{port}/")).call() {
+        Ok(resp) => Some((resp.status(), resp.into_string().unwrap_or_default())),
+        Err(ureq::Error::Status(code, resp)) => {
+            Some((code, resp.into_string().unwrap_or_default()))
+        }
+        Err(_) => None,
+    }
+}
+
+/// A `unibeam run` in the background, with everything it prints captured.
+pub struct Vm {
+    child: Child,
+    started: Instant,
+    output: Arc<Mutex<String>>,
+}
+
+fn capture(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+}
+
+impl Vm {
+    /// `unibeam run <args>`.
+    pub fn run(args: &[&str]) -> Vm {
+        let mut child = Command::new(unibeam())
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("unibeam run starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        capture(child.stdout.take().unwrap(), Arc::clone(&output));
+        capture(child.stderr.take().unwrap(), Arc::clone(&output));
+        Vm {
+            child,
+            started: Instant::now(),
+            output,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Polls `port` until it answers 200; returns the body and the time
+    /// since `run` started.
+    pub fn wait_http_ok(&mut self, port: u16, timeout: Duration) -> (String, Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((200, body)) = http_get(port) {
+                return (body, self.started.elapsed());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "unibeam run exited ({status}) before answering HTTP:\n{}",
+                    self.output()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "no HTTP 200 on port {port} within {timeout:?}:\n{}",
+                    self.output()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Ctrl-C, as a terminal would send it.
+    pub fn interrupt(&self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+    }
+
+    /// Waits for `unibeam run` to exit; kills it and fails past `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait on unibeam") {
+                // Let the capture threads drain the pipes.
+                thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "unibeam run did not exit within {timeout:?}:\n{}",
+                    self.output()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // A failed test must not leave a VM behind: Ctrl-C first, then
+        // SIGKILL, which takes QEMU down too (it dies with its parent).
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+        }
+    }
+}
+
+/// Entries of a zstd-compressed newc initramfs: (path, mode).
+pub fn initramfs_entries(path: &Path) -> Vec<(String, u32)> {
+    let compressed = std::fs::read(path).expect("read initramfs");
+    let archive = zstd::decode_all(&compressed[..]).expect("initramfs is zstd");
+    let mut entries = Vec::new();
+    let mut rest = &archive[..];
+    loop {
+        let reader = cpio::NewcReader::new(rest).expect("valid newc entry");
+        if reader.entry().is_trailer() {
+            return entries;
+        }
+        entries.push((reader.entry().name().to_string(), reader.entry().mode()));
+        rest = reader.finish().expect("skip entry data");
+    }
+}
