@@ -49,6 +49,9 @@ pub fn unibeam() -> PathBuf {
 /// A rebar3 release under the workspace, built with `rebar3 as prod release`
 /// if it is not there yet. `project` is relative to the workspace root.
 pub fn release(project: &str, name: &str) -> PathBuf {
+    // Tests run in parallel; two rebar3 runs in one project would collide.
+    static REBAR3: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = REBAR3.lock().unwrap_or_else(|e| e.into_inner());
     let dir = workspace_root().join(project);
     let rel = dir.join("_build/prod/rel").join(name);
     if !rel.join("releases/start_erl.data").is_file() {
@@ -160,14 +163,19 @@ fn capture(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
 impl Vm {
     /// `unibeam run <args>`.
     pub fn run(args: &[&str]) -> Vm {
-        let mut child = Command::new(unibeam())
-            .arg("run")
-            .args(args)
+        let mut cmd = Command::new(unibeam());
+        cmd.arg("run").args(args);
+        Vm::spawn(cmd)
+    }
+
+    /// Any VM-running command, e.g. a plain QEMU for the naive baseline.
+    pub fn spawn(mut cmd: Command) -> Vm {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("unibeam run starts");
+            .expect("VM command starts");
         let output = Arc::new(Mutex::new(String::new()));
         capture(child.stdout.take().unwrap(), Arc::clone(&output));
         capture(child.stderr.take().unwrap(), Arc::clone(&output));
@@ -205,6 +213,12 @@ impl Vm {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Kills the VM command outright (for the baseline, which has no stop path).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Ctrl-C, as a terminal would send it.

@@ -204,7 +204,12 @@ fn download_into(
     let json = serde_json::to_string_pretty(&origin).expect("origin serialises");
     fs::write(&origin_path, json).map_err(io(&origin_path))?;
     let dest = kernels.join(&release);
-    fs::rename(&tree, &dest).map_err(io(&dest))?;
+    if let Err(e) = fs::rename(&tree, &dest) {
+        // Another unibeam fetched the same kernel meanwhile; theirs will do.
+        if !dest.join(ORIGIN_FILE).is_file() {
+            return Err(io(&dest)(e));
+        }
+    }
     Ok(cached_layout(&dest, release, origin))
 }
 
