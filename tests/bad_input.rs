@@ -20,7 +20,7 @@ fn build_on_a_missing_directory() {
     assert_eq!(out.status.code(), Some(1));
     let line = one_line(&out.stderr);
     assert!(
-        line.contains(missing.to_str().unwrap()) && line.contains("no such directory"),
+        line.contains(missing.to_str().unwrap()) && line.contains("no such file or directory"),
         "{line}"
     );
 }

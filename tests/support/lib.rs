@@ -267,18 +267,25 @@ impl Drop for Vm {
     }
 }
 
-/// Entries of a zstd-compressed newc initramfs: (path, mode).
+/// Entries of a layered initramfs (zstd-compressed newc archives back to
+/// back): (path, mode), in archive order.
 pub fn initramfs_entries(path: &Path) -> Vec<(String, u32)> {
     let compressed = std::fs::read(path).expect("read initramfs");
-    let archive = zstd::decode_all(&compressed[..]).expect("initramfs is zstd");
+    let archives = zstd::decode_all(&compressed[..]).expect("initramfs is zstd");
     let mut entries = Vec::new();
-    let mut rest = &archive[..];
-    loop {
+    let mut rest = &archives[..];
+    while !rest.is_empty() {
         let reader = cpio::NewcReader::new(rest).expect("valid newc entry");
-        if reader.entry().is_trailer() {
-            return entries;
+        let trailer = reader.entry().is_trailer();
+        if !trailer {
+            entries.push((reader.entry().name().to_string(), reader.entry().mode()));
         }
-        entries.push((reader.entry().name().to_string(), reader.entry().mode()));
         rest = reader.finish().expect("skip entry data");
+        if trailer {
+            // The next layer's archive starts after the trailer's padding.
+            let zeros = rest.iter().take_while(|b| **b == 0).count();
+            rest = &rest[zeros..];
+        }
     }
+    entries
 }

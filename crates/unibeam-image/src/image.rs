@@ -1,17 +1,22 @@
-//! Builds an image directory: `vmlinuz`, `initramfs.img` and `image.json`.
+//! Builds an image directory: `vmlinuz`, `initramfs.img` (layers back to
+//! back) and `image.json`.
 
+use crate::content::{self, ContentError, ContentOptions};
 use crate::elf::{self, ElfError, Resolver};
 use crate::initramfs::{Node, Tree};
-use crate::kernel::{self, KernelError, KernelOrigin};
+use crate::kernel::{self, KernelError};
+use crate::layers::{self, Compression, LayerName};
+use crate::manifest::{
+    ImageManifest, InitramfsInfo, KernelInfo, ManifestError, ReleaseInfo, FORMAT, MANIFEST_FILE,
+};
 use crate::modules::{self, ModuleError};
 use crate::release::{Release, ReleaseError};
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use unibeam_spec::{BootSpec, CodeLoading, NetworkSpec, ReleaseSpec, BOOT_SPEC_PATH};
+use unibeam_spec::{BootSpec, CodeLoading, NetworkSpec, ReleaseSpec};
 
-pub const MANIFEST_FILE: &str = "image.json";
 pub const KERNEL_FILE: &str = "vmlinuz";
 pub const INITRAMFS_FILE: &str = "initramfs.img";
 /// Where the release lives in the guest.
@@ -20,32 +25,37 @@ pub const GUEST_RELEASE_ROOT: &str = "/release";
 /// the guest needs no ld.so.cache.
 const GUEST_LIB_DIR: &str = "/lib/x86_64-linux-gnu";
 const GUEST_MODULE_DIR: &str = "/lib/modules";
+/// Where Debian-style Erlang installs keep `erts-<vsn>/`.
+const HOST_ERLANG_ROOTS: &[&str] = &["/usr/lib/erlang", "/usr/local/lib/erlang"];
+/// Mount points init needs; they go into the base layer.
+const MOUNT_POINTS: &[&str] = &["/proc", "/sys", "/dev", "/tmp", "/etc", "/run"];
 
 #[derive(Debug, Error)]
 pub enum BuildError {
     #[error(transparent)]
     Release(#[from] ReleaseError),
     #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
     Elf(#[from] ElfError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error(transparent)]
     Module(#[from] ModuleError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     #[error("{0}: unibeam-init not found; build it with `cargo build --release -p unibeam-init` or set UNIBEAM_INIT")]
     InitMissing(PathBuf),
     #[error("{0}: exists and is not a unibeam image; choose another output directory")]
     OutputOccupied(PathBuf),
-    #[error("{0}: not a unibeam image (no image.json); build one with `unibeam build`")]
-    NotAnImage(PathBuf),
+    #[error("{path}: the release has no ERTS; rebuild it with {{include_erts, true}} (mix: include_erts: true), or pass --erts-from-host to take ERTS {version} from this host")]
+    NoErts { path: PathBuf, version: String },
+    #[error("--erts-from-host: this host has no erts-{version} (looked in {looked}); install the Erlang/OTP that built the release")]
+    NoHostErts { version: String, looked: String },
     #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
         cause: std::io::Error,
-    },
-    #[error("{path}: malformed image.json: {cause}")]
-    Manifest {
-        path: PathBuf,
-        cause: serde_json::Error,
     },
 }
 
@@ -64,69 +74,11 @@ pub struct BuildOptions {
     pub init_binary: PathBuf,
     /// unibeam's cache, e.g. `~/.cache/unibeam`.
     pub cache_dir: PathBuf,
-    pub zstd_level: i32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KernelInfo {
-    pub origin: KernelOrigin,
-    pub release: String,
-    pub file: String,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InitramfsInfo {
-    pub file: String,
-    pub compression: String,
-    pub bytes: u64,
-    pub uncompressed_bytes: u64,
-    pub files: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleaseInfo {
-    pub name: String,
-    pub version: String,
-}
-
-/// `image.json`: what the image holds and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageManifest {
-    pub format: u32,
-    pub created_by: String,
-    pub release: ReleaseInfo,
-    pub erts_version: String,
-    pub kernel: KernelInfo,
-    pub initramfs: InitramfsInfo,
-    /// Module names in load order.
-    pub modules: Vec<String>,
-    pub boot: BootSpec,
-}
-
-impl ImageManifest {
-    pub fn read(image_dir: &Path) -> Result<ImageManifest, BuildError> {
-        let path = image_dir.join(MANIFEST_FILE);
-        let text = fs::read_to_string(&path)
-            .map_err(|_| BuildError::NotAnImage(image_dir.to_path_buf()))?;
-        serde_json::from_str(&text).map_err(|cause| BuildError::Manifest { path, cause })
-    }
-
-    pub fn total_bytes(&self) -> u64 {
-        self.kernel.bytes + self.initramfs.bytes
-    }
-
-    /// `kernel 6.1.0-56-cloud-amd64 14.2 MB, initramfs 6.1 MB, total 20.3 MB`
-    pub fn size_summary(&self) -> String {
-        let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
-        format!(
-            "kernel {} {}, initramfs {}, total {}",
-            self.kernel.release,
-            mb(self.kernel.bytes),
-            mb(self.initramfs.bytes),
-            mb(self.total_bytes())
-        )
-    }
+    pub compression: Compression,
+    /// Keep `.beam` debug chunks (Dbgi, Docs, ...).
+    pub keep_debug: bool,
+    /// Take ERTS from this host when the release has none.
+    pub erts_from_host: bool,
 }
 
 /// Builds the image and returns its manifest. Nothing appears at
@@ -140,20 +92,24 @@ pub fn build_image(
     if !opts.init_binary.is_file() {
         return Err(BuildError::InitMissing(opts.init_binary.clone()));
     }
-    let kernel = kernel::debian_cloud(&opts.cache_dir, progress)?;
-    progress("resolving kernel modules");
-    let module_files = modules::load_order(&kernel.modules_dir, modules::NETWORK_AND_POWER)?;
-
-    progress("collecting release and shared libraries");
     let mut tree = Tree::new();
-    let release_files = tree
-        .add_host_dir(&release.root, GUEST_RELEASE_ROOT)
-        .map_err(io(&release.root))?;
-    let mut elf_roots: Vec<PathBuf> = release_files
-        .into_iter()
-        .filter(|p| elf::is_elf(p))
-        .collect();
+    let content_opts = ContentOptions {
+        keep_debug: opts.keep_debug,
+    };
+    let mut elf_roots =
+        content::add_tree(&mut tree, &release.root, GUEST_RELEASE_ROOT, content_opts)?;
+    if !release.has_erts {
+        let host_erts = host_erts(&release, opts.erts_from_host)?;
+        let guest = format!("{GUEST_RELEASE_ROOT}/{}", release.erts_dir_name());
+        elf_roots.extend(content::add_tree(
+            &mut tree,
+            &host_erts,
+            &guest,
+            content_opts,
+        )?);
+    }
     elf_roots.push(opts.init_binary.clone());
+    progress("resolving shared libraries");
     add_library_closure(&mut tree, &elf_roots, &release.root)?;
     tree.insert(
         "/init",
@@ -162,7 +118,11 @@ pub fn build_image(
             executable: true,
         },
     );
+    tree.insert("/dev/console", Node::CharDevice { major: 5, minor: 1 });
 
+    let kernel = kernel::debian_cloud(&opts.cache_dir, progress)?;
+    progress("resolving kernel modules");
+    let module_files = modules::load_order(&kernel.modules_dir, modules::NETWORK_AND_POWER)?;
     let mut module_paths = Vec::new();
     for ko in &module_files {
         let name = ko.file_name().unwrap_or_default().to_string_lossy();
@@ -176,20 +136,10 @@ pub fn build_image(
         );
         module_paths.push(guest);
     }
-    add_runtime_skeleton(&mut tree);
     let spec = boot_spec(&release, module_paths);
-    tree.insert(
-        BOOT_SPEC_PATH,
-        Node::Bytes {
-            data: spec.to_json().into_bytes(),
-            executable: false,
-        },
-    );
 
-    progress("compressing initramfs");
     let staging = staging_dir(&opts.output)?;
-    let result = write_image(&staging, &tree, &kernel, &release, spec, opts);
-    match result {
+    match write_image(&staging, tree, &kernel, &release, spec, opts, progress) {
         Ok(manifest) => {
             replace_dir(&staging, &opts.output)?;
             Ok(manifest)
@@ -199,6 +149,23 @@ pub fn build_image(
             Err(e)
         }
     }
+}
+
+fn host_erts(release: &Release, allowed: bool) -> Result<PathBuf, BuildError> {
+    if !allowed {
+        return Err(BuildError::NoErts {
+            path: release.root.clone(),
+            version: release.erts_version.clone(),
+        });
+    }
+    HOST_ERLANG_ROOTS
+        .iter()
+        .map(|root| Path::new(root).join(release.erts_dir_name()))
+        .find(|dir| dir.join("bin/erlexec").is_file())
+        .ok_or_else(|| BuildError::NoHostErts {
+            version: release.erts_version.clone(),
+            looked: HOST_ERLANG_ROOTS.join(", "),
+        })
 }
 
 /// Adds every shared library the ELF files need, plus the loader. Libraries
@@ -245,15 +212,6 @@ fn add_library_closure(
     Ok(())
 }
 
-/// Mount points and the console device the kernel opens for PID 1 before
-/// devtmpfs exists.
-fn add_runtime_skeleton(tree: &mut Tree) {
-    for dir in ["/proc", "/sys", "/dev", "/tmp", "/etc", "/run"] {
-        tree.insert(dir, Node::Dir);
-    }
-    tree.insert("/dev/console", Node::CharDevice { major: 5, minor: 1 });
-}
-
 fn boot_spec(release: &Release, modules: Vec<String>) -> BootSpec {
     BootSpec {
         hostname: release.name.clone(),
@@ -272,22 +230,54 @@ fn boot_spec(release: &Release, modules: Vec<String>) -> BootSpec {
     }
 }
 
+/// Splits the tree into layers by path. Each layer carries the parent
+/// directories of what it holds, since the kernel creates none itself.
+fn split_layers(tree: Tree, release: &Release) -> BTreeMap<LayerName, Tree> {
+    let mut layers: BTreeMap<LayerName, Tree> =
+        LayerName::ALL.iter().map(|l| (*l, Tree::new())).collect();
+    for (path, node) in tree.into_nodes() {
+        if node == Node::Dir {
+            continue;
+        }
+        let layer = LayerName::of(&path, GUEST_RELEASE_ROOT, &release.name);
+        layers
+            .get_mut(&layer)
+            .expect("every layer exists")
+            .insert(&path, node);
+    }
+    let base = layers.get_mut(&LayerName::Base).expect("base exists");
+    for dir in MOUNT_POINTS {
+        base.insert(dir, Node::Dir);
+    }
+    layers
+}
+
 fn write_image(
     dir: &Path,
-    tree: &Tree,
+    tree: Tree,
     kernel: &kernel::Kernel,
     release: &Release,
     boot: BootSpec,
     opts: &BuildOptions,
+    progress: &dyn Fn(&str),
 ) -> Result<ImageManifest, BuildError> {
-    let cpio = tree.write_cpio(Vec::new()).map_err(io(dir))?;
-    let compressed = zstd::encode_all(&cpio[..], opts.zstd_level).map_err(io(dir))?;
+    let layer_trees = split_layers(tree, release);
     let initramfs_path = dir.join(INITRAMFS_FILE);
-    fs::write(&initramfs_path, &compressed).map_err(io(&initramfs_path))?;
+    let mut initramfs = fs::File::create(&initramfs_path).map_err(io(&initramfs_path))?;
+    let cache = opts.cache_dir.join("layers");
+    let (layers, files) = layers::write_layers(
+        &layer_trees,
+        opts.compression,
+        &cache,
+        &mut initramfs,
+        progress,
+    )
+    .map_err(io(&cache))?;
+    drop(initramfs);
     let kernel_path = dir.join(KERNEL_FILE);
     let kernel_bytes = fs::copy(&kernel.image, &kernel_path).map_err(io(&kernel.image))?;
     let manifest = ImageManifest {
-        format: 1,
+        format: FORMAT,
         created_by: format!("unibeam {}", env!("CARGO_PKG_VERSION")),
         release: ReleaseInfo {
             name: release.name.clone(),
@@ -302,10 +292,10 @@ fn write_image(
         },
         initramfs: InitramfsInfo {
             file: INITRAMFS_FILE.into(),
-            compression: format!("zstd-{}", opts.zstd_level),
-            bytes: compressed.len() as u64,
-            uncompressed_bytes: cpio.len() as u64,
-            files: tree.listing().map_err(io(dir))?.len(),
+            compression: opts.compression.label(),
+            bytes: layers.iter().map(|l| l.bytes).sum(),
+            uncompressed_bytes: layers.iter().map(|l| l.uncompressed_bytes).sum(),
+            layers,
         },
         modules: boot
             .modules
@@ -317,6 +307,7 @@ fn write_image(
             })
             .collect(),
         boot,
+        files,
     };
     let manifest_path = dir.join(MANIFEST_FILE);
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
@@ -383,12 +374,5 @@ mod tests {
         fs::write(staging.join("new"), "x").unwrap();
         replace_dir(&staging, &out).unwrap();
         assert!(out.join("new").exists() && !out.join(MANIFEST_FILE).exists());
-    }
-
-    #[test]
-    fn reading_a_non_image_names_the_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = ImageManifest::read(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("not a unibeam image"));
     }
 }

@@ -1,13 +1,21 @@
 //! Turns an Erlang/Elixir release into a bootable microVM image: a kernel,
-//! an initramfs and an `image.json` manifest.
+//! a layered initramfs and an `image.json` manifest.
 
+pub mod beam;
+pub mod content;
 pub mod deb;
 pub mod elf;
 pub mod image;
 pub mod initramfs;
+pub mod input;
 pub mod kernel;
+pub mod layers;
+pub mod manifest;
 pub mod modules;
 pub mod release;
 
-pub use image::{build_image, BuildError, BuildOptions, ImageManifest, MANIFEST_FILE};
+pub use image::{build_image, BuildError, BuildOptions};
+pub use input::{resolve as resolve_input, InputError, ResolvedInput, Selector};
+pub use layers::{Compression, LayerName};
+pub use manifest::{append_config_layer, ImageManifest, MANIFEST_FILE};
 pub use release::Release;

@@ -19,8 +19,6 @@ pub enum ReleaseError {
     NoRelFile(PathBuf),
     #[error("{0}: no boot script (start.boot or <name>.boot)")]
     NoBootScript(PathBuf),
-    #[error("{0}: the release has no ERTS; rebuild it with {{include_erts, true}}")]
-    NoErts(PathBuf),
     #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
@@ -38,6 +36,8 @@ pub struct Release {
     pub boot_script: String,
     pub has_sys_config: bool,
     pub has_vm_args: bool,
+    /// Whether the release carries its own `erts-<vsn>/`.
+    pub has_erts: bool,
 }
 
 impl Release {
@@ -56,11 +56,11 @@ impl Release {
         let rel_dir = dir.join("releases").join(&version);
         let name = release_name(&rel_dir)?;
         let boot_script = boot_script(&rel_dir, &name)?;
-        let erts = dir.join(format!("erts-{erts_version}"));
-        if !erts.join("bin/erlexec").is_file() {
-            return Err(ReleaseError::NoErts(erts));
-        }
+        let has_erts = dir
+            .join(format!("erts-{erts_version}/bin/erlexec"))
+            .is_file();
         Ok(Release {
+            has_erts,
             root: dir.to_path_buf(),
             has_sys_config: rel_dir.join("sys.config").is_file(),
             has_vm_args: rel_dir.join("vm.args").is_file(),
@@ -71,8 +71,9 @@ impl Release {
         })
     }
 
-    pub fn erts_dir(&self) -> PathBuf {
-        self.root.join(format!("erts-{}", self.erts_version))
+    /// Guest-relative name of the ERTS directory, `erts-<vsn>`.
+    pub fn erts_dir_name(&self) -> String {
+        format!("erts-{}", self.erts_version)
     }
 }
 
@@ -169,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_release_without_erts_or_boot() {
+    fn rejects_release_without_boot_and_notes_missing_erts() {
         let dir = tempfile::tempdir().unwrap();
         fake_release(dir.path());
         fs::remove_file(dir.path().join("releases/0.1.0/start.boot")).unwrap();
@@ -178,11 +179,9 @@ mod tests {
             Err(ReleaseError::NoBootScript(_))
         ));
         fake_release(dir.path());
+        assert!(Release::open(dir.path()).unwrap().has_erts);
         fs::remove_dir_all(dir.path().join("erts-13.1.5")).unwrap();
-        assert!(matches!(
-            Release::open(dir.path()),
-            Err(ReleaseError::NoErts(_))
-        ));
+        assert!(!Release::open(dir.path()).unwrap().has_erts);
     }
 
     #[test]

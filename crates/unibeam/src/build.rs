@@ -1,65 +1,118 @@
-//! `unibeam build`: release directory in, image directory out.
+//! `unibeam build`: a release (directory, tarball or project) in, an image
+//! directory out.
 
 use crate::paths;
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use unibeam_image::{build_image, BuildOptions, ImageManifest, Release};
+use unibeam_image::{
+    build_image, resolve_input, BuildOptions, Compression, ImageManifest, Release, Selector,
+};
 
 pub const FAILURE_EXIT: u8 = 1;
 
-/// zstd level for the initramfs: small images, and the kernel inflates
-/// zstd quickly.
-const ZSTD_LEVEL: i32 = 19;
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    /// zstd level 19: fast to unpack at boot
+    Zstd,
+    /// xz -9e: a little smaller, slower to unpack
+    Xz,
+}
 
 /// Build a bootable microVM image from a release.
 ///
+/// INPUT is a release directory (`_build/prod/rel/<name>` from
+/// `rebar3 as prod release` or `MIX_ENV=prod mix release`), a release
+/// tarball (`rebar3 as prod tar`), or a project directory, in which
+/// `_build/<profile>/rel/<name>` is used.
+///
 /// The image directory holds `vmlinuz` (Debian's cloud kernel, taken from
-/// /boot or fetched with `apt-get download`), `initramfs.img` (the release,
-/// its ERTS, the shared libraries its ELF files load, the NIC's kernel
-/// modules and unibeam's PID 1, and nothing else: no shell, no busybox) and
-/// `image.json` describing both.
+/// /boot or fetched with `apt-get download`), `initramfs.img` and
+/// `image.json`. The initramfs holds the release, its ERTS, the shared
+/// libraries its ELF files load, the NIC's kernel modules and unibeam's
+/// PID 1, and nothing else: no shell, no busybox. It is made of layers
+/// (base, erts, deps, app), each cached by content, so a rebuild after an
+/// app change recompresses only the app layer. The same input always gives
+/// a byte-identical image.
 #[derive(Args)]
 pub struct BuildArgs {
-    /// Release directory, e.g. _build/prod/rel/<name> from `rebar3 as prod release`
-    release: PathBuf,
+    /// Release directory, release tarball, or rebar3/mix project directory
+    input: PathBuf,
     /// Image directory to write [default: ./<name>-<version>.unibeam]
     #[arg(short, long)]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    flags: BuildFlags,
+}
+
+/// How to turn a release into an image; `run` takes these too.
+#[derive(Args, Clone)]
+pub struct BuildFlags {
+    /// With a project directory: the profile under _build/
+    #[arg(long, value_name = "PROFILE", default_value = "prod")]
+    profile: String,
+    /// With a project directory that has several releases: which one
+    #[arg(long = "release", value_name = "NAME")]
+    release_name: Option<String>,
+    /// When the release has no ERTS, take it from this host's Erlang install
+    #[arg(long)]
+    erts_from_host: bool,
+    /// Keep .beam debug info and docs chunks (stripped by default)
+    #[arg(long)]
+    keep_debug: bool,
+    /// Layer compression
+    #[arg(long, value_enum, default_value = "zstd")]
+    compression: CompressionArg,
 }
 
 pub fn build(args: BuildArgs) -> Result<ExitCode> {
-    let release = Release::open(&args.release)?;
+    let input = resolve(&args.input, &args.flags)?;
+    let release = Release::open(&input.dir)?;
     let output = args
         .output
         .unwrap_or_else(|| PathBuf::from(format!("{}-{}.unibeam", release.name, release.version)));
-    let manifest = build_to(&args.release, &output)?;
-    println!("{}", summary(&manifest, &output));
+    let manifest = build_to(&input.dir, &output, &args.flags)?;
+    println!(
+        "built {} {} -> {} ({})",
+        manifest.release.name,
+        manifest.release.version,
+        output.display(),
+        manifest.size_summary()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
+/// A release directory for `input`; a tarball is unpacked into the cache
+/// and removed when the result is dropped.
+pub fn resolve(input: &Path, flags: &BuildFlags) -> Result<unibeam_image::ResolvedInput> {
+    let selector = Selector {
+        profile: Some(flags.profile.clone()),
+        release: flags.release_name.clone(),
+    };
+    Ok(resolve_input(
+        input,
+        &selector,
+        &paths::cache_dir()?.join("unpacked"),
+    )?)
+}
+
 /// Builds `release_dir` into `output` with a spinner; shared with `run`.
-pub fn build_to(release_dir: &Path, output: &Path) -> Result<ImageManifest> {
+pub fn build_to(release_dir: &Path, output: &Path, flags: &BuildFlags) -> Result<ImageManifest> {
     let opts = BuildOptions {
         release_dir: release_dir.to_path_buf(),
         output: output.to_path_buf(),
         init_binary: paths::init_binary()?,
         cache_dir: paths::cache_dir()?,
-        zstd_level: ZSTD_LEVEL,
+        compression: match flags.compression {
+            CompressionArg::Zstd => Compression::Zstd(19),
+            CompressionArg::Xz => Compression::Xz,
+        },
+        keep_debug: flags.keep_debug,
+        erts_from_host: flags.erts_from_host,
     };
     let bar = paths::spinner("build");
     let result = build_image(&opts, &|step| bar.set_message(step.to_string()));
     bar.finish_and_clear();
     result.with_context(|| format!("building an image from {}", release_dir.display()))
-}
-
-fn summary(m: &ImageManifest, output: &Path) -> String {
-    format!(
-        "built {} {} -> {} ({})",
-        m.release.name,
-        m.release.version,
-        output.display(),
-        m.size_summary()
-    )
 }

@@ -1,6 +1,7 @@
 //! unibeam: build Erlang/Elixir releases into microVM images and run them.
 
 mod build;
+mod inspect;
 mod paths;
 mod run;
 
@@ -26,6 +27,7 @@ struct Cli {
 enum Verb {
     Build(build::BuildArgs),
     Run(run::RunArgs),
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let (result, failure_code) = match cli.command {
         Verb::Build(args) => (build::build(args), build::FAILURE_EXIT),
         Verb::Run(args) => (run::run(args), run::FAILURE_EXIT),
+        Verb::Inspect(args) => (inspect::inspect(args), inspect::FAILURE_EXIT),
     };
     match result {
         Ok(code) => code,

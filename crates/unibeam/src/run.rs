@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use unibeam_image::{ImageManifest, Release, MANIFEST_FILE};
+use unibeam_image::{append_config_layer, ImageManifest, Release, MANIFEST_FILE};
 use unibeam_vmm::{
     choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Outcome,
     PortForward, QemuCommand,
@@ -31,7 +31,8 @@ enum AccelArg {
 /// VM powers off; a second Ctrl-C kills it.
 #[derive(Args)]
 pub struct RunArgs {
-    /// An image directory from `unibeam build`, or a release directory to build first
+    /// An image directory from `unibeam build`, or a release (directory,
+    /// tarball or project) to build first
     target: PathBuf,
     /// Publish a guest TCP port: [IP:]HOST_PORT:GUEST_PORT (IP defaults to 127.0.0.1)
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST")]
@@ -48,6 +49,8 @@ pub struct RunArgs {
     /// Print the full QEMU command line
     #[arg(short, long)]
     verbose: bool,
+    #[command(flatten)]
+    build: build::BuildFlags,
 }
 
 /// `256M`, `1G`, `512` (MiB) → MiB.
@@ -70,28 +73,46 @@ fn parse_memory(s: &str) -> Result<u32, String> {
     Ok(mib)
 }
 
-/// An image dir as given, or a release built into the cache.
-fn resolve_image(target: &Path) -> Result<PathBuf> {
+/// An image dir as given, or a release built into `scratch` (layers come
+/// from the cache, so this is quick after the first build, and runs of
+/// different releases never share a half-replaced image).
+fn resolve_image(target: &Path, flags: &build::BuildFlags, scratch: &Path) -> Result<PathBuf> {
     if target.join(MANIFEST_FILE).is_file() {
         return Ok(target.to_path_buf());
     }
-    let release = Release::open(target).with_context(|| {
+    let not_runnable = || {
         format!(
             "{} is neither a unibeam image nor a release",
             target.display()
         )
-    })?;
-    let output = paths::cache_dir()?
-        .join("images")
-        .join(format!("{}-{}", release.name, release.version));
-    build::build_to(target, &output)?;
+    };
+    let input = build::resolve(target, flags).with_context(not_runnable)?;
+    Release::open(&input.dir).with_context(not_runnable)?;
+    let output = scratch.join("image");
+    build::build_to(&input.dir, &output, flags)?;
     Ok(output)
+}
+
+/// The image's layers plus this instance's config layer, as one file:
+/// QEMU takes a single initrd.
+fn instance_initrd(image_dir: &Path, manifest: &ImageManifest, runtime: &Path) -> Result<PathBuf> {
+    let layers = image_dir.join(&manifest.initramfs.file);
+    let mut data =
+        std::fs::read(&layers).with_context(|| format!("reading {}", layers.display()))?;
+    append_config_layer(&mut data, &manifest.boot);
+    let initrd = runtime.join("initrd.img");
+    std::fs::write(&initrd, data).with_context(|| format!("writing {}", initrd.display()))?;
+    Ok(initrd)
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     // Before any slow build: without QEMU nothing else matters.
     let qemu = find_qemu()?;
-    let image_dir = resolve_image(&args.target)?;
+    let runtime = tempfile::Builder::new()
+        .prefix("unibeam-run-")
+        .tempdir()
+        .context("creating a runtime directory")?;
+    let image_dir = resolve_image(&args.target, &args.build, runtime.path())?;
     let manifest = ImageManifest::read(&image_dir)?;
     let kernel = image_dir.join(&manifest.kernel.file);
     let choice = match args.accel {
@@ -104,17 +125,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         "unibeam: accelerator {}: {}",
         decision.accel, decision.reason
     );
-    let runtime = tempfile::Builder::new()
-        .prefix("unibeam-run-")
-        .tempdir()
-        .context("creating a runtime directory")?;
     let cmd = QemuCommand {
         binary: qemu,
         accel: decision.accel,
         memory_mib: args.memory,
         cpus: args.cpus,
         kernel,
-        initrd: image_dir.join(&manifest.initramfs.file),
+        initrd: instance_initrd(&image_dir, &manifest, runtime.path())?,
         kernel_args: default_kernel_args(),
         forwards: args.publish,
         qmp_socket: runtime.path().join("qmp.sock"),

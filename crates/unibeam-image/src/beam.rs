@@ -1,0 +1,144 @@
+//! Strips `.beam` files down to the chunks the runtime uses, like
+//! `beam_lib:strip/1`. Debian's OTP ships debug info (`Dbgi`) that is often
+//! larger than the code itself.
+//!
+//! Our own IFF walker: no crate reads BEAM files, and the format is a flat
+//! list of `id, size, data` chunks.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BeamError {
+    #[error("not a BEAM file (no FOR1/BEAM header)")]
+    NotBeam,
+    #[error("corrupt gzip-compressed BEAM file: {0}")]
+    BadGzip(String),
+    #[error("truncated BEAM file: chunk {chunk} runs past the end")]
+    Truncated { chunk: String },
+}
+
+/// What `beam_lib:strip/1` keeps, plus `Attr` (module attributes such as
+/// `vsn` and `behaviour`, which release handling reads) and `CInf`.
+const KEPT: &[&[u8; 4]] = &[
+    b"Atom", b"AtU8", b"Code", b"StrT", b"ImpT", b"ExpT", b"FunT", b"LitT", b"Line", b"Type",
+    b"Meta", b"Attr", b"CInf",
+];
+
+fn padded(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// Undoes the per-file gzip that relx applies in prod mode. The loader
+/// reads both forms, and one zstd pass over the whole layer compresses
+/// far better than hundreds of small gzip streams.
+pub fn decompress(data: &[u8]) -> Result<Vec<u8>, BeamError> {
+    if !data.starts_with(&[0x1f, 0x8b]) {
+        return Ok(data.to_vec());
+    }
+    let mut out = Vec::with_capacity(data.len() * 3);
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(data), &mut out)
+        .map_err(|e| BeamError::BadGzip(e.to_string()))?;
+    Ok(out)
+}
+
+/// Returns the file with only the kept chunks.
+pub fn strip(data: &[u8]) -> Result<Vec<u8>, BeamError> {
+    if data.len() < 12 || &data[0..4] != b"FOR1" || &data[8..12] != b"BEAM" {
+        return Err(BeamError::NotBeam);
+    }
+    let mut body = Vec::with_capacity(data.len());
+    body.extend_from_slice(b"BEAM");
+    let mut rest = &data[12..];
+    while rest.len() >= 8 {
+        let id: [u8; 4] = rest[0..4].try_into().expect("4 bytes");
+        let size = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
+        let end = 8 + padded(size);
+        if rest.len() < 8 + size {
+            return Err(BeamError::Truncated {
+                chunk: String::from_utf8_lossy(&id).into_owned(),
+            });
+        }
+        if KEPT.contains(&&id) {
+            body.extend_from_slice(&rest[..8 + size]);
+            body.resize(padded(body.len()), 0);
+        }
+        rest = &rest[end.min(rest.len())..];
+    }
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(b"FOR1");
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beam(chunks: &[(&[u8; 4], &[u8])]) -> Vec<u8> {
+        let mut body = b"BEAM".to_vec();
+        for (id, data) in chunks {
+            body.extend_from_slice(*id);
+            body.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            body.extend_from_slice(data);
+            body.resize(padded(body.len()), 0);
+        }
+        let mut out = b"FOR1".to_vec();
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn drops_debug_info_and_keeps_code() {
+        let input = beam(&[
+            (b"AtU8", b"abc"),
+            (b"Dbgi", &[7; 100]),
+            (b"Code", b"12345"),
+            (b"Docs", b"x"),
+        ]);
+        let out = strip(&input).unwrap();
+        assert_eq!(out, beam(&[(b"AtU8", b"abc"), (b"Code", b"12345")]));
+    }
+
+    #[test]
+    fn rejects_non_beam_and_truncated_input() {
+        assert_eq!(strip(b"hello world!"), Err(BeamError::NotBeam));
+        let mut input = beam(&[(b"Code", &[1; 40])]);
+        input.truncate(30);
+        assert!(matches!(strip(&input), Err(BeamError::Truncated { .. })));
+    }
+
+    #[test]
+    fn gzip_beams_are_inflated() {
+        use std::io::Write;
+        let plain = beam(&[(b"Code", b"1234")]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&plain).unwrap();
+        assert_eq!(decompress(&gz.finish().unwrap()).unwrap(), plain);
+        assert_eq!(decompress(&plain).unwrap(), plain);
+        assert!(matches!(
+            decompress(&[0x1f, 0x8b, 8, 0, 1]),
+            Err(BeamError::BadGzip(_))
+        ));
+    }
+
+    #[test]
+    fn real_otp_module_shrinks_and_keeps_its_chunks() {
+        let Ok(path) = std::process::Command::new("erl")
+            .args([
+                "-noshell",
+                "-eval",
+                "io:format(\"~s\", [code:which(lists)]), halt().",
+            ])
+            .output()
+        else {
+            return; // no Erlang on this host: the synthetic tests above still run
+        };
+        let data = std::fs::read(String::from_utf8_lossy(&path.stdout).trim()).unwrap();
+        let out = strip(&data).unwrap();
+        assert!(out.len() < data.len());
+        assert!(out.windows(4).any(|w| w == b"Code"));
+        assert!(!out.windows(4).any(|w| w == b"Dbgi"));
+    }
+}

@@ -1,0 +1,319 @@
+//! Reads a release into the image tree: only what runs, symlinks checked,
+//! `.beam` files stripped.
+
+use crate::beam::{self, BeamError};
+use crate::initramfs::{Node, Tree};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ContentError {
+    #[error("{path}: broken symlink (its target {target} does not exist)")]
+    BrokenSymlink { path: PathBuf, target: PathBuf },
+    #[error("{path}: symlink points outside the release (to {target}); refused, not followed")]
+    SymlinkEscapes { path: PathBuf, target: PathBuf },
+    #[error("{path}: cannot read: {cause}")]
+    Unreadable {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{path}: {cause}")]
+    Beam { path: PathBuf, cause: BeamError },
+}
+
+/// Directories inside `lib/<app>/` that nothing loads at run time.
+const DEV_ONLY_APP_DIRS: &[&str] = &["doc", "src", "include", "examples", "man", "c_src", "emacs"];
+/// Directories inside `erts-<vsn>/` besides `bin/`, likewise.
+const DEV_ONLY_ERTS_DIRS: &[&str] = &["doc", "include", "lib", "man", "src"];
+/// The only ERTS programs a running node uses: erlexec starts beam.smp,
+/// which spawns erl_child_setup, and inet_gethost is the native resolver.
+/// Everything else (erlc, dialyzer, typer, ct_run, escript, epmd, the
+/// shell-script wrappers) is a development tool or needs /bin/sh.
+const RUNTIME_ERTS_BINARIES: &[&str] = &["erlexec", "beam.smp", "erl_child_setup", "inet_gethost"];
+
+#[derive(Debug, Clone, Copy)]
+pub struct ContentOptions {
+    pub keep_debug: bool,
+}
+
+/// Whether a path relative to the release root belongs in the image.
+fn wanted(rel: &Path) -> bool {
+    let parts: Vec<&str> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect();
+    match parts.as_slice() {
+        // relx and mix start scripts: they need /bin/sh, init replaces them.
+        ["bin", ..] => false,
+        // `rebar3 tar` leaves its tarball inside the release directory.
+        [file] if file.ends_with(".tar.gz") => false,
+        ["lib", _, dir, ..] => !DEV_ONLY_APP_DIRS.contains(dir),
+        [erts, "bin", program, ..] if erts.starts_with("erts-") => {
+            RUNTIME_ERTS_BINARIES.contains(program)
+        }
+        [erts, dir, ..] if erts.starts_with("erts-") => !DEV_ONLY_ERTS_DIRS.contains(dir),
+        ["releases", _, file] => !file.ends_with(".script"),
+        _ => true,
+    }
+}
+
+/// Adds `host_root` (a release, or an ERTS taken from the host) under
+/// `guest_root`. Returns the host paths of the ELF files added.
+pub fn add_tree(
+    tree: &mut Tree,
+    host_root: &Path,
+    guest_root: &str,
+    opts: ContentOptions,
+) -> Result<Vec<PathBuf>, ContentError> {
+    let canonical_root = fs::canonicalize(host_root).map_err(|cause| ContentError::Unreadable {
+        path: host_root.to_path_buf(),
+        cause,
+    })?;
+    let mut walker = Walker {
+        tree,
+        root: host_root,
+        canonical_root,
+        guest_root,
+        opts,
+        elves: Vec::new(),
+    };
+    walker.walk(host_root)?;
+    Ok(walker.elves)
+}
+
+struct Walker<'a> {
+    tree: &'a mut Tree,
+    root: &'a Path,
+    canonical_root: PathBuf,
+    guest_root: &'a str,
+    opts: ContentOptions,
+    elves: Vec<PathBuf>,
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, dir: &Path) -> Result<(), ContentError> {
+        let unreadable = |cause| ContentError::Unreadable {
+            path: dir.to_path_buf(),
+            cause,
+        };
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .map_err(unreadable)?
+            .collect::<Result<_, _>>()
+            .map_err(unreadable)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(self.root)
+                .expect("walk stays under root")
+                .to_path_buf();
+            if wanted(&rel) {
+                self.add(&path, &rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn guest(&self, rel: &Path) -> String {
+        format!(
+            "{}/{}",
+            self.guest_root.trim_end_matches('/'),
+            rel.display()
+        )
+    }
+
+    fn add(&mut self, path: &Path, rel: &Path) -> Result<(), ContentError> {
+        let meta = fs::symlink_metadata(path).map_err(|cause| ContentError::Unreadable {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        if meta.file_type().is_symlink() {
+            let target = self.check_symlink(path)?;
+            self.tree.insert(&self.guest(rel), Node::Symlink(target));
+        } else if meta.is_dir() {
+            self.tree.insert(&self.guest(rel), Node::Dir);
+            self.walk(path)?;
+        } else if meta.is_file() {
+            let data = fs::read(path).map_err(|cause| ContentError::Unreadable {
+                path: path.to_path_buf(),
+                cause,
+            })?;
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            let data = self.transform(path, data)?;
+            self.tree
+                .insert(&self.guest(rel), Node::Bytes { data, executable });
+        }
+        Ok(())
+    }
+
+    fn transform(&mut self, path: &Path, data: Vec<u8>) -> Result<Vec<u8>, ContentError> {
+        if data.starts_with(b"\x7fELF") {
+            self.elves.push(path.to_path_buf());
+            return Ok(data);
+        }
+        if path.extension().is_some_and(|e| e == "beam") {
+            let beam_err = |cause| ContentError::Beam {
+                path: path.to_path_buf(),
+                cause,
+            };
+            let plain = beam::decompress(&data).map_err(beam_err)?;
+            if self.opts.keep_debug {
+                return Ok(plain);
+            }
+            return beam::strip(&plain).map_err(beam_err);
+        }
+        Ok(data)
+    }
+
+    /// A symlink is kept as a symlink, but only if it resolves inside the
+    /// release: the image must not depend on, or leak, host files.
+    fn check_symlink(&self, path: &Path) -> Result<String, ContentError> {
+        let target = fs::read_link(path).map_err(|cause| ContentError::Unreadable {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let resolved = path.parent().unwrap_or(self.root).join(&target);
+        // Decide on the lexical path first, so an escaping link is refused
+        // without ever touching what it points at.
+        if !lexically_inside(&resolved, self.root) {
+            return Err(ContentError::SymlinkEscapes {
+                path: path.to_path_buf(),
+                target,
+            });
+        }
+        let real = fs::canonicalize(&resolved).map_err(|_| ContentError::BrokenSymlink {
+            path: path.to_path_buf(),
+            target: target.clone(),
+        })?;
+        if !real.starts_with(&self.canonical_root) {
+            return Err(ContentError::SymlinkEscapes {
+                path: path.to_path_buf(),
+                target,
+            });
+        }
+        Ok(target.to_string_lossy().into_owned())
+    }
+}
+
+/// `a/b/../c` is inside `a`; `a/../../x` is not. No filesystem access.
+fn lexically_inside(path: &Path, root: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut depth: i32 = 0;
+    for c in rel.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn drops_what_never_runs() {
+        for dropped in [
+            "bin/hello",
+            "lib/stdlib-4.2/src/lists.erl",
+            "lib/stdlib-4.2/doc/x.html",
+            "lib/kernel-8.5/include/file.hrl",
+            "erts-13.1.5/bin/erlc",
+            "erts-13.1.5/bin/epmd",
+            "erts-13.1.5/bin/dialyzer",
+            "erts-13.1.5/include/erl_nif.h",
+            "erts-13.1.5/lib/liberts.a",
+            "releases/0.1.0/start.script",
+            "hello-0.1.0.tar.gz",
+        ] {
+            assert!(!wanted(Path::new(dropped)), "{dropped} should be dropped");
+        }
+        for kept in [
+            "lib/stdlib-4.2/ebin/lists.beam",
+            "lib/crypto-5.1/priv/lib/crypto.so",
+            "erts-13.1.5/bin/beam.smp",
+            "erts-13.1.5/bin/erl_child_setup",
+            "releases/0.1.0/start.boot",
+            "releases/start_erl.data",
+        ] {
+            assert!(wanted(Path::new(kept)), "{kept} should be kept");
+        }
+    }
+
+    #[test]
+    fn lexical_containment() {
+        let root = Path::new("/r");
+        assert!(lexically_inside(Path::new("/r/lib/../x"), root));
+        assert!(!lexically_inside(
+            Path::new("/r/lib/../../etc/passwd"),
+            root
+        ));
+        assert!(!lexically_inside(Path::new("/etc/passwd"), root));
+    }
+
+    fn release_with(link: &str, target: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("lib/a-1/ebin")).unwrap();
+        fs::write(
+            dir.path().join("lib/a-1/ebin/a.app"),
+            "{application, a, []}.",
+        )
+        .unwrap();
+        symlink(target, dir.path().join(link)).unwrap();
+        dir
+    }
+
+    fn add(dir: &Path) -> Result<Tree, ContentError> {
+        let mut tree = Tree::new();
+        add_tree(
+            &mut tree,
+            dir,
+            "/release",
+            ContentOptions { keep_debug: false },
+        )
+        .map(|_| tree)
+    }
+
+    #[test]
+    fn symlinks_inside_are_kept() {
+        let dir = release_with("lib/a", "a-1");
+        let tree = add(dir.path()).unwrap();
+        assert_eq!(
+            tree.get("/release/lib/a"),
+            Some(&Node::Symlink("a-1".into()))
+        );
+    }
+
+    #[test]
+    fn broken_and_escaping_symlinks_are_refused() {
+        let dir = release_with("lib/broken", "nowhere");
+        assert!(matches!(
+            add(dir.path()),
+            Err(ContentError::BrokenSymlink { .. })
+        ));
+        let dir = release_with("lib/escape", "/etc/passwd");
+        assert!(matches!(
+            add(dir.path()),
+            Err(ContentError::SymlinkEscapes { .. })
+        ));
+        let dir = release_with("lib/sneaky", "../../../../../../etc");
+        assert!(matches!(
+            add(dir.path()),
+            Err(ContentError::SymlinkEscapes { .. })
+        ));
+    }
+}

@@ -1,0 +1,210 @@
+//! Turns what the user points at (a release directory, a release tarball,
+//! or a rebar3/mix project) into a release directory on disk.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum InputError {
+    #[error("{0}: no such file or directory")]
+    Missing(PathBuf),
+    #[error("{path}: truncated or corrupt release tarball: {detail}")]
+    BadTarball { path: PathBuf, detail: String },
+    #[error("{0}: no release under _build/{1}/rel; run `rebar3 as {1} release` or `MIX_ENV={1} mix release` first")]
+    NoBuiltRelease(PathBuf, String),
+    #[error("{path}: several releases ({names}); pick one with --release NAME")]
+    AmbiguousRelease { path: PathBuf, names: String },
+    #[error("{path}: no release named {name} (found: {names})")]
+    NoSuchRelease {
+        path: PathBuf,
+        name: String,
+        names: String,
+    },
+    #[error("{path}: {cause}")]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+/// Which release to take from a project directory.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    /// `_build/<profile>/rel`; `prod` when unset.
+    pub profile: Option<String>,
+    /// The release name, needed when a project has several.
+    pub release: Option<String>,
+}
+
+/// A release directory, plus the scratch directory that holds it when it
+/// came out of a tarball (removed on drop).
+#[derive(Debug)]
+pub struct ResolvedInput {
+    pub dir: PathBuf,
+    _unpacked: Option<TempDir>,
+}
+
+fn is_release_dir(dir: &Path) -> bool {
+    dir.join("releases/start_erl.data").is_file()
+}
+
+fn is_tarball(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    name.ends_with(".tar.gz") || name.ends_with(".tgz")
+}
+
+/// Resolves `path`; `scratch` is where tarballs are unpacked.
+pub fn resolve(
+    path: &Path,
+    selector: &Selector,
+    scratch: &Path,
+) -> Result<ResolvedInput, InputError> {
+    if !path.exists() {
+        return Err(InputError::Missing(path.to_path_buf()));
+    }
+    if path.is_file() && is_tarball(path) {
+        let unpacked = unpack_tarball(path, scratch)?;
+        return Ok(ResolvedInput {
+            dir: unpacked.path().to_path_buf(),
+            _unpacked: Some(unpacked),
+        });
+    }
+    let dir = if path.join("_build").is_dir() && !is_release_dir(path) {
+        find_in_project(path, selector)?
+    } else {
+        path.to_path_buf()
+    };
+    Ok(ResolvedInput {
+        dir,
+        _unpacked: None,
+    })
+}
+
+fn unpack_tarball(path: &Path, scratch: &Path) -> Result<TempDir, InputError> {
+    let io = |cause| InputError::Io {
+        path: scratch.to_path_buf(),
+        cause,
+    };
+    fs::create_dir_all(scratch).map_err(io)?;
+    let dir = tempfile::Builder::new()
+        .prefix("tarball-")
+        .tempdir_in(scratch)
+        .map_err(io)?;
+    let file = fs::File::open(path).map_err(|cause| InputError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    // unpack() refuses entries that would land outside `dir`.
+    archive
+        .unpack(dir.path())
+        .map_err(|e| InputError::BadTarball {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if !is_release_dir(dir.path()) {
+        return Err(InputError::BadTarball {
+            path: path.to_path_buf(),
+            detail: "it holds no releases/start_erl.data".into(),
+        });
+    }
+    Ok(dir)
+}
+
+fn find_in_project(project: &Path, selector: &Selector) -> Result<PathBuf, InputError> {
+    let profile = selector.profile.clone().unwrap_or_else(|| "prod".into());
+    let rel_root = project.join("_build").join(&profile).join("rel");
+    let mut names: Vec<String> = fs::read_dir(&rel_root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| is_release_dir(&e.path()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    match (&selector.release, names.as_slice()) {
+        (_, []) => Err(InputError::NoBuiltRelease(project.to_path_buf(), profile)),
+        (Some(name), _) if names.contains(name) => Ok(rel_root.join(name)),
+        (Some(name), _) => Err(InputError::NoSuchRelease {
+            path: project.to_path_buf(),
+            name: name.clone(),
+            names: names.join(", "),
+        }),
+        (None, [only]) => Ok(rel_root.join(only)),
+        (None, _) => Err(InputError::AmbiguousRelease {
+            path: project.to_path_buf(),
+            names: names.join(", "),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_release(dir: &Path) {
+        fs::create_dir_all(dir.join("releases")).unwrap();
+        fs::write(dir.join("releases/start_erl.data"), "13.1.5 0.1.0").unwrap();
+    }
+
+    #[test]
+    fn project_dirs_lead_to_their_release() {
+        let project = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let sel = Selector::default();
+        let err = resolve(project.path(), &sel, scratch.path()).unwrap();
+        assert_eq!(err.dir, project.path(), "no _build: taken as given");
+        fs::create_dir_all(project.path().join("_build/prod/rel")).unwrap();
+        assert!(matches!(
+            resolve(project.path(), &sel, scratch.path()),
+            Err(InputError::NoBuiltRelease(..))
+        ));
+        fake_release(&project.path().join("_build/prod/rel/a"));
+        assert!(resolve(project.path(), &sel, scratch.path())
+            .unwrap()
+            .dir
+            .ends_with("rel/a"));
+        fake_release(&project.path().join("_build/prod/rel/b"));
+        assert!(matches!(
+            resolve(project.path(), &sel, scratch.path()),
+            Err(InputError::AmbiguousRelease { .. })
+        ));
+        let pick_b = Selector {
+            release: Some("b".into()),
+            ..Selector::default()
+        };
+        assert!(resolve(project.path(), &pick_b, scratch.path())
+            .unwrap()
+            .dir
+            .ends_with("rel/b"));
+    }
+
+    #[test]
+    fn tarballs_unpack_and_corrupt_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fake_release(&src);
+        let tarball = dir.path().join("r-0.1.0.tar.gz");
+        let enc = flate2::write::GzEncoder::new(
+            fs::File::create(&tarball).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut builder = tar::Builder::new(enc);
+        builder.append_dir_all(".", &src).unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+        let scratch = dir.path().join("scratch");
+        let resolved = resolve(&tarball, &Selector::default(), &scratch).unwrap();
+        assert!(resolved.dir.join("releases/start_erl.data").is_file());
+        let bytes = fs::read(&tarball).unwrap();
+        fs::write(&tarball, &bytes[..bytes.len() / 2]).unwrap();
+        let err = resolve(&tarball, &Selector::default(), &scratch).unwrap_err();
+        assert!(err.to_string().contains("truncated or corrupt"), "{err}");
+        fs::write(&tarball, b"garbage").unwrap();
+        assert!(matches!(
+            resolve(&tarball, &Selector::default(), &scratch),
+            Err(InputError::BadTarball { .. })
+        ));
+    }
+}

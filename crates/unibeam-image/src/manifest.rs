@@ -1,0 +1,181 @@
+//! `image.json`: what an image holds, where it came from, and the boot spec
+//! the runner hands the guest.
+
+use crate::initramfs::{Node, Tree};
+use crate::kernel::KernelOrigin;
+use crate::layers::{FileRecord, LayerInfo};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use unibeam_spec::{BootSpec, BOOT_SPEC_PATH};
+
+pub const MANIFEST_FILE: &str = "image.json";
+pub const FORMAT: u32 = 2;
+
+#[derive(Debug, Error)]
+pub enum ManifestError {
+    #[error("{0}: not a unibeam image (no image.json); build one with `unibeam build`")]
+    NotAnImage(PathBuf),
+    #[error("{path}: malformed image.json: {cause}")]
+    Malformed {
+        path: PathBuf,
+        cause: serde_json::Error,
+    },
+    #[error("{path}: image format {found}, this unibeam reads {FORMAT}; rebuild the image")]
+    Format { path: PathBuf, found: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    pub origin: KernelOrigin,
+    pub release: String,
+    pub file: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitramfsInfo {
+    pub file: String,
+    pub compression: String,
+    pub bytes: u64,
+    pub uncompressed_bytes: u64,
+    /// In unpack order; their bytes add up to `bytes`.
+    pub layers: Vec<LayerInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageManifest {
+    pub format: u32,
+    pub created_by: String,
+    pub release: ReleaseInfo,
+    pub erts_version: String,
+    pub kernel: KernelInfo,
+    pub initramfs: InitramfsInfo,
+    /// Module names in load order.
+    pub modules: Vec<String>,
+    /// Written into the per-instance config layer at boot.
+    pub boot: BootSpec,
+    /// Every file in the image with its size and sha256: the image's SBOM.
+    pub files: Vec<FileRecord>,
+}
+
+impl ImageManifest {
+    pub fn read(image_dir: &Path) -> Result<ImageManifest, ManifestError> {
+        let path = image_dir.join(MANIFEST_FILE);
+        let text = fs::read_to_string(&path)
+            .map_err(|_| ManifestError::NotAnImage(image_dir.to_path_buf()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|cause| ManifestError::Malformed {
+                path: path.clone(),
+                cause,
+            })?;
+        let found = value["format"].as_u64().unwrap_or(0) as u32;
+        if found != FORMAT {
+            return Err(ManifestError::Format { path, found });
+        }
+        serde_json::from_value(value).map_err(|cause| ManifestError::Malformed { path, cause })
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.kernel.bytes + self.initramfs.bytes
+    }
+
+    /// `kernel 6.1.0-56-cloud-amd64 14.2 MB, initramfs 6.1 MB, total 20.3 MB`
+    pub fn size_summary(&self) -> String {
+        let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
+        format!(
+            "kernel {} {}, initramfs {}, total {}",
+            self.kernel.release,
+            mb(self.kernel.bytes),
+            mb(self.initramfs.bytes),
+            mb(self.total_bytes())
+        )
+    }
+
+    /// Uncompressed bytes and file count per OTP application
+    /// (`/release/lib/<app>-<vsn>/...`).
+    pub fn application_sizes(&self) -> BTreeMap<String, (u64, usize)> {
+        let prefix = format!("{}/lib/", self.boot.release.root);
+        let mut apps: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+        for file in &self.files {
+            let Some(app) = file
+                .path
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split('/').next())
+            else {
+                continue;
+            };
+            let entry = apps.entry(app.to_string()).or_default();
+            entry.0 += file.bytes;
+            entry.1 += 1;
+        }
+        apps
+    }
+}
+
+/// Appends the per-instance layer, the boot spec as an uncompressed newc
+/// archive, to an image's layers, so the kernel unpacks it last.
+pub fn append_config_layer(initramfs: &mut Vec<u8>, spec: &BootSpec) {
+    // The kernel takes an uncompressed archive only at a 4-byte aligned
+    // offset; it skips the zero bytes before it.
+    initramfs.resize(initramfs.len().next_multiple_of(4), 0);
+    let mut tree = Tree::new();
+    let data = spec.to_json().into_bytes();
+    tree.insert(
+        BOOT_SPEC_PATH,
+        Node::Bytes {
+            data,
+            executable: false,
+        },
+    );
+    tree.write_cpio(initramfs)
+        .expect("writing to memory cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_a_non_image_names_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ImageManifest::read(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a unibeam image"));
+        fs::write(dir.path().join(MANIFEST_FILE), r#"{"format": 1}"#).unwrap();
+        let err = ImageManifest::read(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("rebuild the image"), "{err}");
+    }
+
+    #[test]
+    fn config_layer_is_an_aligned_newc_archive_with_the_spec() {
+        let spec = BootSpec {
+            hostname: "h".into(),
+            modules: vec![],
+            network: unibeam_spec::NetworkSpec::qemu_user(),
+            release: unibeam_spec::ReleaseSpec {
+                root: "/release".into(),
+                name: "h".into(),
+                version: "1".into(),
+                erts_version: "13".into(),
+                boot_script: "start".into(),
+                has_sys_config: false,
+                has_vm_args: false,
+                code_loading: unibeam_spec::CodeLoading::Embedded,
+            },
+        };
+        let mut initramfs = vec![1, 2, 3, 4, 5];
+        append_config_layer(&mut initramfs, &spec);
+        assert_eq!(&initramfs[5..8], &[0, 0, 0]);
+        assert!(initramfs[8..].starts_with(b"070701"));
+        let text = String::from_utf8_lossy(&initramfs);
+        assert!(text.contains("unibeam/boot.json") && text.contains("\"hostname\": \"h\""));
+    }
+}

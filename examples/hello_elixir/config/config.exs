@@ -1,0 +1,3 @@
+import Config
+
+config :hello_elixir, port: 8080
