@@ -71,9 +71,7 @@ fn time_unibeam(image: &Path) -> (f64, Option<f64>) {
 
 /// `[    2.598] unibeam-init: started (kernel -> init)` → 2.598
 fn kernel_to_init(console: &str) -> Option<f64> {
-    let line = console
-        .lines()
-        .find(|l| l.contains("unibeam-init: started"))?;
+    let line = console.lines().find(|l| l.contains("unibeam-init: started"))?;
     line.trim_start_matches('[')
         .split(']')
         .next()?
@@ -187,9 +185,7 @@ fn markdown(r: &serde_json::Value) -> String {
             .join(", ")
     };
     let total = |v: &serde_json::Value| {
-        serde_json::Value::from(
-            v["kernel_bytes"].as_u64().unwrap() + v["initramfs_bytes"].as_u64().unwrap(),
-        )
+        serde_json::Value::from(v["kernel_bytes"].as_u64().unwrap() + v["initramfs_bytes"].as_u64().unwrap())
     };
     format!(
         "## Walking skeleton: `run` to first HTTP 200\n\n\

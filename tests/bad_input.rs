@@ -4,11 +4,7 @@ use unibeam_e2e::*;
 
 fn one_line(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr).trim().to_string();
-    assert_eq!(
-        text.lines().count(),
-        1,
-        "expected a one-line error, got:\n{text}"
-    );
+    assert_eq!(text.lines().count(), 1, "expected a one-line error, got:\n{text}");
     text
 }
 
@@ -67,8 +63,135 @@ fn run_on_something_that_is_neither_image_nor_release() {
     let out = unibeam_output(&["run", dir.path().to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(125));
     let line = one_line(&out.stderr);
+    assert!(line.contains("neither a unibeam image nor a release"), "{line}");
+}
+
+/// A private copy of examples/hello to break.
+fn hello_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("hello");
+    copy_tree(&hello_release(), &release);
+    (dir, release)
+}
+
+/// `unibeam build <release>` must fail with one line that names `culprit`
+/// and says `problem`.
+fn build_fails(release: &std::path::Path, culprit: &str, problem: &str) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("img");
+    let o = unibeam_output(
+        &["build", release.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = one_line(&o.stderr);
     assert!(
-        line.contains("neither a unibeam image nor a release"),
+        line.contains(culprit) && line.contains(problem),
+        "expected {culprit:?} and {problem:?} in: {line}"
+    );
+    assert!(!out.exists(), "a failed build must not leave an image behind");
+}
+
+#[test]
+fn release_without_boot_file() {
+    let (_dir, release) = hello_copy();
+    std::fs::remove_file(release.join("releases/0.1.0/start.boot")).unwrap();
+    build_fails(&release, "releases/0.1.0", "no boot script");
+}
+
+#[test]
+fn broken_symlink() {
+    let (_dir, release) = hello_copy();
+    let link = release.join("lib/hello-0.1.0/ebin/broken.beam");
+    std::os::unix::fs::symlink("does-not-exist.beam", &link).unwrap();
+    build_fails(&release, link.to_str().unwrap(), "broken symlink");
+}
+
+#[test]
+fn symlink_out_of_the_release() {
+    let (_dir, release) = hello_copy();
+    let link = release.join("lib/hello-0.1.0/priv");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    build_fails(&release, link.to_str().unwrap(), "points outside the release");
+}
+
+#[test]
+fn unreadable_file() {
+    let (dir, release) = hello_copy();
+    let secret = release.join("lib/hello-0.1.0/ebin/secret.beam");
+    std::fs::write(&secret, "x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return build_fails(&release, secret.to_str().unwrap(), "cannot read");
+    }
+    // Root reads anything, so build as nobody, who can reach the copy.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(unibeam())
+        .args(["build", release.to_str().unwrap(), "-o", "/nonexistent/img"])
+        .env("XDG_CACHE_HOME", cache.path())
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = one_line(&o.stderr);
+    assert!(
+        line.contains(secret.to_str().unwrap()) && line.contains("cannot read"),
         "{line}"
     );
+}
+
+/// Rewrites `from` to `to` (same length) inside a binary file.
+fn patch_bytes(path: &std::path::Path, from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let mut data = std::fs::read(path).unwrap();
+    let at = data
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern present");
+    data[at..at + to.len()].copy_from_slice(to);
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn elf_needing_a_missing_library() {
+    let (_dir, release) = hello_copy();
+    let beam = release.join("erts-13.1.5/bin/beam.smp");
+    patch_bytes(&beam, b"libtinfo.so.6\0", b"libunibe.so.6\0");
+    build_fails(&release, "libunibe.so.6", "not installed on this host");
+    build_fails(&release, beam.to_str().unwrap(), "needs");
+}
+
+#[test]
+fn foreign_architecture_elf() {
+    let (_dir, release) = hello_copy();
+    let nif = release.join("lib/hello-0.1.0/priv/arm_nif.so");
+    std::fs::create_dir_all(nif.parent().unwrap()).unwrap();
+    let mut elf = std::fs::read(release.join("erts-13.1.5/bin/inet_gethost")).unwrap();
+    elf[18..20].copy_from_slice(&183u16.to_le_bytes()); // e_machine = EM_AARCH64
+    std::fs::write(&nif, elf).unwrap();
+    build_fails(&release, nif.to_str().unwrap(), "built for aarch64");
+}
+
+#[test]
+fn truncated_or_corrupt_tarball() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(hello_tarball()).unwrap();
+    let truncated = dir.path().join("truncated.tar.gz");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    build_fails(&truncated, truncated.to_str().unwrap(), "truncated or corrupt");
+    let garbage = dir.path().join("garbage.tar.gz");
+    std::fs::write(&garbage, b"this is not a gzip stream").unwrap();
+    build_fails(&garbage, garbage.to_str().unwrap(), "truncated or corrupt");
+}
+
+#[test]
+fn release_without_erts_explains_both_options() {
+    let (_dir, release) = hello_copy();
+    std::fs::remove_dir_all(release.join("erts-13.1.5")).unwrap();
+    build_fails(&release, release.to_str().unwrap(), "--erts-from-host");
 }

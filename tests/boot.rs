@@ -13,10 +13,7 @@ fn hello_answers_http_and_stops_on_ctrl_c() {
     let mut vm = Vm::run(&[image.to_str().unwrap(), "-p", &format!("{port}:8080")]);
     let (body, took) = vm.wait_http_ok(port, BOOT_TIMEOUT);
     eprintln!("first HTTP 200 after {took:?}: {body}");
-    assert!(
-        body.starts_with("hello from hello on hello "),
-        "body: {body}"
-    );
+    assert!(body.starts_with("hello from hello on hello "), "body: {body}");
     vm.interrupt();
     let status = vm.wait(Duration::from_secs(90));
     let out = vm.output();

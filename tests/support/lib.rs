@@ -46,28 +46,45 @@ pub fn unibeam() -> PathBuf {
     built_binary("unibeam")
 }
 
+/// Tests run in parallel; two rebar3 runs in one project would collide.
+static REBAR3: Mutex<()> = Mutex::new(());
+
+fn rebar3(dir: &Path, args: &[&str]) {
+    let status = Command::new("rebar3")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("rebar3 runs (apt-get install rebar3)");
+    assert!(
+        status.success(),
+        "rebar3 {} failed in {}",
+        args.join(" "),
+        dir.display()
+    );
+}
+
 /// A rebar3 release under the workspace, built with `rebar3 as prod release`
 /// if it is not there yet. `project` is relative to the workspace root.
 pub fn release(project: &str, name: &str) -> PathBuf {
-    // Tests run in parallel; two rebar3 runs in one project would collide.
-    static REBAR3: Mutex<()> = Mutex::new(());
     let _one_at_a_time = REBAR3.lock().unwrap_or_else(|e| e.into_inner());
     let dir = workspace_root().join(project);
     let rel = dir.join("_build/prod/rel").join(name);
     if !rel.join("releases/start_erl.data").is_file() {
-        let status = Command::new("rebar3")
-            .args(["as", "prod", "release"])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("rebar3 runs (apt-get install rebar3)");
-        assert!(
-            status.success(),
-            "rebar3 as prod release failed in {}",
-            dir.display()
-        );
+        rebar3(&dir, &["as", "prod", "release"]);
     }
     rel
+}
+
+/// examples/hello as a `rebar3 as prod tar` tarball.
+pub fn hello_tarball() -> PathBuf {
+    let rel = hello_release();
+    let _one_at_a_time = REBAR3.lock().unwrap_or_else(|e| e.into_inner());
+    let tarball = rel.join("hello-0.1.0.tar.gz");
+    if !tarball.is_file() {
+        rebar3(&workspace_root().join("examples/hello"), &["as", "prod", "tar"]);
+    }
+    tarball
 }
 
 pub fn hello_release() -> PathBuf {
@@ -82,12 +99,7 @@ pub fn copy_tree(from: &Path, to: &Path) {
         .arg(to)
         .status()
         .expect("cp runs");
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        from.display(),
-        to.display()
-    );
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
 }
 
 /// Runs `unibeam build <release> -o <out>` and insists it succeeds.
@@ -127,14 +139,10 @@ pub fn free_port() -> u16 {
 
 /// `GET http://127.0.0.1:<port>/` → status and body, or None if nothing answered.
 pub fn http_get(port: u16) -> Option<(u16, String)> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(3))
-        .build();
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
     match agent.get(&format!("http://127.0.0.1:{port}/")).call() {
         Ok(resp) => Some((resp.status(), resp.into_string().unwrap_or_default())),
-        Err(ureq::Error::Status(code, resp)) => {
-            Some((code, resp.into_string().unwrap_or_default()))
-        }
+        Err(ureq::Error::Status(code, resp)) => Some((code, resp.into_string().unwrap_or_default())),
         Err(_) => None,
     }
 }
@@ -153,9 +161,7 @@ fn capture(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
             if n == 0 {
                 break;
             }
-            into.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
+            into.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
 }
@@ -238,10 +244,7 @@ impl Vm {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!(
-                    "unibeam run did not exit within {timeout:?}:\n{}",
-                    self.output()
-                );
+                panic!("unibeam run did not exit within {timeout:?}:\n{}", self.output());
             }
             thread::sleep(Duration::from_millis(50));
         }

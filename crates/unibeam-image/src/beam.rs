@@ -20,8 +20,8 @@ pub enum BeamError {
 /// What `beam_lib:strip/1` keeps, plus `Attr` (module attributes such as
 /// `vsn` and `behaviour`, which release handling reads) and `CInf`.
 const KEPT: &[&[u8; 4]] = &[
-    b"Atom", b"AtU8", b"Code", b"StrT", b"ImpT", b"ExpT", b"FunT", b"LitT", b"Line", b"Type",
-    b"Meta", b"Attr", b"CInf",
+    b"Atom", b"AtU8", b"Code", b"StrT", b"ImpT", b"ExpT", b"FunT", b"LitT", b"Line", b"Type", b"Meta",
+    b"Attr", b"CInf",
 ];
 
 fn padded(len: usize) -> usize {

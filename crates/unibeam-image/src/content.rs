@@ -15,10 +15,7 @@ pub enum ContentError {
     #[error("{path}: symlink points outside the release (to {target}); refused, not followed")]
     SymlinkEscapes { path: PathBuf, target: PathBuf },
     #[error("{path}: cannot read: {cause}")]
-    Unreadable {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Unreadable { path: PathBuf, cause: std::io::Error },
     #[error("{path}: {cause}")]
     Beam { path: PathBuf, cause: BeamError },
 }
@@ -53,9 +50,7 @@ fn wanted(rel: &Path) -> bool {
         // `rebar3 tar` leaves its tarball inside the release directory.
         [file] if file.ends_with(".tar.gz") => false,
         ["lib", _, dir, ..] => !DEV_ONLY_APP_DIRS.contains(dir),
-        [erts, "bin", program, ..] if erts.starts_with("erts-") => {
-            RUNTIME_ERTS_BINARIES.contains(program)
-        }
+        [erts, "bin", program, ..] if erts.starts_with("erts-") => RUNTIME_ERTS_BINARIES.contains(program),
         [erts, dir, ..] if erts.starts_with("erts-") => !DEV_ONLY_ERTS_DIRS.contains(dir),
         ["releases", _, file] => !file.ends_with(".script"),
         _ => true,
@@ -120,11 +115,7 @@ impl Walker<'_> {
     }
 
     fn guest(&self, rel: &Path) -> String {
-        format!(
-            "{}/{}",
-            self.guest_root.trim_end_matches('/'),
-            rel.display()
-        )
+        format!("{}/{}", self.guest_root.trim_end_matches('/'), rel.display())
     }
 
     fn add(&mut self, path: &Path, rel: &Path) -> Result<(), ContentError> {
@@ -258,53 +249,34 @@ mod tests {
     fn lexical_containment() {
         let root = Path::new("/r");
         assert!(lexically_inside(Path::new("/r/lib/../x"), root));
-        assert!(!lexically_inside(
-            Path::new("/r/lib/../../etc/passwd"),
-            root
-        ));
+        assert!(!lexically_inside(Path::new("/r/lib/../../etc/passwd"), root));
         assert!(!lexically_inside(Path::new("/etc/passwd"), root));
     }
 
     fn release_with(link: &str, target: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("lib/a-1/ebin")).unwrap();
-        fs::write(
-            dir.path().join("lib/a-1/ebin/a.app"),
-            "{application, a, []}.",
-        )
-        .unwrap();
+        fs::write(dir.path().join("lib/a-1/ebin/a.app"), "{application, a, []}.").unwrap();
         symlink(target, dir.path().join(link)).unwrap();
         dir
     }
 
     fn add(dir: &Path) -> Result<Tree, ContentError> {
         let mut tree = Tree::new();
-        add_tree(
-            &mut tree,
-            dir,
-            "/release",
-            ContentOptions { keep_debug: false },
-        )
-        .map(|_| tree)
+        add_tree(&mut tree, dir, "/release", ContentOptions { keep_debug: false }).map(|_| tree)
     }
 
     #[test]
     fn symlinks_inside_are_kept() {
         let dir = release_with("lib/a", "a-1");
         let tree = add(dir.path()).unwrap();
-        assert_eq!(
-            tree.get("/release/lib/a"),
-            Some(&Node::Symlink("a-1".into()))
-        );
+        assert_eq!(tree.get("/release/lib/a"), Some(&Node::Symlink("a-1".into())));
     }
 
     #[test]
     fn broken_and_escaping_symlinks_are_refused() {
         let dir = release_with("lib/broken", "nowhere");
-        assert!(matches!(
-            add(dir.path()),
-            Err(ContentError::BrokenSymlink { .. })
-        ));
+        assert!(matches!(add(dir.path()), Err(ContentError::BrokenSymlink { .. })));
         let dir = release_with("lib/escape", "/etc/passwd");
         assert!(matches!(
             add(dir.path()),

@@ -9,10 +9,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum DebError {
     #[error("{path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{path}: no {member}.tar.* member; is this a Debian package?")]
     NoMember { path: PathBuf, member: String },
     #[error("{path}: {member} uses a compression unibeam cannot read")]
@@ -80,18 +77,13 @@ pub fn control_field(deb: &Path, field: &str) -> Result<Option<String>, DebError
 fn find_field(control: &str, field: &str) -> Option<String> {
     control.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(field)
-            .then(|| value.trim().to_string())
+        key.eq_ignore_ascii_case(field).then(|| value.trim().to_string())
     })
 }
 
 /// Unpacks the data files for which `keep` is true (paths relative to `/`)
 /// under `dest`. Returns how many entries were written.
-pub fn extract_data(
-    deb: &Path,
-    dest: &Path,
-    keep: impl Fn(&Path) -> bool,
-) -> Result<usize, DebError> {
+pub fn extract_data(deb: &Path, dest: &Path, keep: impl Fn(&Path) -> bool) -> Result<usize, DebError> {
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     with_tar(deb, "data", |mut tar| {
         let mut written = 0;
@@ -147,10 +139,7 @@ mod tests {
             (
                 "data.tar.zst",
                 zstd::encode_all(
-                    &tar_bytes(&[
-                        ("./boot/vmlinuz-x", b"kernel"),
-                        ("./usr/share/doc/x", b"doc"),
-                    ])[..],
+                    &tar_bytes(&[("./boot/vmlinuz-x", b"kernel"), ("./usr/share/doc/x", b"doc")])[..],
                     3,
                 )
                 .unwrap(),
@@ -181,10 +170,7 @@ mod tests {
         let out = dir.path().join("out");
         let n = extract_data(&deb, &out, |p| p.starts_with("boot")).unwrap();
         assert_eq!(n, 1);
-        assert_eq!(
-            std::fs::read(out.join("boot/vmlinuz-x")).unwrap(),
-            b"kernel"
-        );
+        assert_eq!(std::fs::read(out.join("boot/vmlinuz-x")).unwrap(), b"kernel");
         assert!(!out.join("usr").exists());
     }
 

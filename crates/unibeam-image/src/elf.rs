@@ -14,10 +14,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ElfError {
     #[error("{path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{path}: unreadable ELF file: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("{path}: built for {machine}, but images are x86_64; rebuild it for x86_64")]
@@ -138,11 +135,7 @@ fn split_path_list(value: &str) -> Vec<String> {
 fn expand_origin(entry: &str, object: &Path) -> PathBuf {
     let origin = object.parent().unwrap_or(Path::new("/"));
     let origin = origin.to_string_lossy();
-    PathBuf::from(
-        entry
-            .replace("${ORIGIN}", &origin)
-            .replace("$ORIGIN", &origin),
-    )
+    PathBuf::from(entry.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin))
 }
 
 /// The library search path of the host's dynamic loader.
@@ -275,17 +268,13 @@ pub fn closure(roots: &[PathBuf], resolver: &Resolver) -> Result<Closure, ElfErr
             result.interpreters.insert(interp.clone());
         }
         for name in &info.needed {
-            let found =
-                resolver
-                    .find(name, &info, &path)
-                    .ok_or_else(|| ElfError::MissingLibrary {
-                        library: name.clone(),
-                        needed_by: path.clone(),
-                    })?;
-            result
-                .libraries
-                .entry(name.clone())
-                .or_insert(found.clone());
+            let found = resolver
+                .find(name, &info, &path)
+                .ok_or_else(|| ElfError::MissingLibrary {
+                    library: name.clone(),
+                    needed_by: path.clone(),
+                })?;
+            result.libraries.entry(name.clone()).or_insert(found.clone());
             queue.push_back(found);
         }
     }
@@ -326,21 +315,14 @@ mod tests {
             expand_origin("$ORIGIN/../lib", obj),
             Path::new("/rel/erts/bin/../lib")
         );
-        assert_eq!(
-            expand_origin("${ORIGIN}/x", obj),
-            Path::new("/rel/erts/bin/x")
-        );
+        assert_eq!(expand_origin("${ORIGIN}/x", obj), Path::new("/rel/erts/bin/x"));
     }
 
     #[test]
     fn runpath_hides_rpath_and_is_searched_first() {
         let dir = tempfile::tempdir().unwrap();
         let libc = Resolver::host()
-            .find(
-                "libc.so.6",
-                &ElfInfo::read(&self_exe()).unwrap(),
-                &self_exe(),
-            )
+            .find("libc.so.6", &ElfInfo::read(&self_exe()).unwrap(), &self_exe())
             .unwrap();
         std::fs::create_dir(dir.path().join("lib")).unwrap();
         std::fs::create_dir(dir.path().join("bin")).unwrap();
@@ -397,10 +379,7 @@ mod tests {
             std::fs::write(dir.path().join(f), "").unwrap();
         }
         let found = expand_simple_glob(&format!("{}/*.conf", dir.path().display()));
-        let names: Vec<_> = found
-            .iter()
-            .map(|p| p.file_name().unwrap().to_owned())
-            .collect();
+        let names: Vec<_> = found.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
         assert_eq!(names, ["a.conf", "b.conf"]);
     }
 }

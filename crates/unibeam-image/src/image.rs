@@ -53,10 +53,7 @@ pub enum BuildError {
     #[error("--erts-from-host: this host has no erts-{version} (looked in {looked}); install the Erlang/OTP that built the release")]
     NoHostErts { version: String, looked: String },
     #[error("{path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -79,14 +76,13 @@ pub struct BuildOptions {
     pub keep_debug: bool,
     /// Take ERTS from this host when the release has none.
     pub erts_from_host: bool,
+    /// Reuse compressed layers from the cache.
+    pub use_cache: bool,
 }
 
 /// Builds the image and returns its manifest. Nothing appears at
 /// `opts.output` unless the whole build succeeded.
-pub fn build_image(
-    opts: &BuildOptions,
-    progress: &dyn Fn(&str),
-) -> Result<ImageManifest, BuildError> {
+pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<ImageManifest, BuildError> {
     progress("reading release");
     let release = Release::open(&opts.release_dir)?;
     if !opts.init_binary.is_file() {
@@ -96,17 +92,11 @@ pub fn build_image(
     let content_opts = ContentOptions {
         keep_debug: opts.keep_debug,
     };
-    let mut elf_roots =
-        content::add_tree(&mut tree, &release.root, GUEST_RELEASE_ROOT, content_opts)?;
+    let mut elf_roots = content::add_tree(&mut tree, &release.root, GUEST_RELEASE_ROOT, content_opts)?;
     if !release.has_erts {
         let host_erts = host_erts(&release, opts.erts_from_host)?;
         let guest = format!("{GUEST_RELEASE_ROOT}/{}", release.erts_dir_name());
-        elf_roots.extend(content::add_tree(
-            &mut tree,
-            &host_erts,
-            &guest,
-            content_opts,
-        )?);
+        elf_roots.extend(content::add_tree(&mut tree, &host_erts, &guest, content_opts)?);
     }
     elf_roots.push(opts.init_binary.clone());
     progress("resolving shared libraries");
@@ -170,11 +160,7 @@ fn host_erts(release: &Release, allowed: bool) -> Result<PathBuf, BuildError> {
 
 /// Adds every shared library the ELF files need, plus the loader. Libraries
 /// that already live inside the release are left where they are.
-fn add_library_closure(
-    tree: &mut Tree,
-    roots: &[PathBuf],
-    release_root: &Path,
-) -> Result<(), BuildError> {
+fn add_library_closure(tree: &mut Tree, roots: &[PathBuf], release_root: &Path) -> Result<(), BuildError> {
     let closure = elf::closure(roots, &Resolver::host())?;
     let release_root = fs::canonicalize(release_root).map_err(io(release_root))?;
     let mut placed: Vec<(PathBuf, String)> = Vec::new();
@@ -196,9 +182,7 @@ fn add_library_closure(
     for interp in &closure.interpreters {
         let real = fs::canonicalize(interp).map_err(io(Path::new(interp)))?;
         match placed.iter().find(|(r, _)| *r == real) {
-            Some((_, guest)) if guest != interp => {
-                tree.insert(interp, Node::Symlink(guest.clone()))
-            }
+            Some((_, guest)) if guest != interp => tree.insert(interp, Node::Symlink(guest.clone())),
             Some(_) => {}
             None => tree.insert(
                 interp,
@@ -233,8 +217,7 @@ fn boot_spec(release: &Release, modules: Vec<String>) -> BootSpec {
 /// Splits the tree into layers by path. Each layer carries the parent
 /// directories of what it holds, since the kernel creates none itself.
 fn split_layers(tree: Tree, release: &Release) -> BTreeMap<LayerName, Tree> {
-    let mut layers: BTreeMap<LayerName, Tree> =
-        LayerName::ALL.iter().map(|l| (*l, Tree::new())).collect();
+    let mut layers: BTreeMap<LayerName, Tree> = LayerName::ALL.iter().map(|l| (*l, Tree::new())).collect();
     for (path, node) in tree.into_nodes() {
         if node == Node::Dir {
             continue;
@@ -269,6 +252,7 @@ fn write_image(
         &layer_trees,
         opts.compression,
         &cache,
+        opts.use_cache,
         &mut initramfs,
         progress,
     )
@@ -300,11 +284,7 @@ fn write_image(
         modules: boot
             .modules
             .iter()
-            .filter_map(|m| {
-                Path::new(m)
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-            })
+            .filter_map(|m| Path::new(m).file_stem().map(|s| s.to_string_lossy().into_owned()))
             .collect(),
         boot,
         files,

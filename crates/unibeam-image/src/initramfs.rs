@@ -112,11 +112,7 @@ impl Tree {
                 .gid(0)
                 .mtime(0);
             out = match node {
-                Node::Dir => header
-                    .mode(S_IFDIR | 0o755)
-                    .nlink(2)
-                    .write(out, 0)
-                    .finish()?,
+                Node::Dir => header.mode(S_IFDIR | 0o755).nlink(2).write(out, 0).finish()?,
                 Node::HostFile { source, executable } => {
                     let data = fs::read(source)?;
                     write_data(header.mode(S_IFREG | file_mode(*executable)), out, &data)?
@@ -124,9 +120,7 @@ impl Tree {
                 Node::Bytes { data, executable } => {
                     write_data(header.mode(S_IFREG | file_mode(*executable)), out, data)?
                 }
-                Node::Symlink(target) => {
-                    write_data(header.mode(S_IFLNK | 0o777), out, target.as_bytes())?
-                }
+                Node::Symlink(target) => write_data(header.mode(S_IFLNK | 0o777), out, target.as_bytes())?,
                 Node::CharDevice { major, minor } => header
                     .mode(S_IFCHR | 0o600)
                     .rdev_major(*major)
@@ -196,14 +190,7 @@ mod tests {
         let paths: Vec<_> = listed.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             paths,
-            [
-                "dev",
-                "dev/console",
-                "init",
-                "usr",
-                "usr/lib",
-                "usr/lib/x.so"
-            ]
+            ["dev", "dev/console", "init", "usr", "usr/lib", "usr/lib/x.so"]
         );
         assert_eq!(listed[2].1, S_IFREG | 0o755);
         assert_eq!(listed[1].1, S_IFCHR | 0o600);

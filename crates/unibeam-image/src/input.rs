@@ -23,10 +23,7 @@ pub enum InputError {
         names: String,
     },
     #[error("{path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
 }
 
 /// Which release to take from a project directory.
@@ -56,11 +53,7 @@ fn is_tarball(path: &Path) -> bool {
 }
 
 /// Resolves `path`; `scratch` is where tarballs are unpacked.
-pub fn resolve(
-    path: &Path,
-    selector: &Selector,
-    scratch: &Path,
-) -> Result<ResolvedInput, InputError> {
+pub fn resolve(path: &Path, selector: &Selector, scratch: &Path) -> Result<ResolvedInput, InputError> {
     if !path.exists() {
         return Err(InputError::Missing(path.to_path_buf()));
     }
@@ -76,10 +69,7 @@ pub fn resolve(
     } else {
         path.to_path_buf()
     };
-    Ok(ResolvedInput {
-        dir,
-        _unpacked: None,
-    })
+    Ok(ResolvedInput { dir, _unpacked: None })
 }
 
 fn unpack_tarball(path: &Path, scratch: &Path) -> Result<TempDir, InputError> {
@@ -98,12 +88,10 @@ fn unpack_tarball(path: &Path, scratch: &Path) -> Result<TempDir, InputError> {
     })?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     // unpack() refuses entries that would land outside `dir`.
-    archive
-        .unpack(dir.path())
-        .map_err(|e| InputError::BadTarball {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+    archive.unpack(dir.path()).map_err(|e| InputError::BadTarball {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     if !is_release_dir(dir.path()) {
         return Err(InputError::BadTarball {
             path: path.to_path_buf(),
@@ -187,10 +175,8 @@ mod tests {
         let src = dir.path().join("src");
         fake_release(&src);
         let tarball = dir.path().join("r-0.1.0.tar.gz");
-        let enc = flate2::write::GzEncoder::new(
-            fs::File::create(&tarball).unwrap(),
-            flate2::Compression::fast(),
-        );
+        let enc =
+            flate2::write::GzEncoder::new(fs::File::create(&tarball).unwrap(), flate2::Compression::fast());
         let mut builder = tar::Builder::new(enc);
         builder.append_dir_all(".", &src).unwrap();
         builder.into_inner().unwrap().finish().unwrap();

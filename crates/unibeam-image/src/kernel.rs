@@ -14,10 +14,7 @@ pub const CLOUD_KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
 #[derive(Debug, Error)]
 pub enum KernelError {
     #[error("{path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
     #[error(transparent)]
     Deb(#[from] DebError),
     #[error("`apt-get download {package}` failed: {detail}; check apt sources (apt-get update) or install {CLOUD_KERNEL_PACKAGE}")]
@@ -175,16 +172,11 @@ fn download(kernels: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelErr
     result
 }
 
-fn download_into(
-    scratch: &Path,
-    kernels: &Path,
-    progress: &dyn Fn(&str),
-) -> Result<Kernel, KernelError> {
+fn download_into(scratch: &Path, kernels: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
     progress(&format!("resolving {CLOUD_KERNEL_PACKAGE} with apt-get"));
     let meta = apt_download(CLOUD_KERNEL_PACKAGE, scratch)?;
     let depends = deb::control_field(&meta, "Depends")?.unwrap_or_default();
-    let package =
-        first_dependency(&depends).ok_or_else(|| KernelError::NoKernelDependency(meta.clone()))?;
+    let package = first_dependency(&depends).ok_or_else(|| KernelError::NoKernelDependency(meta.clone()))?;
     progress(&format!("downloading {package}"));
     let deb_path = apt_download(&package, scratch)?;
     let version = deb::control_field(&deb_path, "Version")?.unwrap_or_default();
@@ -232,11 +224,7 @@ mod tests {
         let boot = dir.path().join("boot");
         let mods = dir.path().join("modules");
         fs::create_dir_all(&boot).unwrap();
-        for r in [
-            "6.1.0-9-cloud-amd64",
-            "6.1.0-10-cloud-amd64",
-            "6.1.0-11-amd64",
-        ] {
+        for r in ["6.1.0-9-cloud-amd64", "6.1.0-10-cloud-amd64", "6.1.0-11-amd64"] {
             fs::write(boot.join(format!("vmlinuz-{r}")), "k").unwrap();
         }
         assert!(from_host_boot(&boot, &mods).is_none(), "no modules yet");
@@ -257,11 +245,7 @@ mod tests {
             package: "linux-image-6.1.0-56-cloud-amd64".into(),
             version: "6.1.192-2".into(),
         };
-        fs::write(
-            kdir.join(ORIGIN_FILE),
-            serde_json::to_string(&origin).unwrap(),
-        )
-        .unwrap();
+        fs::write(kdir.join(ORIGIN_FILE), serde_json::to_string(&origin).unwrap()).unwrap();
         fs::create_dir_all(dir.path().join(".download-1")).unwrap();
         let k = from_cache(dir.path()).unwrap().unwrap();
         assert_eq!(k.origin, origin);

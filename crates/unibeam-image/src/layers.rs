@@ -28,12 +28,7 @@ pub enum LayerName {
 }
 
 impl LayerName {
-    pub const ALL: [LayerName; 4] = [
-        LayerName::Base,
-        LayerName::Erts,
-        LayerName::Deps,
-        LayerName::App,
-    ];
+    pub const ALL: [LayerName; 4] = [LayerName::Base, LayerName::Erts, LayerName::Deps, LayerName::App];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,10 +42,7 @@ impl LayerName {
     /// Which layer a guest path belongs to, for a release at `release_root`
     /// whose own application is `app`.
     pub fn of(path: &str, release_root: &str, app: &str) -> LayerName {
-        let Some(rel) = path
-            .strip_prefix(release_root)
-            .and_then(|r| r.strip_prefix('/'))
-        else {
+        let Some(rel) = path.strip_prefix(release_root).and_then(|r| r.strip_prefix('/')) else {
             return LayerName::Base;
         };
         let own_app = format!("lib/{app}-");
@@ -89,9 +81,8 @@ impl Compression {
             Compression::Xz => {
                 // LZMA_PRESET_EXTREME from lzma.h; xz2 does not re-export it.
                 let preset = 9 | 0x8000_0000;
-                let stream =
-                    xz2::stream::Stream::new_easy_encoder(preset, xz2::stream::Check::Crc32)
-                        .map_err(io::Error::other)?;
+                let stream = xz2::stream::Stream::new_easy_encoder(preset, xz2::stream::Check::Crc32)
+                    .map_err(io::Error::other)?;
                 let mut out = Vec::new();
                 xz2::read::XzEncoder::new_stream(data, stream).read_to_end(&mut out)?;
                 Ok(out)
@@ -192,10 +183,12 @@ struct CachedMeta {
 
 /// Builds (or fetches from `cache`) each layer and appends it to `out`.
 /// Returns the layers and every file in them.
+/// With `reuse` false every layer is rebuilt (and the cache refreshed).
 pub fn write_layers(
     trees: &BTreeMap<LayerName, Tree>,
     compression: Compression,
     cache: &Path,
+    reuse: bool,
     out: &mut impl Write,
     progress: &dyn Fn(&str),
 ) -> io::Result<(Vec<LayerInfo>, Vec<FileRecord>)> {
@@ -205,7 +198,8 @@ pub fn write_layers(
     let mut offset = 0u64;
     for (name, tree) in trees {
         let key = layer_key(tree, compression)?;
-        let (data, meta) = match read_cached(cache, &key) {
+        let cached = if reuse { read_cached(cache, &key) } else { None };
+        let (data, meta) = match cached {
             Some(hit) => hit,
             None => {
                 progress(&format!(
@@ -277,18 +271,9 @@ mod tests {
         assert_eq!(of("/lib/x86_64-linux-gnu/libc.so.6"), LayerName::Base);
         assert_eq!(of("/release"), LayerName::Base);
         assert_eq!(of("/release/erts-13.1.5/bin/beam.smp"), LayerName::Erts);
-        assert_eq!(
-            of("/release/lib/stdlib-4.2/ebin/lists.beam"),
-            LayerName::Deps
-        );
-        assert_eq!(
-            of("/release/lib/hello-0.1.0/ebin/hello_app.beam"),
-            LayerName::App
-        );
-        assert_eq!(
-            of("/release/lib/hello_web-0.1.0/ebin/x.beam"),
-            LayerName::Deps
-        );
+        assert_eq!(of("/release/lib/stdlib-4.2/ebin/lists.beam"), LayerName::Deps);
+        assert_eq!(of("/release/lib/hello-0.1.0/ebin/hello_app.beam"), LayerName::App);
+        assert_eq!(of("/release/lib/hello_web-0.1.0/ebin/x.beam"), LayerName::Deps);
         assert_eq!(of("/release/releases/0.1.0/start.boot"), LayerName::App);
     }
 
@@ -317,6 +302,7 @@ mod tests {
             &trees,
             Compression::Zstd(3),
             cache.path(),
+            true,
             &mut first,
             &note,
         )
@@ -336,6 +322,7 @@ mod tests {
             &trees,
             Compression::Zstd(3),
             cache.path(),
+            true,
             &mut second,
             &note,
         )
@@ -352,9 +339,7 @@ mod tests {
         assert_eq!(zstd::decode_all(&z[..]).unwrap(), data);
         let x = Compression::Xz.compress(&data).unwrap();
         let mut back = Vec::new();
-        xz2::read::XzDecoder::new(&x[..])
-            .read_to_end(&mut back)
-            .unwrap();
+        xz2::read::XzDecoder::new(&x[..]).read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
     }
 }

@@ -19,10 +19,7 @@ pub enum ManifestError {
     #[error("{0}: not a unibeam image (no image.json); build one with `unibeam build`")]
     NotAnImage(PathBuf),
     #[error("{path}: malformed image.json: {cause}")]
-    Malformed {
-        path: PathBuf,
-        cause: serde_json::Error,
-    },
+    Malformed { path: PathBuf, cause: serde_json::Error },
     #[error("{path}: image format {found}, this unibeam reads {FORMAT}; rebuild the image")]
     Format { path: PathBuf, found: u32 },
 }
@@ -70,8 +67,8 @@ pub struct ImageManifest {
 impl ImageManifest {
     pub fn read(image_dir: &Path) -> Result<ImageManifest, ManifestError> {
         let path = image_dir.join(MANIFEST_FILE);
-        let text = fs::read_to_string(&path)
-            .map_err(|_| ManifestError::NotAnImage(image_dir.to_path_buf()))?;
+        let text =
+            fs::read_to_string(&path).map_err(|_| ManifestError::NotAnImage(image_dir.to_path_buf()))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|cause| ManifestError::Malformed {
                 path: path.clone(),
@@ -106,11 +103,7 @@ impl ImageManifest {
         let prefix = format!("{}/lib/", self.boot.release.root);
         let mut apps: BTreeMap<String, (u64, usize)> = BTreeMap::new();
         for file in &self.files {
-            let Some(app) = file
-                .path
-                .strip_prefix(&prefix)
-                .and_then(|r| r.split('/').next())
-            else {
+            let Some(app) = file.path.strip_prefix(&prefix).and_then(|r| r.split('/').next()) else {
                 continue;
             };
             let entry = apps.entry(app.to_string()).or_default();
@@ -136,8 +129,7 @@ pub fn append_config_layer(initramfs: &mut Vec<u8>, spec: &BootSpec) {
             executable: false,
         },
     );
-    tree.write_cpio(initramfs)
-        .expect("writing to memory cannot fail");
+    tree.write_cpio(initramfs).expect("writing to memory cannot fail");
 }
 
 #[cfg(test)]

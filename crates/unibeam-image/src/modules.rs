@@ -17,10 +17,7 @@ pub const NETWORK_AND_POWER: &[&str] = &["virtio_pci", "virtio_net", "button", "
 #[derive(Debug, Error)]
 pub enum ModuleError {
     #[error("{path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{path}: unreadable module: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("kernel module {name} (needed by {needed_by}) is neither in {dir} nor built in")]
@@ -72,8 +69,7 @@ pub fn depends(ko: &Path) -> Result<Vec<String>, ModuleError> {
         path: ko.to_path_buf(),
         cause,
     })?;
-    let header =
-        elf::FileHeader64::<Endianness>::parse(&*data).map_err(|e| parse_err(e.to_string()))?;
+    let header = elf::FileHeader64::<Endianness>::parse(&*data).map_err(|e| parse_err(e.to_string()))?;
     let endian = header.endian().map_err(|e| parse_err(e.to_string()))?;
     let sections = header
         .sections(endian, &*data)
@@ -155,10 +151,7 @@ mod tests {
     #[test]
     fn depends_field_is_split_and_normalised() {
         let info = b"license=GPL\0depends=virtio_ring,virtio,net-failover\0name=virtio_net\0";
-        assert_eq!(
-            parse_depends(info),
-            ["virtio_ring", "virtio", "net_failover"]
-        );
+        assert_eq!(parse_depends(info), ["virtio_ring", "virtio", "net_failover"]);
         assert!(parse_depends(b"depends=\0name=virtio\0").is_empty());
     }
 

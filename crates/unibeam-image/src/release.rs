@@ -11,7 +11,9 @@ pub enum ReleaseError {
     Missing(PathBuf),
     #[error("{0}: not a directory")]
     NotADirectory(PathBuf),
-    #[error("{0}: not an Erlang release (no releases/start_erl.data); build one with `rebar3 as prod release`")]
+    #[error(
+        "{0}: not an Erlang release (no releases/start_erl.data); build one with `rebar3 as prod release`"
+    )]
     NotARelease(PathBuf),
     #[error("{path}: malformed, expected \"<erts-vsn> <release-vsn>\"")]
     BadStartErlData { path: PathBuf },
@@ -20,10 +22,7 @@ pub enum ReleaseError {
     #[error("{0}: no boot script (start.boot or <name>.boot)")]
     NoBootScript(PathBuf),
     #[error("{path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
 }
 
 /// A release on the host, as relx lays it out.
@@ -47,8 +46,8 @@ impl Release {
             return Err(ReleaseError::NotADirectory(dir.to_path_buf()));
         }
         let start_erl = dir.join("releases/start_erl.data");
-        let text = fs::read_to_string(&start_erl)
-            .map_err(|_| ReleaseError::NotARelease(dir.to_path_buf()))?;
+        let text =
+            fs::read_to_string(&start_erl).map_err(|_| ReleaseError::NotARelease(dir.to_path_buf()))?;
         let (erts_version, version) =
             parse_start_erl_data(&text).ok_or_else(|| ReleaseError::BadStartErlData {
                 path: start_erl.clone(),
@@ -56,9 +55,7 @@ impl Release {
         let rel_dir = dir.join("releases").join(&version);
         let name = release_name(&rel_dir)?;
         let boot_script = boot_script(&rel_dir, &name)?;
-        let has_erts = dir
-            .join(format!("erts-{erts_version}/bin/erlexec"))
-            .is_file();
+        let has_erts = dir.join(format!("erts-{erts_version}/bin/erlexec")).is_file();
         Ok(Release {
             has_erts,
             root: dir.to_path_buf(),
@@ -153,10 +150,7 @@ mod tests {
     fn rejects_missing_and_non_release_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        assert!(matches!(
-            Release::open(&missing),
-            Err(ReleaseError::Missing(_))
-        ));
+        assert!(matches!(Release::open(&missing), Err(ReleaseError::Missing(_))));
         assert!(matches!(
             Release::open(dir.path()),
             Err(ReleaseError::NotARelease(_))

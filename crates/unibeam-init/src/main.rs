@@ -15,8 +15,7 @@ use std::panic;
 use unibeam_spec::{BootSpec, BOOT_SPEC_PATH, INIT_FAILURE_STATUS};
 
 fn read_spec() -> Result<BootSpec, String> {
-    let text =
-        std::fs::read_to_string(BOOT_SPEC_PATH).map_err(|e| format!("{BOOT_SPEC_PATH}: {e}"))?;
+    let text = std::fs::read_to_string(BOOT_SPEC_PATH).map_err(|e| format!("{BOOT_SPEC_PATH}: {e}"))?;
     BootSpec::from_json(&text).map_err(|e| format!("{BOOT_SPEC_PATH}: {e}"))
 }
 

@@ -70,12 +70,7 @@ fn set_up(sock: &Socket, name: &str) -> Result<(), String> {
     sock.ioctl(libc::SIOCSIFFLAGS, &mut req, &format!("{name}: set up"))
 }
 
-fn set_addr(
-    sock: &Socket,
-    name: &str,
-    request: libc::c_ulong,
-    addr: Ipv4Addr,
-) -> Result<(), String> {
+fn set_addr(sock: &Socket, name: &str, request: libc::c_ulong, addr: Ipv4Addr) -> Result<(), String> {
     let mut req = ifreq(name)?;
     req.ifr_ifru.ifru_addr = sockaddr(addr);
     sock.ioctl(request, &mut req, &format!("{name}: set {addr}"))

@@ -42,8 +42,7 @@ fn handled_signals() -> SigSet {
 /// Must run before any child exists, so no SIGCHLD is missed.
 pub fn signal_fd() -> Result<SignalFd, String> {
     let set = handled_signals();
-    set.thread_block()
-        .map_err(|e| format!("block signals: {e}"))?;
+    set.thread_block().map_err(|e| format!("block signals: {e}"))?;
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))
 }
@@ -62,11 +61,7 @@ pub fn spawn_beam(release: &ReleaseSpec) -> Result<Pid, String> {
     // SAFETY: the closure runs between fork and exec and only calls
     // pthread_sigmask, which is async-signal-safe.
     unsafe {
-        command.pre_exec(|| {
-            handled_signals()
-                .thread_unblock()
-                .map_err(std::io::Error::from)
-        });
+        command.pre_exec(|| handled_signals().thread_unblock().map_err(std::io::Error::from));
     }
     let child = command
         .spawn()
@@ -119,9 +114,7 @@ fn reap(beam: Pid) -> Option<u8> {
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => return beam_status,
-            Ok(status) if status.pid() == Some(beam) => {
-                beam_status = exit_code(status).or(beam_status)
-            }
+            Ok(status) if status.pid() == Some(beam) => beam_status = exit_code(status).or(beam_status),
             Ok(_) => {}
         }
     }
@@ -175,11 +168,7 @@ pub fn supervise(beam: Pid, signals: &SignalFd, mut buttons: Vec<File>) -> u8 {
     };
     loop {
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        fds.extend(
-            buttons
-                .iter()
-                .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
-        );
+        fds.extend(buttons.iter().map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)));
         let _ = poll(&mut fds, stop.timeout());
         let ready: Vec<bool> = fds
             .iter()

@@ -58,9 +58,7 @@ impl NetworkSpec {
     }
 
     pub fn netmask(&self) -> Ipv4Addr {
-        let bits = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix_len))
-            .unwrap_or(0);
+        let bits = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
         Ipv4Addr::from(bits)
     }
 }
@@ -187,9 +185,7 @@ mod tests {
     fn erlexec_args_follow_relx_foreground() {
         let args = hello().erlexec_args();
         let joined = args.join(" ");
-        assert!(
-            joined.starts_with("-noinput +Bd -boot /release/releases/0.1.0/start -mode embedded")
-        );
+        assert!(joined.starts_with("-noinput +Bd -boot /release/releases/0.1.0/start -mode embedded"));
         assert!(joined.contains("-config /release/releases/0.1.0/sys.config"));
         assert!(joined.contains("-args_file /release/releases/0.1.0/vm.args"));
         assert!(joined.contains("-start_epmd false -erl_epmd_port 4370"));

@@ -63,11 +63,7 @@ fn probe_command(qemu: &Path, kernel: &Path) -> Command {
 
 /// Boots `kernel` under KVM. `Ok` means the guest kernel ran to its end.
 pub fn probe_kvm(qemu: &Path, kernel: &Path) -> Result<(), String> {
-    if let Err(e) = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(e) = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         return Err(format!("/dev/kvm: {e}"));
     }
     let mut child = probe_command(qemu, kernel)
@@ -166,9 +162,7 @@ pub fn choose(choice: AccelChoice, qemu: &Path, kernel: &Path, cache_dir: &Path)
         },
         Err(why) => AccelDecision {
             accel: Accel::Tcg,
-            reason: format!(
-                "KVM unusable ({why}); falling back to TCG emulation, which is much slower"
-            ),
+            reason: format!("KVM unusable ({why}); falling back to TCG emulation, which is much slower"),
         },
     };
     let record = CachedProbe {
@@ -195,8 +189,7 @@ mod tests {
         assert!(probe_verdict(true, "[ 0.5] Kernel panic - not syncing: VFS", "").is_ok());
         let hang = probe_verdict(false, "", "").unwrap_err();
         assert!(hang.contains("nested virtualisation"), "{hang}");
-        let crash =
-            probe_verdict(true, "", "warning: x\nqemu: failed to set MSR 0x10a\n").unwrap_err();
+        let crash = probe_verdict(true, "", "warning: x\nqemu: failed to set MSR 0x10a\n").unwrap_err();
         assert!(crash.contains("failed to set MSR"), "{crash}");
         assert!(probe_verdict(false, "[ 0.1] Linux version", "")
             .unwrap_err()

@@ -124,20 +124,8 @@ impl QemuCommand {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
-        push(&[
-            "-machine",
-            "pc",
-            "-accel",
-            &self.accel.to_string(),
-            "-cpu",
-            cpu,
-        ]);
-        push(&[
-            "-m",
-            &self.memory_mib.to_string(),
-            "-smp",
-            &self.cpus.to_string(),
-        ]);
+        push(&["-machine", "pc", "-accel", &self.accel.to_string(), "-cpu", cpu]);
+        push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
         push(&["-serial", "stdio", "-no-reboot"]);
         // romfile= skips the PXE option ROM: the kernel is loaded directly.
         push(&[
@@ -200,10 +188,7 @@ mod tests {
             kernel: "/img/vmlinuz".into(),
             initrd: "/img/initramfs.img".into(),
             kernel_args: default_kernel_args(),
-            forwards: vec![
-                "8080:8080".parse().unwrap(),
-                "0.0.0.0:9000:90".parse().unwrap(),
-            ],
+            forwards: vec!["8080:8080".parse().unwrap(), "0.0.0.0:9000:90".parse().unwrap()],
             qmp_socket: "/run/x/qmp.sock".into(),
         }
     }
@@ -238,9 +223,7 @@ mod tests {
             value_after(&args, "-qmp"),
             "unix:/run/x/qmp.sock,server=on,wait=off"
         );
-        assert!(args
-            .iter()
-            .any(|a| a == "isa-debug-exit,iobase=0x501,iosize=1"));
+        assert!(args.iter().any(|a| a == "isa-debug-exit,iobase=0x501,iosize=1"));
         assert!(args.iter().any(|a| a == "-no-reboot"));
     }
 
@@ -265,14 +248,7 @@ mod tests {
             (f.host_ip.to_string(), f.host_port, f.guest_port),
             ("127.0.0.1".into(), 8080, 80)
         );
-        for bad in [
-            "8080",
-            "x:80",
-            "8080:0",
-            "1.2.3:80:80",
-            "a:b:c:d",
-            "70000:80",
-        ] {
+        for bad in ["8080", "x:80", "8080:0", "1.2.3:80:80", "a:b:c:d", "70000:80"] {
             let err = bad.parse::<PortForward>().unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}");
         }

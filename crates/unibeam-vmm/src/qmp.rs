@@ -13,10 +13,7 @@ pub enum QmpError {
     #[error("{path}: QMP socket did not accept a connection within {waited:?}")]
     Connect { path: PathBuf, waited: Duration },
     #[error("QMP {command}: {detail}")]
-    Command {
-        command: &'static str,
-        detail: String,
-    },
+    Command { command: &'static str, detail: String },
 }
 
 type Stream = qapi::Stream<BufReader<UnixStream>, UnixStream>;
@@ -33,9 +30,7 @@ impl Qmp {
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
-                Err(_) if start.elapsed() < timeout => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Err(_) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
                 Err(_) => {
                     return Err(QmpError::Connect {
                         path: path.to_path_buf(),

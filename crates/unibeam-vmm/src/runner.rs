@@ -99,18 +99,14 @@ fn signal_channel() -> io::Result<mpsc::Receiver<i32>> {
 /// the grace timer kills QEMU anyway.
 fn request_stop(cmd: &QemuCommand) {
     eprintln!("unibeam: stopping the VM gracefully (Ctrl-C again to kill it)");
-    let pressed = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(5))
-        .and_then(|mut q| q.system_powerdown());
+    let pressed =
+        Qmp::connect(&cmd.qmp_socket, Duration::from_secs(5)).and_then(|mut q| q.system_powerdown());
     if let Err(e) = pressed {
         eprintln!("unibeam: could not press the power button: {e}");
     }
 }
 
-fn wait_with_signals(
-    child: &mut Child,
-    cmd: &QemuCommand,
-    signals: &mpsc::Receiver<i32>,
-) -> io::Result<i32> {
+fn wait_with_signals(child: &mut Child, cmd: &QemuCommand, signals: &mpsc::Receiver<i32>) -> io::Result<i32> {
     let mut kill_at: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -132,10 +128,7 @@ fn wait_with_signals(
 }
 
 /// Boots `cmd` and blocks until QEMU exits. The console goes to `console`.
-pub fn run_foreground(
-    cmd: &QemuCommand,
-    console: impl Write + Send + 'static,
-) -> Result<Outcome, RunError> {
+pub fn run_foreground(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<Outcome, RunError> {
     check_ports(&cmd.forwards)?;
     let signals = signal_channel().map_err(|e| RunError::Qemu(format!("signal handler: {e}")))?;
     let mut command = Command::new(&cmd.binary);
@@ -171,8 +164,7 @@ pub fn run_foreground(
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let code =
-        wait_with_signals(&mut child, cmd, &signals).map_err(|e| RunError::Qemu(e.to_string()))?;
+    let code = wait_with_signals(&mut child, cmd, &signals).map_err(|e| RunError::Qemu(e.to_string()))?;
     let _ = console_thread.join();
     let qemu_stderr = stderr_thread.join().unwrap_or_default();
     let facts = facts.lock().unwrap_or_else(|e| e.into_inner());
@@ -224,8 +216,7 @@ mod tests {
 
     #[test]
     fn kernel_panic_is_quoted() {
-        let facts =
-            facts_of(&["[    2.5] Kernel panic - not syncing: VFS: Unable to mount root fs\n"]);
+        let facts = facts_of(&["[    2.5] Kernel panic - not syncing: VFS: Unable to mount root fs\n"]);
         assert_eq!(
             decide(0, &facts, "").unwrap(),
             Outcome::KernelPanic("Kernel panic - not syncing: VFS: Unable to mount root fs".into())

@@ -64,6 +64,9 @@ pub struct BuildFlags {
     /// Layer compression
     #[arg(long, value_enum, default_value = "zstd")]
     compression: CompressionArg,
+    /// Recompress every layer instead of reusing cached ones
+    #[arg(long)]
+    no_cache: bool,
 }
 
 pub fn build(args: BuildArgs) -> Result<ExitCode> {
@@ -110,6 +113,7 @@ pub fn build_to(release_dir: &Path, output: &Path, flags: &BuildFlags) -> Result
         },
         keep_debug: flags.keep_debug,
         erts_from_host: flags.erts_from_host,
+        use_cache: !flags.no_cache,
     };
     let bar = paths::spinner("build");
     let result = build_image(&opts, &|step| bar.set_message(step.to_string()));

@@ -55,10 +55,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         );
     }
     match args.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&as_json(&m, args.files))?
-        ),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&as_json(&m, args.files))?),
         Format::Text => print!("{}", as_text(&m, args.files)),
     }
     Ok(ExitCode::SUCCESS)

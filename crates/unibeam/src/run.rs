@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use unibeam_image::{append_config_layer, ImageManifest, Release, MANIFEST_FILE};
 use unibeam_vmm::{
-    choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Outcome,
-    PortForward, QemuCommand,
+    choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Outcome, PortForward,
+    QemuCommand,
 };
 
 /// Exit code for failures of unibeam itself, as `docker run` uses 125.
@@ -80,12 +80,7 @@ fn resolve_image(target: &Path, flags: &build::BuildFlags, scratch: &Path) -> Re
     if target.join(MANIFEST_FILE).is_file() {
         return Ok(target.to_path_buf());
     }
-    let not_runnable = || {
-        format!(
-            "{} is neither a unibeam image nor a release",
-            target.display()
-        )
-    };
+    let not_runnable = || format!("{} is neither a unibeam image nor a release", target.display());
     let input = build::resolve(target, flags).with_context(not_runnable)?;
     Release::open(&input.dir).with_context(not_runnable)?;
     let output = scratch.join("image");
@@ -97,8 +92,7 @@ fn resolve_image(target: &Path, flags: &build::BuildFlags, scratch: &Path) -> Re
 /// QEMU takes a single initrd.
 fn instance_initrd(image_dir: &Path, manifest: &ImageManifest, runtime: &Path) -> Result<PathBuf> {
     let layers = image_dir.join(&manifest.initramfs.file);
-    let mut data =
-        std::fs::read(&layers).with_context(|| format!("reading {}", layers.display()))?;
+    let mut data = std::fs::read(&layers).with_context(|| format!("reading {}", layers.display()))?;
     append_config_layer(&mut data, &manifest.boot);
     let initrd = runtime.join("initrd.img");
     std::fs::write(&initrd, data).with_context(|| format!("writing {}", initrd.display()))?;
@@ -121,10 +115,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         AccelArg::Tcg => AccelChoice::Force(Accel::Tcg),
     };
     let decision = choose_accel(choice, &qemu, &kernel, &paths::cache_dir()?);
-    eprintln!(
-        "unibeam: accelerator {}: {}",
-        decision.accel, decision.reason
-    );
+    eprintln!("unibeam: accelerator {}: {}", decision.accel, decision.reason);
     let cmd = QemuCommand {
         binary: qemu,
         accel: decision.accel,
