@@ -57,11 +57,14 @@ fn wanted(rel: &Path) -> bool {
     }
 }
 
-/// Adds `host_root` (a release, or an ERTS taken from the host) under
-/// `guest_root`. Returns the host paths of the ELF files added.
+/// Adds `host_root` under `guest_root`. `host_root` is a release, or a
+/// part of one taken from elsewhere (the host's ERTS): `in_release` is where
+/// it sits in the release layout (`""`, or `erts-<vsn>`), which decides what
+/// is kept. Returns the host paths of the ELF files added.
 pub fn add_tree(
     tree: &mut Tree,
     host_root: &Path,
+    in_release: &str,
     guest_root: &str,
     opts: ContentOptions,
 ) -> Result<Vec<PathBuf>, ContentError> {
@@ -72,6 +75,7 @@ pub fn add_tree(
     let mut walker = Walker {
         tree,
         root: host_root,
+        in_release: Path::new(in_release),
         canonical_root,
         guest_root,
         opts,
@@ -84,6 +88,7 @@ pub fn add_tree(
 struct Walker<'a> {
     tree: &'a mut Tree,
     root: &'a Path,
+    in_release: &'a Path,
     canonical_root: PathBuf,
     guest_root: &'a str,
     opts: ContentOptions,
@@ -107,7 +112,7 @@ impl Walker<'_> {
                 .strip_prefix(self.root)
                 .expect("walk stays under root")
                 .to_path_buf();
-            if wanted(&rel) {
+            if wanted(&self.in_release.join(&rel)) {
                 self.add(&path, &rel)?;
             }
         }
@@ -263,7 +268,14 @@ mod tests {
 
     fn add(dir: &Path) -> Result<Tree, ContentError> {
         let mut tree = Tree::new();
-        add_tree(&mut tree, dir, "/release", ContentOptions { keep_debug: false }).map(|_| tree)
+        add_tree(
+            &mut tree,
+            dir,
+            "",
+            "/release",
+            ContentOptions { keep_debug: false },
+        )
+        .map(|_| tree)
     }
 
     #[test]

@@ -92,11 +92,17 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
     let content_opts = ContentOptions {
         keep_debug: opts.keep_debug,
     };
-    let mut elf_roots = content::add_tree(&mut tree, &release.root, GUEST_RELEASE_ROOT, content_opts)?;
+    let mut elf_roots = content::add_tree(&mut tree, &release.root, "", GUEST_RELEASE_ROOT, content_opts)?;
     if !release.has_erts {
         let host_erts = host_erts(&release, opts.erts_from_host)?;
         let guest = format!("{GUEST_RELEASE_ROOT}/{}", release.erts_dir_name());
-        elf_roots.extend(content::add_tree(&mut tree, &host_erts, &guest, content_opts)?);
+        elf_roots.extend(content::add_tree(
+            &mut tree,
+            &host_erts,
+            &release.erts_dir_name(),
+            &guest,
+            content_opts,
+        )?);
     }
     elf_roots.push(opts.init_binary.clone());
     progress("resolving shared libraries");
