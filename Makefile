@@ -4,11 +4,14 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the build, the examples, the tests and the baseline benchmark need.
-APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 \
+APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 elixir \
                 busybox-static cpio curl
-EXAMPLES := examples/hello
-FIXTURES := tests/fixtures/halt
-RELEASES := $(foreach p,$(EXAMPLES) $(FIXTURES),$(p)/_build/prod/rel/$(notdir $(p))/releases/start_erl.data)
+HELLO := examples/hello/_build/prod/rel/hello
+HALT := tests/fixtures/halt/_build/prod/rel/halt
+HELLO_ELIXIR := examples/hello_elixir/_build/prod/rel/hello_elixir
+RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
+            $(HALT)/releases/start_erl.data $(HELLO_ELIXIR)/releases/start_erl.data
+sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
 .PHONY: all deps build releases demo test bench lint clean
 
@@ -29,8 +32,18 @@ build:
 
 releases: deps $(RELEASES)
 
-%/releases/start_erl.data:
-	cd $(firstword $(subst /_build/, ,$@)) && rebar3 as prod release
+# Releases are rebuilt when their sources change.
+$(HELLO)/releases/start_erl.data: $(call sources,examples/hello,rebar.config apps config)
+	cd examples/hello && rebar3 as prod release
+
+$(HELLO)/hello-0.1.0.tar.gz: $(HELLO)/releases/start_erl.data
+	cd examples/hello && rebar3 as prod tar
+
+$(HALT)/releases/start_erl.data: $(call sources,tests/fixtures/halt,rebar.config apps config)
+	cd tests/fixtures/halt && rebar3 as prod release
+
+$(HELLO_ELIXIR)/releases/start_erl.data: $(call sources,examples/hello_elixir,mix.exs lib config)
+	cd examples/hello_elixir && MIX_ENV=prod mix release --overwrite </dev/null
 
 demo: deps build releases
 	scripts/demo.sh
@@ -40,6 +53,7 @@ test: deps build releases
 
 bench: deps build releases
 	$(CARGO) bench -p unibeam-e2e --bench skeleton
+	$(CARGO) bench -p unibeam-e2e --bench image
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -47,4 +61,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf bench/work $(foreach p,$(EXAMPLES) $(FIXTURES),$(p)/_build)
+	rm -rf bench/work examples/hello/_build examples/hello_elixir/_build tests/fixtures/halt/_build

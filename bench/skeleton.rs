@@ -8,27 +8,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use unibeam_e2e::bench::*;
 use unibeam_e2e::*;
 use unibeam_vmm::{default_kernel_args, Accel, QemuCommand};
 
 const RUNS: usize = 5;
-
-fn median(samples: &[f64]) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
-fn file_size(path: &Path) -> u64 {
-    fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .len()
-}
 
 /// The module tree of the kernel in the image: /lib/modules on the host,
 /// else unibeam's kernel cache.
@@ -67,17 +51,6 @@ fn time_unibeam(image: &Path) -> (f64, Option<f64>) {
     vm.interrupt();
     vm.wait(Duration::from_secs(90));
     (took.as_secs_f64(), kernel_to_init(&vm.output()))
-}
-
-/// `[    2.598] unibeam-init: started (kernel -> init)` → 2.598
-fn kernel_to_init(console: &str) -> Option<f64> {
-    let line = console.lines().find(|l| l.contains("unibeam-init: started"))?;
-    line.trim_start_matches('[')
-        .split(']')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// One baseline boot with the very same QEMU flags unibeam uses.
@@ -130,7 +103,7 @@ fn main() {
     let result = json!({
         "benchmark": "skeleton",
         "command": "make bench",
-        "date": chrono_free_date(),
+        "date": utc_now(),
         "accelerator": "tcg",
         "runs": RUNS,
         "release": "examples/hello",
@@ -149,28 +122,13 @@ fn main() {
         },
         "baseline_ratio": ours_med / theirs_med,
     });
-    let results = root.join("bench/results");
-    fs::create_dir_all(&results).unwrap();
-    fs::write(
-        results.join("skeleton.json"),
-        serde_json::to_string_pretty(&result).unwrap() + "\n",
-    )
-    .unwrap();
+    write_result(&root, "skeleton", &result);
     let section = markdown(&result);
     println!("{section}");
-    update_section(&root.join("docs/benchmarks.md"), "skeleton", &section);
+    update_section(&root, "skeleton", &section);
 }
 
-/// UTC date from `date`, to avoid a date crate for one line.
-fn chrono_free_date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn mb(v: &serde_json::Value) -> String {
+fn mb_of(v: &serde_json::Value) -> String {
     format!("{:.1} MB", v.as_f64().unwrap_or(0.0) / 1e6)
 }
 
@@ -201,32 +159,18 @@ fn markdown(r: &serde_json::Value) -> String {
         runs = r["runs"],
         um = u["median_s"].as_f64().unwrap(),
         us = samples(&u["run_to_first_http_200_s"]),
-        uk = mb(&u["kernel_bytes"]),
-        ui = mb(&u["initramfs_bytes"]),
-        ut = mb(&total(u)),
+        uk = mb_of(&u["kernel_bytes"]),
+        ui = mb_of(&u["initramfs_bytes"]),
+        ut = mb_of(&total(u)),
         bm = b["median_s"].as_f64().unwrap(),
         bs = samples(&b["run_to_first_http_200_s"]),
-        bk = mb(&b["kernel_bytes"]),
-        bi = mb(&b["initramfs_bytes"]),
-        bt = mb(&total(b)),
+        bk = mb_of(&b["kernel_bytes"]),
+        bi = mb_of(&b["initramfs_bytes"]),
+        bt = mb_of(&total(b)),
         ratio = r["baseline_ratio"].as_f64().unwrap(),
         k2i = u["kernel_to_init_median_s"]
             .as_f64()
             .map(|s| format!("{s:.2} s"))
             .unwrap_or_else(|| "not seen".into()),
     )
-}
-
-/// Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->`,
-/// appending the section if the markers are not there yet.
-fn update_section(path: &Path, name: &str, body: &str) {
-    let begin = format!("<!-- {name}:begin -->");
-    let end = format!("<!-- {name}:end -->");
-    let old = fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let block = format!("{begin}\n{body}{end}");
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + end.len()..]),
-        _ => format!("{}\n{block}\n", old.trim_end()),
-    };
-    fs::write(path, new).unwrap();
 }

@@ -28,6 +28,29 @@ fn hello_answers_http_and_stops_on_ctrl_c() {
     assert_eq!(status.code(), Some(0), "output:\n{out}");
 }
 
+#[test]
+fn hello_elixir_mix_release_answers_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_elixir_release(), &dir.path().join("hello_elixir.unibeam"));
+    let port = free_port();
+    let mut vm = Vm::run(&[image.to_str().unwrap(), "-p", &format!("{port}:8080")]);
+    let (body, took) = vm.wait_http_ok(port, BOOT_TIMEOUT);
+    eprintln!("first HTTP 200 after {took:?}: {body}");
+    assert!(
+        body.starts_with("hello from hello_elixir on hello_elixir "),
+        "body: {body}"
+    );
+    // A named node, as `bin/hello_elixir start` gives, with no EPMD.
+    assert!(body.contains("node hello_elixir@hello_elixir"), "body: {body}");
+    vm.interrupt();
+    assert_eq!(
+        vm.wait(Duration::from_secs(90)).code(),
+        Some(0),
+        "{}",
+        vm.output()
+    );
+}
+
 /// Boots the halt fixture with `code` in its sys.config; returns the exit
 /// code of `unibeam run` and everything it printed.
 fn run_halt_fixture(code: u8) -> (Option<i32>, String) {

@@ -2,6 +2,8 @@
 //! binaries and example releases, boot VMs through the real CLI, and talk to
 //! them over HTTP the way a user would.
 
+pub mod bench;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -46,7 +48,7 @@ pub fn unibeam() -> PathBuf {
     built_binary("unibeam")
 }
 
-/// Tests run in parallel; two rebar3 runs in one project would collide.
+/// Tests run in parallel; two rebar3 (or mix) runs in one project would collide.
 static REBAR3: Mutex<()> = Mutex::new(());
 
 fn rebar3(dir: &Path, args: &[&str]) {
@@ -89,6 +91,33 @@ pub fn hello_tarball() -> PathBuf {
 
 pub fn hello_release() -> PathBuf {
     release("examples/hello", "hello")
+}
+
+/// examples/hello_elixir, built with `MIX_ENV=prod mix release` if needed.
+pub fn hello_elixir_release() -> PathBuf {
+    let _one_at_a_time = REBAR3.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = workspace_root().join("examples/hello_elixir");
+    let rel = dir.join("_build/prod/rel/hello_elixir");
+    if !rel.join("releases/start_erl.data").is_file() {
+        let status = Command::new("mix")
+            .args(["release", "--overwrite"])
+            .env("MIX_ENV", "prod")
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("mix runs (apt-get install elixir)");
+        assert!(status.success(), "mix release failed in {}", dir.display());
+    }
+    rel
+}
+
+/// The example releases the benchmarks measure, by label.
+pub fn example_releases() -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("hello", hello_release()),
+        ("hello_elixir", hello_elixir_release()),
+    ]
 }
 
 /// Copies a directory tree (a release) so a test can edit the copy.

@@ -216,6 +216,7 @@ fn boot_spec(release: &Release, modules: Vec<String>) -> BootSpec {
             has_sys_config: release.has_sys_config,
             has_vm_args: release.has_vm_args,
             code_loading: CodeLoading::Embedded,
+            flavor: release.flavor,
         },
     }
 }

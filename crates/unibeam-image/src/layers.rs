@@ -63,7 +63,8 @@ impl LayerName {
 #[serde(tag = "format", content = "level", rename_all = "lowercase")]
 pub enum Compression {
     Zstd(i32),
-    /// xz preset 9 extreme with a CRC32 check, which the kernel's decoder verifies.
+    /// xz: x86 BCJ + LZMA2 preset 9 extreme, with a CRC32 check, which the
+    /// kernel's decoder verifies.
     Xz,
 }
 
@@ -71,7 +72,7 @@ impl Compression {
     pub fn label(self) -> String {
         match self {
             Compression::Zstd(level) => format!("zstd-{level}"),
-            Compression::Xz => "xz-9e".into(),
+            Compression::Xz => "xz-x86-9e".into(),
         }
     }
 
@@ -80,8 +81,13 @@ impl Compression {
             Compression::Zstd(level) => zstd::encode_all(data, level),
             Compression::Xz => {
                 // LZMA_PRESET_EXTREME from lzma.h; xz2 does not re-export it.
-                let preset = 9 | 0x8000_0000;
-                let stream = xz2::stream::Stream::new_easy_encoder(preset, xz2::stream::Check::Crc32)
+                let options =
+                    xz2::stream::LzmaOptions::new_preset(9 | 0x8000_0000).map_err(io::Error::other)?;
+                // The x86 BCJ filter makes machine code compress better, and
+                // Debian's kernel decodes it (CONFIG_XZ_DEC_X86).
+                let mut filters = xz2::stream::Filters::new();
+                filters.x86().lzma2(&options);
+                let stream = xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc32)
                     .map_err(io::Error::other)?;
                 let mut out = Vec::new();
                 xz2::read::XzEncoder::new_stream(data, stream).read_to_end(&mut out)?;

@@ -161,6 +161,7 @@ mod tests {
                 has_sys_config: false,
                 has_vm_args: false,
                 code_loading: unibeam_spec::CodeLoading::Embedded,
+                flavor: unibeam_spec::Flavor::Relx,
             },
         };
         let mut initramfs = vec![1, 2, 3, 4, 5];

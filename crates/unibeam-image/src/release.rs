@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::Flavor;
 
 #[derive(Debug, Error)]
 pub enum ReleaseError {
@@ -37,6 +38,7 @@ pub struct Release {
     pub has_vm_args: bool,
     /// Whether the release carries its own `erts-<vsn>/`.
     pub has_erts: bool,
+    pub flavor: Flavor,
 }
 
 impl Release {
@@ -58,6 +60,7 @@ impl Release {
         let has_erts = dir.join(format!("erts-{erts_version}/bin/erlexec")).is_file();
         Ok(Release {
             has_erts,
+            flavor: flavor(dir, &rel_dir),
             root: dir.to_path_buf(),
             has_sys_config: rel_dir.join("sys.config").is_file(),
             has_vm_args: rel_dir.join("vm.args").is_file(),
@@ -103,6 +106,21 @@ fn release_name(rel_dir: &Path) -> Result<String, ReleaseError> {
         .ok_or_else(|| ReleaseError::NoRelFile(rel_dir.to_path_buf()))
 }
 
+/// `mix release` writes `releases/COOKIE` and marks its `sys.config` with
+/// whether Config.Provider rewrites it at boot; relx does neither.
+fn flavor(root: &Path, rel_dir: &Path) -> Flavor {
+    if !root.join("releases/COOKIE").is_file() {
+        return Flavor::Relx;
+    }
+    let sys_config = fs::read_to_string(rel_dir.join("sys.config")).unwrap_or_default();
+    Flavor::Mix {
+        runtime_config_rewrite: sys_config
+            .lines()
+            .take(5)
+            .any(|l| l.trim() == "%% RUNTIME_CONFIG=true"),
+    }
+}
+
 /// relx's start script prefers `<name>.boot` and falls back to `start.boot`.
 fn boot_script(rel_dir: &Path, name: &str) -> Result<String, ReleaseError> {
     [name, "start"]
@@ -136,6 +154,25 @@ mod tests {
         assert_eq!(rel.erts_version, "13.1.5");
         assert_eq!(rel.boot_script, "start");
         assert!(rel.has_vm_args && !rel.has_sys_config);
+        assert_eq!(rel.flavor, Flavor::Relx);
+    }
+
+    #[test]
+    fn mix_releases_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_release(dir.path());
+        fs::write(dir.path().join("releases/COOKIE"), "SECRET").unwrap();
+        let sys = dir.path().join("releases/0.1.0/sys.config");
+        fs::write(&sys, "%% coding: utf-8\n%% RUNTIME_CONFIG=false\n[].\n").unwrap();
+        let rewrite = |r: Release| {
+            r.flavor
+                == Flavor::Mix {
+                    runtime_config_rewrite: true,
+                }
+        };
+        assert!(!rewrite(Release::open(dir.path()).unwrap()));
+        fs::write(&sys, "%% coding: utf-8\n%% RUNTIME_CONFIG=true\n[].\n").unwrap();
+        assert!(rewrite(Release::open(dir.path()).unwrap()));
     }
 
     #[test]

@@ -47,8 +47,25 @@ pub fn signal_fd() -> Result<SignalFd, String> {
         .map_err(|e| format!("signalfd: {e}"))
 }
 
-/// Starts erlexec the way relx's start script would.
+/// What a mix release's start script does to the filesystem before exec.
+fn prepare_release(release: &ReleaseSpec) -> Result<(), String> {
+    if let Some((from, to)) = release.config_copy() {
+        fs::copy(&from, &to).map_err(|e| format!("copy {from} to {to}: {e}"))?;
+    }
+    if let Some(cookie_file) = release.cookie_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let cookie = fs::read_to_string(&cookie_file).map_err(|e| format!("{cookie_file}: {e}"))?;
+        let home_cookie = "/tmp/.erlang.cookie";
+        fs::write(home_cookie, cookie.trim()).map_err(|e| format!("{home_cookie}: {e}"))?;
+        fs::set_permissions(home_cookie, fs::Permissions::from_mode(0o400))
+            .map_err(|e| format!("{home_cookie}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Starts erlexec the way the release's own start script would.
 pub fn spawn_beam(release: &ReleaseSpec) -> Result<Pid, String> {
+    prepare_release(release)?;
     let mut command = Command::new(release.erlexec());
     command
         .args(release.erlexec_args())

@@ -80,6 +80,20 @@ impl CodeLoading {
     }
 }
 
+/// Which tool built the release; they start the BEAM differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// rebar3/relx: `bin/<name> foreground`.
+    Relx,
+    /// `mix release`: `bin/<name> start` (Elixir's CLI, `$RELEASE_LIB`).
+    Mix {
+        /// `sys.config` says `RUNTIME_CONFIG=true`: Config.Provider rewrites
+        /// it at boot, so it must be a writable copy.
+        runtime_config_rewrite: bool,
+    },
+}
+
 /// Where the release sits in the guest and how to start it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseSpec {
@@ -93,6 +107,7 @@ pub struct ReleaseSpec {
     pub has_sys_config: bool,
     pub has_vm_args: bool,
     pub code_loading: CodeLoading,
+    pub flavor: Flavor,
 }
 
 impl ReleaseSpec {
@@ -108,25 +123,73 @@ impl ReleaseSpec {
         format!("{}/releases/{}", self.root, self.version)
     }
 
+    /// Where the BEAM reads `sys.config` from, without `.config`. A mix
+    /// release that rewrites its config at boot gets a copy in /tmp.
+    pub fn sys_config(&self) -> String {
+        match self.flavor {
+            Flavor::Mix {
+                runtime_config_rewrite: true,
+            } => format!("/tmp/{}-{}.runtime", self.name, self.version),
+            _ => format!("{}/sys", self.release_dir()),
+        }
+    }
+
+    /// The copy init must make before exec: (from, to).
+    pub fn config_copy(&self) -> Option<(String, String)> {
+        matches!(
+            self.flavor,
+            Flavor::Mix {
+                runtime_config_rewrite: true
+            }
+        )
+        .then(|| {
+            (
+                format!("{}/sys.config", self.release_dir()),
+                format!("{}.config", self.sys_config()),
+            )
+        })
+    }
+
+    /// A mix release keeps its cookie in `releases/COOKIE`; init hands it to
+    /// the BEAM through `$HOME/.erlang.cookie`, not the command line.
+    pub fn cookie_file(&self) -> Option<String> {
+        matches!(self.flavor, Flavor::Mix { .. }).then(|| format!("{}/releases/COOKIE", self.root))
+    }
+
     /// The environment relx's start script exports before it execs erlexec.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env: Vec<(String, String)> = vec![
             ("ROOTDIR".into(), self.root.clone()),
             ("BINDIR".into(), self.bindir()),
             ("EMU".into(), "beam".into()),
             ("PROGNAME".into(), "erl".into()),
             ("HOME".into(), "/tmp".into()),
             ("ERL_CRASH_DUMP".into(), "/tmp/erl_crash.dump".into()),
-        ]
+        ];
+        if let Flavor::Mix { .. } = self.flavor {
+            // Config.Provider resolves runtime.exs through these.
+            env.extend([
+                ("RELEASE_ROOT".into(), self.root.clone()),
+                ("RELEASE_NAME".into(), self.name.clone()),
+                ("RELEASE_VSN".into(), self.version.clone()),
+                ("RELEASE_SYS_CONFIG".into(), self.sys_config()),
+            ]);
+        }
+        env
     }
 
-    /// Arguments after argv[0], as relx's `foreground` command passes them,
-    /// plus the flags that let a named node start without EPMD.
+    /// Arguments after argv[0], as the release's own start script passes
+    /// them, plus the flags that let a named node start without EPMD.
     pub fn erlexec_args(&self) -> Vec<String> {
         let rel = self.release_dir();
-        let mut args: Vec<String> = vec![
-            "-noinput".into(),
-            "+Bd".into(),
+        let mut args: Vec<String> = vec!["-noinput".into(), "+Bd".into()];
+        if let Flavor::Mix { .. } = self.flavor {
+            // What `bin/<name> start` adds: Elixir's CLI, and a short node
+            // name like RELEASE_DISTRIBUTION=sname gives.
+            args.extend(["-s", "elixir", "start_cli", "-sname"].map(String::from));
+            args.push(self.name.clone());
+        }
+        args.extend([
             "-boot".into(),
             format!("{rel}/{}", self.boot_script),
             "-mode".into(),
@@ -134,22 +197,32 @@ impl ReleaseSpec {
             "-boot_var".into(),
             "SYSTEM_LIB_DIR".into(),
             format!("{}/lib", self.root),
-        ];
+        ]);
+        if let Flavor::Mix { .. } = self.flavor {
+            args.extend([
+                "-boot_var".into(),
+                "RELEASE_LIB".into(),
+                format!("{}/lib", self.root),
+            ]);
+        }
         if self.has_sys_config {
-            args.extend(["-config".into(), format!("{rel}/sys.config")]);
+            args.extend(["-config".into(), self.sys_config()]);
         }
         if self.has_vm_args {
             args.extend(["-args_file".into(), format!("{rel}/vm.args")]);
         }
-        // Without these, `-sname`/`-name` in vm.args makes erlexec spawn EPMD
-        // through /bin/sh and the node dies with econnrefused.
+        // Without these, `-sname`/`-name` makes erlexec spawn EPMD through
+        // /bin/sh and the node dies with econnrefused.
         args.extend([
             "-start_epmd".into(),
             "false".into(),
             "-erl_epmd_port".into(),
             DIST_PORT.to_string(),
         ]);
-        args.extend(["--".into(), "foreground".into()]);
+        match self.flavor {
+            Flavor::Relx => args.extend(["--".into(), "foreground".into()]),
+            Flavor::Mix { .. } => args.extend(["-extra".into(), "--no-halt".into()]),
+        }
         args
     }
 }
@@ -178,6 +251,7 @@ mod tests {
             has_sys_config: true,
             has_vm_args: true,
             code_loading: CodeLoading::Embedded,
+            flavor: Flavor::Relx,
         }
     }
 
@@ -186,10 +260,43 @@ mod tests {
         let args = hello().erlexec_args();
         let joined = args.join(" ");
         assert!(joined.starts_with("-noinput +Bd -boot /release/releases/0.1.0/start -mode embedded"));
-        assert!(joined.contains("-config /release/releases/0.1.0/sys.config"));
+        assert!(joined.contains("-config /release/releases/0.1.0/sys "));
         assert!(joined.contains("-args_file /release/releases/0.1.0/vm.args"));
         assert!(joined.contains("-start_epmd false -erl_epmd_port 4370"));
         assert!(joined.ends_with("-- foreground"));
+    }
+
+    #[test]
+    fn mix_releases_start_like_bin_start() {
+        let mut rel = hello();
+        rel.flavor = Flavor::Mix {
+            runtime_config_rewrite: false,
+        };
+        let joined = rel.erlexec_args().join(" ");
+        assert!(joined.starts_with("-noinput +Bd -s elixir start_cli -sname hello -boot"));
+        assert!(joined.contains("-boot_var RELEASE_LIB /release/lib"));
+        assert!(joined.contains("-config /release/releases/0.1.0/sys "));
+        assert!(joined.ends_with("-erl_epmd_port 4370 -extra --no-halt"));
+        assert_eq!(rel.cookie_file().as_deref(), Some("/release/releases/COOKIE"));
+        assert!(rel
+            .env()
+            .contains(&("RELEASE_SYS_CONFIG".into(), "/release/releases/0.1.0/sys".into())));
+        assert_eq!(rel.config_copy(), None);
+        rel.flavor = Flavor::Mix {
+            runtime_config_rewrite: true,
+        };
+        assert!(rel
+            .erlexec_args()
+            .join(" ")
+            .contains("-config /tmp/hello-0.1.0.runtime "));
+        assert_eq!(
+            rel.config_copy(),
+            Some((
+                "/release/releases/0.1.0/sys.config".into(),
+                "/tmp/hello-0.1.0.runtime.config".into()
+            ))
+        );
+        assert_eq!(hello().cookie_file(), None);
     }
 
     #[test]
