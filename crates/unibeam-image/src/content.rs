@@ -3,6 +3,7 @@
 
 use crate::beam::{self, BeamError};
 use crate::initramfs::{Node, Tree};
+use crate::strip;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -150,7 +151,7 @@ impl Walker<'_> {
     fn transform(&mut self, path: &Path, data: Vec<u8>) -> Result<Vec<u8>, ContentError> {
         if data.starts_with(b"\x7fELF") {
             self.elves.push(path.to_path_buf());
-            return Ok(data);
+            return Ok(strip::strip_symbols(&data).unwrap_or(data));
         }
         if path.extension().is_some_and(|e| e == "beam") {
             let beam_err = |cause| ContentError::Beam {

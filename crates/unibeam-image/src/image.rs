@@ -11,6 +11,7 @@ use crate::manifest::{
 };
 use crate::modules::{self, ModuleError};
 use crate::release::{Release, ReleaseError};
+use crate::strip;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -107,13 +108,7 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
     elf_roots.push(opts.init_binary.clone());
     progress("resolving shared libraries");
     add_library_closure(&mut tree, &elf_roots, &release.root)?;
-    tree.insert(
-        "/init",
-        Node::HostFile {
-            source: opts.init_binary.clone(),
-            executable: true,
-        },
-    );
+    tree.insert("/init", stripped_elf(&opts.init_binary)?);
     tree.insert("/dev/console", Node::CharDevice { major: 5, minor: 1 });
 
     let kernel = kernel::debian_cloud(&opts.cache_dir, progress)?;
@@ -164,6 +159,16 @@ fn host_erts(release: &Release, allowed: bool) -> Result<PathBuf, BuildError> {
         })
 }
 
+/// An ELF file from the host without its static symbols and debug info.
+fn stripped_elf(path: &Path) -> Result<Node, BuildError> {
+    let data = fs::read(path).map_err(io(path))?;
+    let data = strip::strip_symbols(&data).unwrap_or(data);
+    Ok(Node::Bytes {
+        data,
+        executable: true,
+    })
+}
+
 /// Adds every shared library the ELF files need, plus the loader. Libraries
 /// that already live inside the release are left where they are.
 fn add_library_closure(tree: &mut Tree, roots: &[PathBuf], release_root: &Path) -> Result<(), BuildError> {
@@ -176,13 +181,7 @@ fn add_library_closure(tree: &mut Tree, roots: &[PathBuf], release_root: &Path) 
             continue;
         }
         let guest = format!("{GUEST_LIB_DIR}/{name}");
-        tree.insert(
-            &guest,
-            Node::HostFile {
-                source: real.clone(),
-                executable: true,
-            },
-        );
+        tree.insert(&guest, stripped_elf(&real)?);
         placed.push((real, guest));
     }
     for interp in &closure.interpreters {

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod manifest;
 pub mod modules;
 pub mod release;
+pub mod strip;
 
 pub use image::{build_image, BuildError, BuildOptions};
 pub use input::{resolve as resolve_input, InputError, ResolvedInput, Selector};
