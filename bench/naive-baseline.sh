@@ -23,6 +23,8 @@ cp "$busybox" "$root/bin/busybox"
 # busybox --install links to the host path of busybox; point them inside.
 for link in "$root"/bin/*; do [ -L "$link" ] && ln -sf busybox "$link"; done
 cp -a "$release/." "$root/release/"
+# `rebar3 tar` leaves its tarball in the release dir; it is not part of the release.
+rm -f "$root/release/"*.tar.gz
 
 # Every library any ELF file links, as ldd reports it.
 find "$root/release" -type f | while read -r f; do

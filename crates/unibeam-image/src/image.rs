@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use unibeam_spec::{BootSpec, CodeLoading, NetworkSpec, ReleaseSpec};
+use unibeam_spec::{BootSpec, CodeLoading, InstanceSpec, NetworkSpec, ReleaseSpec};
 
 pub const KERNEL_FILE: &str = "vmlinuz";
 pub const INITRAMFS_FILE: &str = "initramfs.img";
@@ -113,7 +113,7 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
 
     let kernel = kernel::debian_cloud(&opts.cache_dir, progress)?;
     progress("resolving kernel modules");
-    let module_files = modules::load_order(&kernel.modules_dir, modules::NETWORK_AND_POWER)?;
+    let module_files = modules::load_order(&kernel.modules_dir, modules::GUEST_MODULES)?;
     let mut module_paths = Vec::new();
     for ko in &module_files {
         let name = ko.file_name().unwrap_or_default().to_string_lossy();
@@ -217,6 +217,7 @@ fn boot_spec(release: &Release, modules: Vec<String>) -> BootSpec {
             code_loading: CodeLoading::Embedded,
             flavor: release.flavor,
         },
+        instance: InstanceSpec::default(),
     }
 }
 

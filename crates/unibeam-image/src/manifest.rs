@@ -163,6 +163,7 @@ mod tests {
                 code_loading: unibeam_spec::CodeLoading::Embedded,
                 flavor: unibeam_spec::Flavor::Relx,
             },
+            instance: unibeam_spec::InstanceSpec::default(),
         };
         let mut initramfs = vec![1, 2, 3, 4, 5];
         append_config_layer(&mut initramfs, &spec);

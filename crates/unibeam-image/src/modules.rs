@@ -9,10 +9,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Modules the guest needs to reach the network under QEMU's `pc` machine:
-/// the virtio PCI transport, the NIC, and the ACPI power button (with evdev
-/// so init can read it) for graceful stops.
-pub const NETWORK_AND_POWER: &[&str] = &["virtio_pci", "virtio_net", "button", "evdev"];
+/// Modules the guest needs under QEMU's `pc` machine: the virtio PCI
+/// transport, the NIC, the entropy source, and the ACPI power button (with
+/// evdev so init can read it) for graceful stops.
+pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_rng", "button", "evdev"];
 
 #[derive(Debug, Error)]
 pub enum ModuleError {

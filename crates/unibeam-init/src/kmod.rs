@@ -1,18 +1,14 @@
-//! Loads kernel modules in the order the image builder computed.
+//! Loads one kernel module; the image builder computed the order.
 
 use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
 use std::ffi::CString;
 use std::fs::File;
 
-pub fn load_all(paths: &[String]) -> Result<(), String> {
-    let no_params = CString::default();
-    for path in paths {
-        let file = File::open(path).map_err(|e| format!("{path}: {e}"))?;
-        match finit_module(&file, &no_params, ModuleInitFlags::empty()) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(format!("{path}: finit_module: {e}")),
-        }
+pub fn load(path: &str) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    match finit_module(&file, &CString::default(), ModuleInitFlags::empty()) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(format!("{path}: finit_module: {e}")),
     }
-    Ok(())
 }

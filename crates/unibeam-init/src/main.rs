@@ -1,51 +1,81 @@
 //! unibeam-init: PID 1 of a unibeam microVM.
 //!
 //! It mounts the pseudo-filesystems, loads the NIC's modules, configures
-//! the network, starts the release's BEAM, supervises it, and finally powers
-//! the VM off with the BEAM's exit status.
+//! the network, starts the release's BEAM as an unprivileged user,
+//! supervises it, applies the exit policy, and finally powers the VM off
+//! with the BEAM's exit status.
 
+mod boot;
+mod clock;
+mod dhcp;
 mod kmod;
 mod log;
-mod mounts;
 mod net;
+mod platform;
 mod power;
+mod stop;
 mod supervise;
 
-use std::panic;
-use unibeam_spec::{BootSpec, BOOT_SPEC_PATH, INIT_FAILURE_STATUS};
+use platform::{Platform, Real};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+use unibeam_spec::{BootSpec, ExitPolicy, BOOT_SPEC_PATH, INIT_FAILURE_STATUS};
 
 fn read_spec() -> Result<BootSpec, String> {
     let text = std::fs::read_to_string(BOOT_SPEC_PATH).map_err(|e| format!("{BOOT_SPEC_PATH}: {e}"))?;
     BootSpec::from_json(&text).map_err(|e| format!("{BOOT_SPEC_PATH}: {e}"))
 }
 
-/// Everything between the kernel handing over and the BEAM exiting.
-fn boot() -> Result<u8, String> {
+/// Lets the unprivileged BEAM listen on ports below 1024, as root could.
+fn allow_low_ports() {
+    let knob = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+    if let Err(e) = std::fs::write(knob, "0") {
+        log!("warning: {knob}: {e}");
+    }
+}
+
+/// Everything between the kernel handing over and the last BEAM exit.
+fn run(p: &mut impl Platform) -> Result<u8, String> {
     log!("started (kernel -> init)");
-    mounts::mount_all()?;
+    let spec = read_spec()?;
     // Ctrl-Alt-Del then arrives as SIGINT instead of an instant reboot.
     let _ = nix::sys::reboot::set_cad_enabled(false);
-    let spec = read_spec()?;
-    kmod::load_all(&spec.modules)?;
-    log!("modules loaded ({})", spec.modules.len());
-    net::configure(&spec.network, &spec.hostname)?;
-    log!(
-        "network up: {} {}/{}",
-        spec.network.interface,
-        spec.network.address,
-        spec.network.prefix_len
-    );
-    let signals = supervise::signal_fd()?;
-    let buttons = supervise::open_power_buttons();
-    let beam = supervise::spawn_beam(&spec.release)?;
-    log!(
-        "BEAM exec'd: {} {} (pid {beam})",
-        spec.release.name,
-        spec.release.version
-    );
-    let status = supervise::supervise(beam, &signals, buttons);
-    log!("BEAM exited with status {status}");
-    Ok(status)
+    boot::bring_up(p, &spec)?;
+    clock::ensure_wall_clock();
+    clock::wait_for_entropy(Duration::from_secs(10));
+    if !spec.instance.run_as_root {
+        allow_low_ports();
+    }
+    let mut events = supervise::Events {
+        signals: supervise::signal_fd()?,
+        buttons: supervise::open_power_buttons(),
+    };
+    let timeout = Duration::from_secs(u64::from(spec.instance.stop_timeout_s));
+    loop {
+        let beam = supervise::spawn_beam(&spec)?;
+        log!(
+            "BEAM exec'd: {} {} (pid {beam})",
+            spec.release.name,
+            spec.release.version
+        );
+        let exit = supervise::supervise(p, beam, &mut events, timeout);
+        log!("BEAM exited with status {}", exit.status);
+        if let Some(slogan) = supervise::crash_slogan("/tmp/erl_crash.dump") {
+            log!("crash dump: {slogan}");
+        }
+        if exit.stopped {
+            return Ok(exit.status);
+        }
+        match spec.instance.on_exit {
+            ExitPolicy::Poweroff => return Ok(exit.status),
+            ExitPolicy::Reboot => log!("on-exit reboot: starting the BEAM again"),
+            ExitPolicy::Hang => {
+                log!("on-exit hang: the VM stays up; stop it to power off");
+                events.wait_for_stop();
+                return Ok(exit.status);
+            }
+        }
+    }
 }
 
 fn main() {
@@ -53,8 +83,9 @@ fn main() {
         eprintln!("unibeam-init is the PID 1 of a unibeam microVM; it does nothing elsewhere");
         std::process::exit(2);
     }
+    let mut platform = Real;
     // A panic in PID 1 would panic the kernel; report it and power off instead.
-    let status = match panic::catch_unwind(boot) {
+    let status = match panic::catch_unwind(AssertUnwindSafe(|| run(&mut platform))) {
         Ok(Ok(status)) => status,
         Ok(Err(e)) => {
             log!("fatal: {e}");
@@ -65,5 +96,5 @@ fn main() {
             INIT_FAILURE_STATUS
         }
     };
-    power::off(status)
+    platform.power_off(status)
 }

@@ -105,25 +105,77 @@ fn wait_for_interface(name: &str, limit: Duration) -> Result<(), String> {
     Ok(())
 }
 
-pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<(), String> {
+/// What the interface ends up with.
+struct Addressing {
+    address: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Option<Ipv4Addr>,
+    dns: Option<Ipv4Addr>,
+    how: String,
+}
+
+fn lease(interface: &str) -> Result<Addressing, String> {
+    let mac_path = format!("/sys/class/net/{interface}/address");
+    let mac = fs::read_to_string(&mac_path)
+        .ok()
+        .and_then(|text| crate::dhcp::parse_mac(&text))
+        .ok_or_else(|| format!("{mac_path}: no MAC address"))?;
+    let xid = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ std::process::id();
+    let lease = crate::dhcp::lease(interface, mac, xid, Duration::from_secs(10))?;
+    Ok(Addressing {
+        address: lease.address,
+        prefix_len: lease.prefix_len,
+        gateway: lease.gateway,
+        dns: lease.dns,
+        how: format!("DHCP lease from {}", lease.server),
+    })
+}
+
+/// Brings up `lo` and the NIC (static or DHCP), sets the hostname and
+/// writes the resolver files. Returns a one-line description.
+pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<String, String> {
     let sock = Socket::new()?;
     set_up(&sock, "lo")?;
     wait_for_interface(&net.interface, Duration::from_secs(5))?;
-    set_addr(&sock, &net.interface, libc::SIOCSIFADDR, net.address)?;
-    set_addr(&sock, &net.interface, libc::SIOCSIFNETMASK, net.netmask())?;
+    let addressing = if net.dhcp {
+        // DHCP talks over the interface before it has an address.
+        set_up(&sock, &net.interface)?;
+        lease(&net.interface)?
+    } else {
+        Addressing {
+            address: net.address,
+            prefix_len: net.prefix_len,
+            gateway: Some(net.gateway),
+            dns: Some(net.dns),
+            how: "static".into(),
+        }
+    };
+    set_addr(&sock, &net.interface, libc::SIOCSIFADDR, addressing.address)?;
+    set_addr(
+        &sock,
+        &net.interface,
+        libc::SIOCSIFNETMASK,
+        unibeam_spec::netmask(addressing.prefix_len),
+    )?;
     set_up(&sock, &net.interface)?;
-    add_default_route(&sock, net.gateway)?;
+    if let Some(gateway) = addressing.gateway {
+        add_default_route(&sock, gateway)?;
+    }
     nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname {hostname}: {e}"))?;
-    write_resolver_files(net, hostname)
+    write_resolver_files(addressing.address, addressing.dns, hostname)?;
+    Ok(format!(
+        "{} {}/{} ({})",
+        net.interface, addressing.address, addressing.prefix_len, addressing.how
+    ))
 }
 
 /// /etc/hosts and /etc/resolv.conf, so the BEAM's native resolver works
 /// without any helper daemon.
-fn write_resolver_files(net: &NetworkSpec, hostname: &str) -> Result<(), String> {
-    let hosts = format!("127.0.0.1\tlocalhost\n{}\t{hostname}\n", net.address);
+fn write_resolver_files(address: Ipv4Addr, dns: Option<Ipv4Addr>, hostname: &str) -> Result<(), String> {
+    let hosts = format!("127.0.0.1\tlocalhost\n{address}\t{hostname}\n");
     fs::write("/etc/hosts", hosts).map_err(|e| format!("/etc/hosts: {e}"))?;
-    fs::write("/etc/resolv.conf", format!("nameserver {}\n", net.dns))
-        .map_err(|e| format!("/etc/resolv.conf: {e}"))
+    let resolv = dns.map(|d| format!("nameserver {d}\n")).unwrap_or_default();
+    fs::write("/etc/resolv.conf", resolv).map_err(|e| format!("/etc/resolv.conf: {e}"))
 }
 
 #[cfg(test)]

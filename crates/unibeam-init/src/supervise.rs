@@ -1,22 +1,23 @@
-//! Runs the BEAM as init's child: forwards stop requests, reaps every
+//! Runs the BEAM as init's child: prepares its files, forwards its output
+//! to the console, turns stop requests into a graceful stop, reaps every
 //! orphan, and returns the BEAM's exit status.
 
 use crate::log;
+use crate::platform::Platform;
+use crate::stop::Stop;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use unibeam_spec::ReleaseSpec;
-
-/// How long the BEAM gets to run `init:stop()` before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+use unibeam_spec::{BootSpec, FileContent, APPS_STARTED_MARKER, BEAM_UID, RUN_DIR};
 
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;
@@ -47,42 +48,85 @@ pub fn signal_fd() -> Result<SignalFd, String> {
         .map_err(|e| format!("signalfd: {e}"))
 }
 
-/// What a mix release's start script does to the filesystem before exec.
-fn prepare_release(release: &ReleaseSpec) -> Result<(), String> {
-    if let Some((from, to)) = release.config_copy() {
-        fs::copy(&from, &to).map_err(|e| format!("copy {from} to {to}: {e}"))?;
-    }
-    if let Some(cookie_file) = release.cookie_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let cookie = fs::read_to_string(&cookie_file).map_err(|e| format!("{cookie_file}: {e}"))?;
-        let home_cookie = "/tmp/.erlang.cookie";
-        fs::write(home_cookie, cookie.trim()).map_err(|e| format!("{home_cookie}: {e}"))?;
-        fs::set_permissions(home_cookie, fs::Permissions::from_mode(0o400))
-            .map_err(|e| format!("{home_cookie}: {e}"))?;
+/// Writes what the launch needs (cookie, filtered vm.args, overrides, ...),
+/// owned by the user the BEAM runs as.
+fn prepare_files(spec: &BootSpec, launch: &unibeam_spec::BeamLaunch) -> Result<(), String> {
+    let owner = (!spec.instance.run_as_root).then_some(BEAM_UID);
+    let chown = |path: &str| match owner {
+        Some(id) => nix::unistd::chown(path, Some(Uid::from_raw(id)), Some(Gid::from_raw(id)))
+            .map_err(|e| format!("chown {path}: {e}")),
+        None => Ok(()),
+    };
+    fs::create_dir_all(RUN_DIR).map_err(|e| format!("{RUN_DIR}: {e}"))?;
+    chown(RUN_DIR)?;
+    for file in &launch.files {
+        let data = match &file.content {
+            FileContent::Text(text) => text.clone().into_bytes(),
+            FileContent::CopyOf(from) => fs::read(from).map_err(|e| format!("{from}: {e}"))?,
+        };
+        let _ = fs::remove_file(&file.path);
+        fs::write(&file.path, data).map_err(|e| format!("{}: {e}", file.path))?;
+        let mode = if file.private { 0o400 } else { 0o644 };
+        fs::set_permissions(&file.path, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{}: {e}", file.path))?;
+        chown(&file.path)?;
     }
     Ok(())
 }
 
+/// Copies the BEAM's output to the console, turning the boot marker into
+/// a timestamped init line.
+fn forward_output(pipe: impl Read + Send + 'static) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.trim() == APPS_STARTED_MARKER {
+                log!("applications started");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    });
+}
+
 /// Starts erlexec the way the release's own start script would.
-pub fn spawn_beam(release: &ReleaseSpec) -> Result<Pid, String> {
-    prepare_release(release)?;
-    let mut command = Command::new(release.erlexec());
+pub fn spawn_beam(spec: &BootSpec) -> Result<Pid, String> {
+    let rel = &spec.release;
+    let vm_args = rel
+        .has_vm_args
+        .then(|| fs::read_to_string(rel.vm_args_path()).unwrap_or_default());
+    let launch = spec.beam_launch(vm_args.as_deref());
+    prepare_files(spec, &launch)?;
+    let (reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let writer_err = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    let mut command = Command::new(&launch.program);
     command
-        .args(release.erlexec_args())
+        .args(&launch.args)
         .env_clear()
-        .envs(release.env())
-        .current_dir(&release.root)
-        .stdin(Stdio::null());
-    // The signals init reads through its signalfd are blocked in init, and
-    // a blocked mask survives exec: the BEAM would never see SIGTERM.
-    // SAFETY: the closure runs between fork and exec and only calls
-    // pthread_sigmask, which is async-signal-safe.
+        .envs(launch.env.iter().cloned())
+        .current_dir(&rel.root)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer_err);
+    let as_user = !spec.instance.run_as_root;
+    // SAFETY: runs between fork and exec and only makes async-signal-safe
+    // calls (pthread_sigmask, setgroups, setgid, setuid).
     unsafe {
-        command.pre_exec(|| handled_signals().thread_unblock().map_err(std::io::Error::from));
+        command.pre_exec(move || {
+            // Blocked signals survive exec: the BEAM would never see SIGTERM.
+            handled_signals().thread_unblock().map_err(std::io::Error::from)?;
+            if as_user {
+                nix::unistd::setgroups(&[]).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(Gid::from_raw(BEAM_UID)).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(Uid::from_raw(BEAM_UID)).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
     }
     let child = command
         .spawn()
-        .map_err(|e| format!("exec {}: {e}", release.erlexec()))?;
+        .map_err(|e| format!("exec {}: {e}", launch.program))?;
+    drop(command); // closes our copies of the pipe's write end
+    forward_output(reader);
     Ok(Pid::from_raw(child.id() as i32))
 }
 
@@ -137,80 +181,95 @@ fn reap(beam: Pid) -> Option<u8> {
     }
 }
 
-struct Stop {
-    deadline: Option<Instant>,
-    killed: bool,
+/// Event sources init waits on: its signals and the power buttons.
+pub struct Events {
+    pub signals: SignalFd,
+    pub buttons: Vec<File>,
 }
 
-impl Stop {
-    fn request(&mut self, beam: Pid, why: &str) {
-        if self.deadline.is_some() {
-            return;
-        }
-        log!(
-            "{why}: asking the BEAM to stop (SIGTERM), {}s before SIGKILL",
-            STOP_TIMEOUT.as_secs()
-        );
-        let _ = kill(beam, Signal::SIGTERM);
-        self.deadline = Some(Instant::now() + STOP_TIMEOUT);
-    }
-
-    fn timeout(&self) -> PollTimeout {
-        match self.deadline {
+impl Events {
+    /// Waits up to `wait` (forever if None); returns why a stop was asked
+    /// for, if it was.
+    fn next(&mut self, wait: Option<Duration>) -> Option<String> {
+        let timeout = match wait {
             None => PollTimeout::NONE,
-            Some(_) if self.killed => PollTimeout::from(100u16),
-            Some(d) => {
-                let ms = d.saturating_duration_since(Instant::now()).as_millis();
-                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
-            }
-        }
-    }
-
-    fn enforce(&mut self) {
-        if let Some(d) = self.deadline {
-            if !self.killed && Instant::now() >= d {
-                log!("the BEAM did not stop in time: SIGKILL to every process");
-                let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-                self.killed = true;
-            }
-        }
-    }
-}
-
-/// Waits for the BEAM to exit, turning stop requests into SIGTERM.
-pub fn supervise(beam: Pid, signals: &SignalFd, mut buttons: Vec<File>) -> u8 {
-    let mut stop = Stop {
-        deadline: None,
-        killed: false,
-    };
-    loop {
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        fds.extend(buttons.iter().map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)));
-        let _ = poll(&mut fds, stop.timeout());
+            Some(d) => PollTimeout::try_from(d.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO),
+        };
+        let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            self.buttons
+                .iter()
+                .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
+        );
+        let _ = poll(&mut fds, timeout);
         let ready: Vec<bool> = fds
             .iter()
             .map(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
             .collect();
         drop(fds);
+        let mut why = None;
         if ready[0] {
-            while let Ok(Some(info)) = signals.read_signal() {
+            while let Ok(Some(info)) = self.signals.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => {}
-                    Ok(sig) => stop.request(beam, &format!("received {sig}")),
-                    Err(_) => {}
+                    Ok(Signal::SIGCHLD) | Err(_) => {}
+                    Ok(sig) => why = Some(format!("received {sig}")),
                 }
             }
         }
-        for (button, _) in buttons.iter_mut().zip(&ready[1..]).filter(|(_, r)| **r) {
+        for (button, _) in self.buttons.iter_mut().zip(&ready[1..]).filter(|(_, r)| **r) {
             if power_pressed(button) {
-                stop.request(beam, "power button pressed");
+                why = Some("power button pressed".into());
             }
         }
-        if let Some(status) = reap(beam) {
-            return status;
-        }
-        stop.enforce();
+        why
     }
+
+    /// Blocks until a stop is asked for (the `hang` exit policy).
+    pub fn wait_for_stop(&mut self) {
+        loop {
+            let why = self.next(None);
+            let _ = reap(Pid::from_raw(-1));
+            if let Some(why) = why {
+                log!("{why}: powering off");
+                return;
+            }
+        }
+    }
+}
+
+/// How the BEAM ended.
+pub struct Exit {
+    pub status: u8,
+    /// A stop was asked for (signal or power button) before it exited.
+    pub stopped: bool,
+}
+
+/// Waits for the BEAM to exit, turning stop requests into a graceful stop.
+pub fn supervise(p: &mut impl Platform, beam: Pid, events: &mut Events, timeout: Duration) -> Exit {
+    let mut stop = Stop::new(timeout);
+    loop {
+        if let Some(why) = events.next(stop.wait(Instant::now())) {
+            stop.request(p, beam.as_raw(), Instant::now(), &why);
+        }
+        if let Some(status) = reap(beam) {
+            return Exit {
+                status,
+                stopped: stop.requested(),
+            };
+        }
+        stop.enforce(p, Instant::now());
+    }
+}
+
+/// The slogan of a crash dump the BEAM left, if any; the dump is removed
+/// so a restarted BEAM's dump is not mistaken for it.
+pub fn crash_slogan(path: &str) -> Option<String> {
+    let text = fs::read(path).ok()?;
+    let _ = fs::remove_file(path);
+    String::from_utf8_lossy(&text[..text.len().min(64 * 1024)])
+        .lines()
+        .find(|l| l.starts_with("Slogan: "))
+        .map(|l| l.to_string())
 }
 
 #[cfg(test)]
@@ -229,11 +288,21 @@ mod tests {
     }
 
     #[test]
-    fn stop_without_deadline_waits_forever() {
-        let stop = Stop {
-            deadline: None,
-            killed: false,
-        };
-        assert_eq!(stop.timeout(), PollTimeout::NONE);
+    fn crash_slogans_are_read_once() {
+        let dir = std::env::temp_dir().join(format!("unibeam-init-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let dump = dir.join("erl_crash.dump");
+        fs::write(
+            &dump,
+            "=erl_crash_dump:0.5\nThu Nov 27\nSlogan: Kernel pid terminated (application_controller)\n",
+        )
+        .unwrap();
+        let path = dump.to_str().unwrap();
+        assert_eq!(
+            crash_slogan(path).as_deref(),
+            Some("Slogan: Kernel pid terminated (application_controller)")
+        );
+        assert_eq!(crash_slogan(path), None);
+        let _ = fs::remove_dir_all(dir);
     }
 }

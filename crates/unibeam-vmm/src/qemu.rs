@@ -134,6 +134,9 @@ impl QemuCommand {
             "-device",
             "virtio-net-pci,netdev=net0,romfile=",
         ]);
+        // Entropy for the guest's random pool, so crypto never waits.
+        push(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
+        push(&["-device", "virtio-rng-pci,rng=rng0"]);
         push(&[
             "-device",
             &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=1"),
@@ -225,6 +228,7 @@ mod tests {
         );
         assert!(args.iter().any(|a| a == "isa-debug-exit,iobase=0x501,iosize=1"));
         assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert!(args.iter().any(|a| a == "virtio-rng-pci,rng=rng0"));
     }
 
     #[test]

@@ -15,9 +15,6 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use unibeam_spec::EXIT_STATUS_MARKER;
 
-/// How long a guest gets to power off after the ACPI button before QEMU is killed.
-pub const STOP_GRACE: Duration = Duration::from_secs(45);
-
 #[derive(Debug, Error)]
 pub enum RunError {
     #[error("host port {addr} is already in use; pick another with -p or stop what holds it")]
@@ -106,7 +103,12 @@ fn request_stop(cmd: &QemuCommand) {
     }
 }
 
-fn wait_with_signals(child: &mut Child, cmd: &QemuCommand, signals: &mpsc::Receiver<i32>) -> io::Result<i32> {
+fn wait_with_signals(
+    child: &mut Child,
+    cmd: &QemuCommand,
+    signals: &mpsc::Receiver<i32>,
+    stop_grace: Duration,
+) -> io::Result<i32> {
     let mut kill_at: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -115,7 +117,7 @@ fn wait_with_signals(child: &mut Child, cmd: &QemuCommand, signals: &mpsc::Recei
         match signals.recv_timeout(Duration::from_millis(50)) {
             Ok(_) if kill_at.is_none() => {
                 request_stop(cmd);
-                kill_at = Some(Instant::now() + STOP_GRACE);
+                kill_at = Some(Instant::now() + stop_grace);
             }
             Ok(_) => kill_at = Some(Instant::now()),
             Err(_) => {}
@@ -128,7 +130,12 @@ fn wait_with_signals(child: &mut Child, cmd: &QemuCommand, signals: &mpsc::Recei
 }
 
 /// Boots `cmd` and blocks until QEMU exits. The console goes to `console`.
-pub fn run_foreground(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<Outcome, RunError> {
+/// `stop_grace` bounds how long a stopping guest may take before QEMU is killed.
+pub fn run_foreground(
+    cmd: &QemuCommand,
+    console: impl Write + Send + 'static,
+    stop_grace: Duration,
+) -> Result<Outcome, RunError> {
     check_ports(&cmd.forwards)?;
     let signals = signal_channel().map_err(|e| RunError::Qemu(format!("signal handler: {e}")))?;
     let mut command = Command::new(&cmd.binary);
@@ -164,7 +171,8 @@ pub fn run_foreground(cmd: &QemuCommand, console: impl Write + Send + 'static) -
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let code = wait_with_signals(&mut child, cmd, &signals).map_err(|e| RunError::Qemu(e.to_string()))?;
+    let code = wait_with_signals(&mut child, cmd, &signals, stop_grace)
+        .map_err(|e| RunError::Qemu(e.to_string()))?;
     let _ = console_thread.join();
     let qemu_stderr = stderr_thread.join().unwrap_or_default();
     let facts = facts.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,8 +2,10 @@
 
 mod build;
 mod inspect;
+mod instance;
 mod paths;
 mod run;
+mod timeline;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

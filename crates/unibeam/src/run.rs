@@ -1,12 +1,14 @@
 //! `unibeam run`: boot an image (building it first from a release) in the
 //! foreground and exit with the app's own status.
 
-use crate::{build, paths};
+use crate::timeline::TimelineWriter;
+use crate::{build, instance, paths};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use unibeam_image::{append_config_layer, ImageManifest, Release, MANIFEST_FILE};
+use unibeam_spec::BootSpec;
 use unibeam_vmm::{
     choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Outcome, PortForward,
     QemuCommand,
@@ -49,6 +51,11 @@ pub struct RunArgs {
     /// Print the full QEMU command line
     #[arg(short, long)]
     verbose: bool,
+    /// Print the boot timeline once the release's applications have started
+    #[arg(long)]
+    timings: bool,
+    #[command(flatten)]
+    instance: instance::InstanceArgs,
     #[command(flatten)]
     build: build::BuildFlags,
 }
@@ -90,16 +97,22 @@ fn resolve_image(target: &Path, flags: &build::BuildFlags, scratch: &Path) -> Re
 
 /// The image's layers plus this instance's config layer, as one file:
 /// QEMU takes a single initrd.
-fn instance_initrd(image_dir: &Path, manifest: &ImageManifest, runtime: &Path) -> Result<PathBuf> {
+fn instance_initrd(
+    image_dir: &Path,
+    boot: &BootSpec,
+    manifest: &ImageManifest,
+    runtime: &Path,
+) -> Result<PathBuf> {
     let layers = image_dir.join(&manifest.initramfs.file);
     let mut data = std::fs::read(&layers).with_context(|| format!("reading {}", layers.display()))?;
-    append_config_layer(&mut data, &manifest.boot);
+    append_config_layer(&mut data, boot);
     let initrd = runtime.join("initrd.img");
     std::fs::write(&initrd, data).with_context(|| format!("writing {}", initrd.display()))?;
     Ok(initrd)
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     // Before any slow build: without QEMU nothing else matters.
     let qemu = find_qemu()?;
     let runtime = tempfile::Builder::new()
@@ -108,6 +121,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .context("creating a runtime directory")?;
     let image_dir = resolve_image(&args.target, &args.build, runtime.path())?;
     let manifest = ImageManifest::read(&image_dir)?;
+    let mut boot = manifest.boot.clone();
+    args.instance.apply(&mut boot)?;
     let kernel = image_dir.join(&manifest.kernel.file);
     let choice = match args.accel {
         AccelArg::Auto => AccelChoice::Auto,
@@ -122,7 +137,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         memory_mib: args.memory,
         cpus: args.cpus,
         kernel,
-        initrd: instance_initrd(&image_dir, &manifest, runtime.path())?,
+        initrd: instance_initrd(&image_dir, &boot, &manifest, runtime.path())?,
         kernel_args: default_kernel_args(),
         forwards: args.publish,
         qmp_socket: runtime.path().join("qmp.sock"),
@@ -136,7 +151,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         manifest.release.version,
         manifest.size_summary()
     );
-    match run_foreground(&cmd, std::io::stdout())? {
+    let grace = args.instance.stop_grace();
+    let outcome = if args.timings {
+        run_foreground(&cmd, TimelineWriter::new(std::io::stdout(), started), grace)?
+    } else {
+        run_foreground(&cmd, std::io::stdout(), grace)?
+    };
+    match outcome {
         Outcome::Exited(status) => Ok(ExitCode::from(status)),
         Outcome::KernelPanic(line) => bail!("guest kernel panic: {line}"),
         Outcome::NoStatus { detail } => bail!("{detail}"),

@@ -19,4 +19,6 @@ start(_StartType, _StartArgs) ->
     {ok, Sup}.
 
 stop(_State) ->
+    %% Printed so a graceful stop can be seen on the console.
+    io:format("hello: stop/1 called~n"),
     ok.

@@ -7,11 +7,19 @@
 
 do(#mod{method = "GET", request_uri = "/"}) ->
     {ok, Host} = inet:gethostname(),
-    Body = io_lib:format("hello from ~s on ~s (node ~s, otp ~s)~n",
-                         [hello, Host, node(), erlang:system_info(otp_release)]),
+    Body = io_lib:format("hello from ~s on ~s (node ~s, otp ~s)~n~s",
+                         [hello, Host, node(), erlang:system_info(otp_release),
+                          greeting()]),
     reply(200, Body);
 do(#mod{}) ->
     reply(404, "not found\n").
+
+%% GREETING from the environment (`unibeam run -e GREETING=...`), if set.
+greeting() ->
+    case os:getenv("GREETING") of
+        false -> "";
+        Text -> ["greeting: ", Text, "\n"]
+    end.
 
 reply(Code, Body) ->
     Bin = iolist_to_binary(Body),

@@ -1,0 +1,110 @@
+//! The steps between the kernel handing over and the BEAM's exec.
+
+use crate::log;
+use crate::platform::{Mount, Platform};
+use unibeam_spec::BootSpec;
+
+/// What init and the BEAM need mounted, in order.
+pub const MOUNTS: [Mount; 4] = [
+    Mount {
+        source: "proc",
+        target: "/proc",
+        fstype: "proc",
+        data: None,
+    },
+    Mount {
+        source: "sysfs",
+        target: "/sys",
+        fstype: "sysfs",
+        data: None,
+    },
+    Mount {
+        source: "devtmpfs",
+        target: "/dev",
+        fstype: "devtmpfs",
+        data: Some("mode=0755"),
+    },
+    Mount {
+        source: "tmpfs",
+        target: "/tmp",
+        fstype: "tmpfs",
+        data: Some("mode=1777"),
+    },
+];
+
+/// Mounts, kernel modules, network, then a read-only root.
+pub fn bring_up(p: &mut impl Platform, spec: &BootSpec) -> Result<(), String> {
+    for m in &MOUNTS {
+        p.mount(m)?;
+    }
+    for module in &spec.modules {
+        p.load_module(module)?;
+    }
+    log!("modules loaded ({})", spec.modules.len());
+    let network = p.configure_network(&spec.network, &spec.hostname)?;
+    log!("network up: {network}");
+    // /etc is written by now; the BEAM writes only to /tmp.
+    if let Err(e) = p.seal_rootfs() {
+        log!("warning: {e}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::recorder::Recorder;
+    use unibeam_spec::*;
+
+    pub fn spec() -> BootSpec {
+        BootSpec {
+            hostname: "hello".into(),
+            modules: vec![
+                "/lib/modules/virtio.ko".into(),
+                "/lib/modules/virtio_net.ko".into(),
+            ],
+            network: NetworkSpec::qemu_user(),
+            release: ReleaseSpec {
+                root: "/release".into(),
+                name: "hello".into(),
+                version: "0.1.0".into(),
+                erts_version: "13.1.5".into(),
+                boot_script: "start".into(),
+                has_sys_config: true,
+                has_vm_args: true,
+                code_loading: CodeLoading::Embedded,
+                flavor: Flavor::Relx,
+            },
+            instance: InstanceSpec::default(),
+        }
+    }
+
+    #[test]
+    fn boot_sequence_order() {
+        let mut p = Recorder::default();
+        bring_up(&mut p, &spec()).unwrap();
+        assert_eq!(
+            p.calls,
+            [
+                "mount /proc",
+                "mount /sys",
+                "mount /dev",
+                "mount /tmp",
+                "module /lib/modules/virtio.ko",
+                "module /lib/modules/virtio_net.ko",
+                "network eth0 hello",
+                "seal /",
+            ]
+        );
+    }
+
+    #[test]
+    fn network_failure_stops_the_boot_before_sealing() {
+        let mut p = Recorder {
+            fail_network: true,
+            ..Recorder::default()
+        };
+        assert_eq!(bring_up(&mut p, &spec()), Err("no eth0".into()));
+        assert_eq!(p.calls.last().unwrap(), "network eth0 hello");
+    }
+}

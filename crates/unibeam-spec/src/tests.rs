@@ -1,0 +1,182 @@
+use super::*;
+
+fn hello() -> BootSpec {
+    BootSpec {
+        hostname: "hello".into(),
+        modules: vec!["/lib/modules/virtio.ko".into()],
+        network: NetworkSpec::qemu_user(),
+        release: ReleaseSpec {
+            root: "/release".into(),
+            name: "hello".into(),
+            version: "0.1.0".into(),
+            erts_version: "13.1.5".into(),
+            boot_script: "start".into(),
+            has_sys_config: true,
+            has_vm_args: true,
+            code_loading: CodeLoading::Embedded,
+            flavor: Flavor::Relx,
+        },
+        instance: InstanceSpec::default(),
+    }
+}
+
+const VM_ARGS: &str = "-sname hello\n\n-setcookie hello_cookie\n+K true\n";
+
+fn joined(spec: &BootSpec) -> String {
+    spec.beam_launch(Some(VM_ARGS)).args.join(" ")
+}
+
+fn file<'a>(launch: &'a BeamLaunch, path: &str) -> Option<&'a PreparedFile> {
+    launch.files.iter().find(|f| f.path == path)
+}
+
+#[test]
+fn relx_args_follow_the_foreground_command() {
+    let launch = hello().beam_launch(Some(VM_ARGS));
+    let args = launch.args.join(" ");
+    assert_eq!(launch.program, "/release/erts-13.1.5/bin/erlexec");
+    assert!(
+        args.starts_with("-noinput +Bd +fnu -boot /release/releases/0.1.0/start -mode embedded"),
+        "{args}"
+    );
+    assert!(args.contains("-config /release/releases/0.1.0/sys "));
+    assert!(args.contains("-args_file /release/releases/0.1.0/vm.args "));
+    assert!(args.contains("-start_epmd false -erl_epmd_port 4370"));
+    assert!(
+        args.ends_with("-s erlang display unibeam_apps_started -- foreground"),
+        "{args}"
+    );
+    assert!(!args.contains("-sname"), "the release's vm.args names the node");
+}
+
+#[test]
+fn env_points_at_the_release_erts() {
+    let env = hello().beam_launch(None).env;
+    assert!(env.contains(&("BINDIR".into(), "/release/erts-13.1.5/bin".into())));
+    assert!(env.contains(&("EMU".into(), "beam".into())));
+    assert!(env.contains(&("LANG".into(), "C.UTF-8".into())));
+    assert!(env.contains(&("ERL_INETRC".into(), "/tmp/unibeam/erl_inetrc".into())));
+}
+
+#[test]
+fn optional_config_files_are_left_out() {
+    let mut spec = hello();
+    spec.release.has_sys_config = false;
+    spec.release.has_vm_args = false;
+    let args = spec.beam_launch(None).args;
+    assert!(!args.iter().any(|a| a == "-config" || a == "-args_file"));
+}
+
+#[test]
+fn instance_settings_reach_the_beam() {
+    let mut spec = hello();
+    spec.instance.env = vec![("GREETING".into(), "hi".into())];
+    spec.instance.extra_vm_args = vec!["+S".into(), "1".into()];
+    spec.instance.sys_config_overrides = Some("[{hello, [{port, 9000}]}].".into());
+    let launch = spec.beam_launch(Some(VM_ARGS));
+    let args = launch.args.join(" ");
+    assert!(launch.env.contains(&("GREETING".into(), "hi".into())));
+    assert!(
+        args.contains("-config /release/releases/0.1.0/sys -config /tmp/unibeam/overrides "),
+        "{args}"
+    );
+    assert!(args.contains("+S 1 -start_epmd"), "{args}");
+    let overrides = file(&launch, "/tmp/unibeam/overrides.config").unwrap();
+    assert_eq!(
+        overrides.content,
+        FileContent::Text("[{hello, [{port, 9000}]}].".into())
+    );
+}
+
+#[test]
+fn node_name_and_cookie_replace_the_release_ones() {
+    let mut spec = hello();
+    spec.instance.node_name = Some("web@10.0.9.1".into());
+    spec.instance.cookie = Some("s3cret".into());
+    let launch = spec.beam_launch(Some(VM_ARGS));
+    let args = launch.args.join(" ");
+    assert!(
+        args.starts_with("-noinput +Bd +fnu -name web@10.0.9.1 -boot"),
+        "{args}"
+    );
+    assert!(args.contains("-args_file /tmp/unibeam/vm.args "), "{args}");
+    assert!(
+        !args.contains("s3cret"),
+        "the cookie never goes on a command line"
+    );
+    let vm_args = file(&launch, "/tmp/unibeam/vm.args").unwrap();
+    assert_eq!(vm_args.content, FileContent::Text("\n+K true\n".into()));
+    let cookie = file(&launch, "/tmp/.erlang.cookie").unwrap();
+    assert!(cookie.private);
+    assert_eq!(cookie.content, FileContent::Text("s3cret".into()));
+    spec.instance.node_name = Some("web".into());
+    assert!(joined(&spec).contains("-sname web -boot"));
+}
+
+#[test]
+fn mix_releases_start_like_bin_start() {
+    let mut spec = hello();
+    spec.release.flavor = Flavor::Mix {
+        runtime_config_rewrite: false,
+    };
+    let launch = spec.beam_launch(Some(""));
+    let args = launch.args.join(" ");
+    assert!(
+        args.starts_with("-noinput +Bd +fnu -s elixir start_cli -sname hello -boot"),
+        "{args}"
+    );
+    assert!(args.contains("-boot_var RELEASE_LIB /release/lib"));
+    assert!(args.ends_with("-extra --no-halt"), "{args}");
+    let cookie = file(&launch, "/tmp/.erlang.cookie").unwrap();
+    assert_eq!(
+        cookie.content,
+        FileContent::CopyOf("/release/releases/COOKIE".into())
+    );
+    assert!(launch
+        .env
+        .contains(&("RELEASE_SYS_CONFIG".into(), "/release/releases/0.1.0/sys".into())));
+    spec.release.flavor = Flavor::Mix {
+        runtime_config_rewrite: true,
+    };
+    let launch = spec.beam_launch(Some(""));
+    assert!(launch
+        .args
+        .join(" ")
+        .contains("-config /tmp/unibeam/hello.runtime "));
+    let copy = file(&launch, "/tmp/unibeam/hello.runtime.config").unwrap();
+    assert_eq!(
+        copy.content,
+        FileContent::CopyOf("/release/releases/0.1.0/sys.config".into())
+    );
+}
+
+#[test]
+fn vm_args_filter_keeps_everything_else() {
+    let text = "## comment\n-sname a\n-name b@x.y\n-setcookie c\n+A30\n";
+    assert_eq!(
+        filter_vm_args(text, true, false),
+        "## comment\n-setcookie c\n+A30\n"
+    );
+    assert_eq!(
+        filter_vm_args(text, false, true),
+        "## comment\n-sname a\n-name b@x.y\n+A30\n"
+    );
+}
+
+#[test]
+fn netmask_from_prefix() {
+    assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+    assert_eq!(netmask(0), Ipv4Addr::new(0, 0, 0, 0));
+    assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
+}
+
+#[test]
+fn spec_round_trips_through_json_and_old_specs_get_defaults() {
+    let spec = hello();
+    assert_eq!(BootSpec::from_json(&spec.to_json()).unwrap(), spec);
+    let mut value: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
+    value.as_object_mut().unwrap().remove("instance");
+    let back: BootSpec = serde_json::from_value(value).unwrap();
+    assert_eq!(back.instance.stop_timeout_s, 30);
+    assert_eq!(back.instance.on_exit, ExitPolicy::Poweroff);
+}

@@ -1,0 +1,125 @@
+//! `unibeam run --timings`: picks init's timestamped console lines out of
+//! the stream and prints the boot timeline once the applications started.
+
+use std::io::Write;
+use std::time::Instant;
+
+/// The boot milestones init logs, with the label the timeline shows.
+const MILESTONES: &[(&str, &str)] = &[
+    ("unibeam-init: started", "kernel -> init"),
+    ("unibeam-init: modules loaded", "modules loaded"),
+    ("unibeam-init: network up", "network up"),
+    ("unibeam-init: BEAM exec'd", "BEAM exec'd"),
+    ("unibeam-init: applications started", "applications started"),
+];
+
+/// `[    2.389] unibeam-init: started ...` → (2.389, label)
+pub fn milestone(line: &str) -> Option<(f64, &'static str)> {
+    let (_, label) = MILESTONES.iter().find(|(needle, _)| line.contains(needle))?;
+    let stamp = line
+        .trim_start()
+        .strip_prefix('[')?
+        .split(']')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((stamp, label))
+}
+
+/// The timeline as a small table: guest time, step, and time since the
+/// previous step.
+pub fn render(steps: &[(f64, &str, f64)]) -> String {
+    let mut out = String::from("boot timeline (guest clock; host seconds since `run` started):\n");
+    let mut previous = 0.0;
+    for (stamp, label, host) in steps {
+        out.push_str(&format!(
+            "  {stamp:>7.3} s  {label:<22} +{:.3} s   (host {host:.2} s)\n",
+            stamp - previous
+        ));
+        previous = *stamp;
+    }
+    out
+}
+
+/// Passes the console through and collects the milestones.
+pub struct TimelineWriter<W: Write> {
+    inner: W,
+    started: Instant,
+    pending: Vec<u8>,
+    steps: Vec<(f64, &'static str, f64)>,
+}
+
+impl<W: Write> TimelineWriter<W> {
+    pub fn new(inner: W, started: Instant) -> Self {
+        TimelineWriter {
+            inner,
+            started,
+            pending: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, line: &str) {
+        if let Some((stamp, label)) = milestone(line) {
+            self.steps
+                .push((stamp, label, self.started.elapsed().as_secs_f64()));
+            if label == "applications started" {
+                eprint!("{}", render(&self.steps));
+            }
+        }
+    }
+}
+
+impl<W: Write> Write for TimelineWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write_all(buf)?;
+        self.pending.extend_from_slice(buf);
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.note(&String::from_utf8_lossy(&line));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milestones_are_recognised() {
+        assert_eq!(
+            milestone("[    2.389] unibeam-init: started (kernel -> init)"),
+            Some((2.389, "kernel -> init"))
+        );
+        assert_eq!(
+            milestone("[    6.531] unibeam-init: applications started"),
+            Some((6.531, "applications started"))
+        );
+        assert_eq!(milestone("hello listening on port 8080"), None);
+    }
+
+    #[test]
+    fn writer_passes_through_and_collects() {
+        let mut w = TimelineWriter::new(Vec::new(), Instant::now());
+        w.write_all(b"[    2.000] unibeam-init: started (kernel -> init)\n[    2.5")
+            .unwrap();
+        w.write_all(b"00] unibeam-init: modules loaded (11)\nnoise\n")
+            .unwrap();
+        assert_eq!(
+            w.steps.iter().map(|s| s.1).collect::<Vec<_>>(),
+            ["kernel -> init", "modules loaded"]
+        );
+        assert!(String::from_utf8_lossy(&w.inner).ends_with("noise\n"));
+        let table = render(&w.steps);
+        assert!(
+            table.contains("modules loaded") && table.contains("+0.500 s"),
+            "{table}"
+        );
+    }
+}
