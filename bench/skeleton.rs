@@ -43,14 +43,45 @@ fn build_baseline(release: &Path, kernel_release: &str, out: &Path) -> PathBuf {
     out.join("initramfs.gz")
 }
 
-/// One unibeam boot: seconds to the first 200, and the guest's kernel→init time.
-fn time_unibeam(image: &Path) -> (f64, Option<f64>) {
+/// init's boot milestones, as `unibeam run --timings` reports them.
+const MILESTONES: [(&str, &str); 5] = [
+    ("kernel_to_init", "unibeam-init: started"),
+    ("modules_loaded", "unibeam-init: modules loaded"),
+    ("network_up", "unibeam-init: network up"),
+    ("beam_execd", "unibeam-init: BEAM exec'd"),
+    ("apps_started", "unibeam-init: applications started"),
+];
+
+/// Guest timestamps of the milestones in a console log.
+fn milestones(console: &str) -> Vec<Option<f64>> {
+    MILESTONES
+        .iter()
+        .map(|(_, needle)| {
+            let line = console.lines().find(|l| l.contains(needle))?;
+            line.trim_start()
+                .strip_prefix('[')?
+                .split(']')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// One unibeam boot: seconds to the first 200, and the boot milestones.
+fn time_unibeam(image: &Path) -> (f64, Vec<Option<f64>>) {
     let port = free_port();
-    let mut vm = Vm::run(&[image.to_str().unwrap(), "-p", &format!("{port}:8080")]);
+    let mut vm = Vm::run(&[
+        image.to_str().unwrap(),
+        "-p",
+        &format!("{port}:8080"),
+        "--timings",
+    ]);
     let (_, took) = vm.wait_http_ok(port, BOOT_TIMEOUT);
     vm.interrupt();
     vm.wait(Duration::from_secs(90));
-    (took.as_secs_f64(), kernel_to_init(&vm.output()))
+    (took.as_secs_f64(), milestones(&vm.output()))
 }
 
 /// One baseline boot with the very same QEMU flags unibeam uses.
@@ -90,14 +121,17 @@ fn main() {
     let initramfs = image.join("initramfs.img");
     let baseline_initrd = build_baseline(&release, &kernel_release, &work.join("naive"));
 
-    let (mut ours, mut theirs, mut init_times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut stamps: Vec<Vec<f64>> = vec![Vec::new(); MILESTONES.len()];
     for i in 1..=RUNS {
-        let (t, init) = time_unibeam(&image);
+        let (t, seen) = time_unibeam(&image);
         let b = time_baseline(&kernel, &baseline_initrd, &work);
         eprintln!("bench: run {i}/{RUNS}: unibeam {t:.2} s, naive baseline {b:.2} s");
         ours.push(t);
         theirs.push(b);
-        init_times.extend(init);
+        for (all, one) in stamps.iter_mut().zip(seen) {
+            all.extend(one);
+        }
     }
     let (ours_med, theirs_med) = (median(&ours), median(&theirs));
     let result = json!({
@@ -110,7 +144,12 @@ fn main() {
         "unibeam": {
             "run_to_first_http_200_s": ours,
             "median_s": ours_med,
-            "kernel_to_init_median_s": (!init_times.is_empty()).then(|| median(&init_times)),
+            "kernel_to_init_median_s": (!stamps[0].is_empty()).then(|| median(&stamps[0])),
+            "timeline_median_s": MILESTONES
+                .iter()
+                .zip(&stamps)
+                .map(|((key, _), s)| (key.to_string(), json!((!s.is_empty()).then(|| median(s)))))
+                .collect::<serde_json::Map<_, _>>(),
             "kernel_bytes": file_size(&kernel),
             "initramfs_bytes": file_size(&initramfs),
         },
@@ -172,5 +211,24 @@ fn markdown(r: &serde_json::Value) -> String {
             .as_f64()
             .map(|s| format!("{s:.2} s"))
             .unwrap_or_else(|| "not seen".into()),
-    )
+    ) + &timeline_table(&u["timeline_median_s"])
+}
+
+/// The boot timeline that `unibeam run --timings` prints, as medians.
+fn timeline_table(t: &serde_json::Value) -> String {
+    let mut out = String::from(
+        "\nBoot timeline of hello from `unibeam run --timings` (guest clock, median over the runs above):\n\n\
+         | milestone | guest time | step |\n|---|---|---|\n",
+    );
+    let mut previous = 0.0;
+    for (key, _) in MILESTONES {
+        let Some(stamp) = t[key].as_f64() else { continue };
+        out.push_str(&format!(
+            "| {} | {stamp:.3} s | +{:.3} s |\n",
+            key.replace('_', " "),
+            stamp - previous
+        ));
+        previous = stamp;
+    }
+    out
 }

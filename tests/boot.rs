@@ -54,22 +54,9 @@ fn hello_elixir_mix_release_answers_http() {
 /// Boots the halt fixture with `code` in its sys.config; returns the exit
 /// code of `unibeam run` and everything it printed.
 fn run_halt_fixture(code: u8) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("halt");
-    copy_tree(&release_dir_of_halt(), &release);
-    fs::write(
-        release.join("releases/0.1.0/sys.config"),
-        format!("[{{halt, [{{code, {code}}}]}}].\n"),
-    )
-    .unwrap();
-    // Given a release, `run` builds the image itself.
-    let mut vm = Vm::run(&[release.to_str().unwrap()]);
+    let mut vm = halt_fixture(&format!("{{mode, halt}}, {{code, {code}}}"), &[]);
     let status = vm.wait(BOOT_TIMEOUT);
     (status.code(), vm.output())
-}
-
-fn release_dir_of_halt() -> std::path::PathBuf {
-    release("tests/fixtures/halt", "halt")
 }
 
 #[test]

@@ -120,6 +120,25 @@ pub fn example_releases() -> Vec<(&'static str, PathBuf)> {
     ]
 }
 
+/// Boots a copy of tests/fixtures/halt whose sys.config holds `settings`
+/// (e.g. `{mode, error}`), with extra `unibeam run` arguments.
+pub fn halt_fixture(settings: &str, args: &[&str]) -> Vm {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("halt");
+    copy_tree(&release("tests/fixtures/halt", "halt"), &copy);
+    std::fs::write(
+        copy.join("releases/0.1.0/sys.config"),
+        format!("[{{halt, [{settings}]}}].\n"),
+    )
+    .unwrap();
+    // Given a release, `run` builds the image itself.
+    let mut all = vec![copy.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let mut vm = Vm::run(&all);
+    vm.keep(dir);
+    vm
+}
+
 /// Copies a directory tree (a release) so a test can edit the copy.
 pub fn copy_tree(from: &Path, to: &Path) {
     let status = Command::new("cp")
@@ -181,6 +200,8 @@ pub struct Vm {
     child: Child,
     started: Instant,
     output: Arc<Mutex<String>>,
+    /// Scratch directories that must outlive the VM.
+    kept: Vec<tempfile::TempDir>,
 }
 
 fn capture(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
@@ -218,6 +239,32 @@ impl Vm {
             child,
             started: Instant::now(),
             output,
+            kept: Vec::new(),
+        }
+    }
+
+    pub fn keep(&mut self, dir: tempfile::TempDir) {
+        self.kept.push(dir);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the output contains `needle` `times` times.
+    pub fn wait_for_output(&mut self, needle: &str, times: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.output().matches(needle).count() < times {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "VM exited ({status}) before printing {needle:?} {times}x:\n{}",
+                    self.output()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!("no {needle:?} {times}x within {timeout:?}:\n{}", self.output());
+            }
+            thread::sleep(Duration::from_millis(100));
         }
     }
 
