@@ -56,16 +56,7 @@ const MILESTONES: [(&str, &str); 5] = [
 fn milestones(console: &str) -> Vec<Option<f64>> {
     MILESTONES
         .iter()
-        .map(|(_, needle)| {
-            let line = console.lines().find(|l| l.contains(needle))?;
-            line.trim_start()
-                .strip_prefix('[')?
-                .split(']')
-                .next()?
-                .trim()
-                .parse()
-                .ok()
-        })
+        .map(|(_, needle)| milestone_stamp(console, needle))
         .collect()
 }
 

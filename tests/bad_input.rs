@@ -195,3 +195,18 @@ fn release_without_erts_explains_both_options() {
     std::fs::remove_dir_all(release.join("erts-13.1.5")).unwrap();
     build_fails(&release, release.to_str().unwrap(), "--erts-from-host");
 }
+
+#[test]
+fn run_with_bad_instance_settings() {
+    let release = hello_release();
+    let release = release.to_str().unwrap();
+    let out = unibeam_output(&["run", release, "--hostname", "bad host"], &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(one_line(&out.stderr).contains("--hostname \"bad host\""));
+    let out = unibeam_output(&["run", release, "--cookie-file", "/nonexistent/cookie"], &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(one_line(&out.stderr).contains("--cookie-file /nonexistent/cookie"));
+    let out = unibeam_output(&["run", release, "-e", "NOVALUE"], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"NOVALUE\" is not KEY=VALUE"));
+}

@@ -44,15 +44,21 @@ pub fn file_size(path: &Path) -> u64 {
         .len()
 }
 
+/// The guest timestamp of the first console line containing `needle`:
 /// `[    2.598] unibeam-init: started (kernel -> init)` → 2.598
-pub fn kernel_to_init(console: &str) -> Option<f64> {
-    let line = console.lines().find(|l| l.contains("unibeam-init: started"))?;
-    line.trim_start_matches('[')
+pub fn milestone_stamp(console: &str, needle: &str) -> Option<f64> {
+    let line = console.lines().find(|l| l.contains(needle))?;
+    line.trim_start()
+        .strip_prefix('[')?
         .split(']')
         .next()?
         .trim()
         .parse()
         .ok()
+}
+
+pub fn kernel_to_init(console: &str) -> Option<f64> {
+    milestone_stamp(console, "unibeam-init: started")
 }
 
 /// Writes `bench/results/<name>.json` under the workspace.

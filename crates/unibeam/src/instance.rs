@@ -21,7 +21,10 @@ pub struct InstanceArgs {
     /// Set an environment variable for the BEAM (repeatable)
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
-    /// Guest hostname [default: the release name]
+    /// Name of this instance; the guest hostname defaults to it
+    #[arg(long)]
+    name: Option<String>,
+    /// Guest hostname [default: --name, else the release name]
     #[arg(long)]
     hostname: Option<String>,
     /// Erlang node name: NAME for -sname, NAME@HOST.DOMAIN or NAME@IP for -name
@@ -68,7 +71,12 @@ fn valid_hostname(name: &str) -> bool {
 impl InstanceArgs {
     /// Writes these settings into `spec`.
     pub fn apply(&self, spec: &mut BootSpec) -> Result<()> {
-        if let Some(hostname) = &self.hostname {
+        if let Some(name) = &self.name {
+            if !valid_hostname(name) {
+                bail!("--name {name:?}: use letters, digits, '-', '_' and '.', at most 64");
+            }
+        }
+        if let Some(hostname) = self.hostname.as_ref().or(self.name.as_ref()) {
             if !valid_hostname(hostname) {
                 bail!("--hostname {hostname:?}: use letters, digits, '-', '_' and '.', at most 64");
             }
