@@ -139,12 +139,30 @@ fn boot_id() -> String {
 
 /// Picks the accelerator. An `auto` probe result is cached per host boot
 /// in `cache_dir`, since KVM cannot start or stop working without a reboot.
-pub fn choose(choice: AccelChoice, qemu: &Path, kernel: &Path, cache_dir: &Path) -> AccelDecision {
-    if let AccelChoice::Force(accel) = choice {
-        return AccelDecision {
-            accel,
-            reason: "chosen with --accel".into(),
-        };
+/// A forced `kvm` is probed too, so it fails with the reason instead of
+/// hanging.
+pub fn choose(
+    choice: AccelChoice,
+    qemu: &Path,
+    kernel: &Path,
+    cache_dir: &Path,
+) -> Result<AccelDecision, String> {
+    match choice {
+        AccelChoice::Force(Accel::Tcg) => {
+            return Ok(AccelDecision {
+                accel: Accel::Tcg,
+                reason: "chosen with --accel".into(),
+            })
+        }
+        AccelChoice::Force(Accel::Kvm) => {
+            return probe_kvm(qemu, kernel)
+                .map(|()| AccelDecision {
+                    accel: Accel::Kvm,
+                    reason: "chosen with --accel; probe guest ran".into(),
+                })
+                .map_err(|why| format!("--accel kvm: {why}; use --accel tcg or auto"))
+        }
+        AccelChoice::Auto => {}
     }
     let cache_file = cache_dir.join("accel-probe.json");
     let boot = boot_id();
@@ -153,7 +171,7 @@ pub fn choose(choice: AccelChoice, qemu: &Path, kernel: &Path, cache_dir: &Path)
         .and_then(|b| serde_json::from_slice::<CachedProbe>(&b).ok())
         .filter(|c| c.boot_id == boot && c.qemu == qemu)
     {
-        return cached.decision;
+        return Ok(cached.decision);
     }
     let decision = match probe_kvm(qemu, kernel) {
         Ok(()) => AccelDecision {
@@ -177,7 +195,7 @@ pub fn choose(choice: AccelChoice, qemu: &Path, kernel: &Path, cache_dir: &Path)
             let _ = fs::rename(&tmp, &cache_file);
         }
     }
-    decision
+    Ok(decision)
 }
 
 #[cfg(test)]
@@ -197,16 +215,14 @@ mod tests {
     }
 
     #[test]
-    fn forced_choice_skips_the_probe() {
+    fn forced_tcg_skips_the_probe_and_forced_kvm_fails_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let d = choose(
-            AccelChoice::Force(Accel::Tcg),
-            Path::new("/nonexistent"),
-            Path::new("/k"),
-            dir.path(),
-        );
+        let (qemu, kernel) = (Path::new("/nonexistent/qemu"), Path::new("/k"));
+        let d = choose(AccelChoice::Force(Accel::Tcg), qemu, kernel, dir.path()).unwrap();
         assert_eq!(d.accel, Accel::Tcg);
         assert!(!dir.path().join("accel-probe.json").exists());
+        let err = choose(AccelChoice::Force(Accel::Kvm), qemu, kernel, dir.path()).unwrap_err();
+        assert!(err.starts_with("--accel kvm: "), "{err}");
     }
 
     #[test]
@@ -227,7 +243,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            choose(AccelChoice::Auto, qemu, Path::new("/k"), dir.path()).reason,
+            choose(AccelChoice::Auto, qemu, Path::new("/k"), dir.path())
+                .unwrap()
+                .reason,
             "cached"
         );
     }

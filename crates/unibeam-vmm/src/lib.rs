@@ -2,9 +2,13 @@
 //! data, the accelerator probe, QMP, and the foreground runner.
 
 pub mod accel;
+pub mod control;
+pub mod logfile;
+pub mod monitor;
 pub mod qemu;
 pub mod qmp;
 pub mod runner;
+pub mod state;
 
 pub use accel::{choose as choose_accel, AccelChoice, AccelDecision};
 pub use qemu::{default_kernel_args, find_qemu, Accel, PortForward, QemuCommand, QemuError};

@@ -53,7 +53,7 @@ impl fmt::Display for Accel {
 }
 
 /// A TCP port published from the host to the guest (`-p`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortForward {
     pub host_ip: IpAddr,
     pub host_port: u16,
@@ -82,7 +82,7 @@ impl FromStr for PortForward {
 }
 
 /// Everything that decides how QEMU boots one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QemuCommand {
     pub binary: PathBuf,
     pub accel: Accel,

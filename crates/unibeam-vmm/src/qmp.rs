@@ -64,4 +64,15 @@ impl Qmp {
                 detail: e.to_string(),
             })
     }
+
+    /// Asks QEMU to exit at once.
+    pub fn quit(&mut self) -> Result<(), QmpError> {
+        self.inner
+            .execute(&qmp::quit {})
+            .map(drop)
+            .map_err(|e| QmpError::Command {
+                command: "quit",
+                detail: e.to_string(),
+            })
+    }
 }

@@ -43,7 +43,7 @@ struct ConsoleFacts {
     panic_line: Option<String>,
 }
 
-fn check_ports(forwards: &[PortForward]) -> Result<(), RunError> {
+pub fn check_ports(forwards: &[PortForward]) -> Result<(), RunError> {
     for f in forwards {
         let addr = SocketAddr::new(f.host_ip, f.host_port);
         // Binding and dropping at once: QEMU's own bind comes right after.
@@ -129,15 +129,17 @@ fn wait_with_signals(
     }
 }
 
-/// Boots `cmd` and blocks until QEMU exits. The console goes to `console`.
-/// `stop_grace` bounds how long a stopping guest may take before QEMU is killed.
-pub fn run_foreground(
-    cmd: &QemuCommand,
-    console: impl Write + Send + 'static,
-    stop_grace: Duration,
-) -> Result<Outcome, RunError> {
-    check_ports(&cmd.forwards)?;
-    let signals = signal_channel().map_err(|e| RunError::Qemu(format!("signal handler: {e}")))?;
+/// A started QEMU whose console and stderr are being read.
+pub struct Booted {
+    pub child: Child,
+    console: thread::JoinHandle<()>,
+    stderr: thread::JoinHandle<String>,
+    facts: Arc<Mutex<ConsoleFacts>>,
+}
+
+/// Starts QEMU for `cmd` in its own process group, dying with its parent,
+/// and streams its console into `console`.
+pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<Booted, RunError> {
     let mut command = Command::new(&cmd.binary);
     command
         .args(cmd.args())
@@ -164,19 +166,44 @@ pub fn run_foreground(
     let facts = Arc::new(Mutex::new(ConsoleFacts::default()));
     let stdout = child.stdout.take().expect("stdout is piped");
     let console_facts = Arc::clone(&facts);
-    let console_thread = thread::spawn(move || stream_console(stdout, console, console_facts));
+    let console = thread::spawn(move || stream_console(stdout, console, console_facts));
     let mut stderr = child.stderr.take().expect("stderr is piped");
-    let stderr_thread = thread::spawn(move || {
+    let stderr = thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let code = wait_with_signals(&mut child, cmd, &signals, stop_grace)
+    Ok(Booted {
+        child,
+        console,
+        stderr,
+        facts,
+    })
+}
+
+impl Booted {
+    /// How the guest ended, once QEMU exited with `code`.
+    pub fn finish(self, code: i32) -> Result<Outcome, RunError> {
+        let _ = self.console.join();
+        let qemu_stderr = self.stderr.join().unwrap_or_default();
+        let facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        decide(code, &facts, qemu_stderr.trim())
+    }
+}
+
+/// Boots `cmd` and blocks until QEMU exits. The console goes to `console`.
+/// `stop_grace` bounds how long a stopping guest may take before QEMU is killed.
+pub fn run_foreground(
+    cmd: &QemuCommand,
+    console: impl Write + Send + 'static,
+    stop_grace: Duration,
+) -> Result<Outcome, RunError> {
+    check_ports(&cmd.forwards)?;
+    let signals = signal_channel().map_err(|e| RunError::Qemu(format!("signal handler: {e}")))?;
+    let mut booted = boot(cmd, console)?;
+    let code = wait_with_signals(&mut booted.child, cmd, &signals, stop_grace)
         .map_err(|e| RunError::Qemu(e.to_string()))?;
-    let _ = console_thread.join();
-    let qemu_stderr = stderr_thread.join().unwrap_or_default();
-    let facts = facts.lock().unwrap_or_else(|e| e.into_inner());
-    decide(code, &facts, qemu_stderr.trim())
+    booted.finish(code)
 }
 
 fn decide(code: i32, facts: &ConsoleFacts, qemu_stderr: &str) -> Result<Outcome, RunError> {

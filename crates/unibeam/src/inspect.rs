@@ -16,14 +16,15 @@ enum Format {
     Json,
 }
 
-/// Show what an image holds: kernel, each initramfs layer (compressed and
-/// unpacked), each OTP application, and optionally every file.
+/// Show what an image holds, or an instance's record as JSON.
 ///
-/// The layer sizes add up to initramfs.img's size on disk; image.json
-/// carries the same file list, an SBOM of the image.
+/// For an image: kernel, each initramfs layer (compressed and unpacked),
+/// each OTP application, and optionally every file. The layer sizes add up
+/// to initramfs.img's size on disk; image.json carries the same file list,
+/// an SBOM of the image.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Image directory from `unibeam build`
+    /// Image directory from `unibeam build`, or an instance name
     image: PathBuf,
     /// List every file with its layer, size and sha256
     #[arg(long)]
@@ -44,6 +45,18 @@ fn on_disk(path: &Path) -> Result<u64> {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    if !args.image.join(unibeam_image::MANIFEST_FILE).is_file() {
+        if let Some(name) = args.image.to_str().filter(|n| !n.contains('/')) {
+            let store = crate::instances::store()?;
+            if let Ok(record) = store.load(name) {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::instances::observed_json(&record))?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
     let m = ImageManifest::read(&args.image)?;
     let kernel_disk = on_disk(&args.image.join(&m.kernel.file))?;
     let initramfs_disk = on_disk(&args.image.join(&m.initramfs.file))?;

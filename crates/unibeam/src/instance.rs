@@ -69,6 +69,11 @@ fn valid_hostname(name: &str) -> bool {
 }
 
 impl InstanceArgs {
+    /// The instance name given with --name.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     /// Writes these settings into `spec`.
     pub fn apply(&self, spec: &mut BootSpec) -> Result<()> {
         if let Some(name) = &self.name {

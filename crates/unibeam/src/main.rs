@@ -1,8 +1,10 @@
 //! unibeam: build Erlang/Elixir releases into microVM images and run them.
 
 mod build;
+mod detach;
 mod inspect;
 mod instance;
+mod instances;
 mod paths;
 mod run;
 mod timeline;
@@ -29,7 +31,17 @@ struct Cli {
 enum Verb {
     Build(build::BuildArgs),
     Run(run::RunArgs),
+    Ps(instances::PsArgs),
+    Logs(instances::LogsArgs),
+    Stop(instances::StopArgs),
+    Kill(instances::KillArgs),
+    Rm(instances::RmArgs),
     Inspect(inspect::InspectArgs),
+    /// Owns one detached instance (started by `run -d`)
+    #[command(hide = true)]
+    Monitor {
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +50,12 @@ fn main() -> ExitCode {
         Verb::Build(args) => (build::build(args), build::FAILURE_EXIT),
         Verb::Run(args) => (run::run(args), run::FAILURE_EXIT),
         Verb::Inspect(args) => (inspect::inspect(args), inspect::FAILURE_EXIT),
+        Verb::Ps(args) => (instances::ps(args), instances::FAILURE_EXIT),
+        Verb::Logs(args) => (instances::logs(args), instances::FAILURE_EXIT),
+        Verb::Stop(args) => (instances::stop(args), instances::FAILURE_EXIT),
+        Verb::Kill(args) => (instances::kill(args), instances::FAILURE_EXIT),
+        Verb::Rm(args) => (instances::rm(args), instances::FAILURE_EXIT),
+        Verb::Monitor { name } => (detach::monitor(&name), instances::FAILURE_EXIT),
     };
     match result {
         Ok(code) => code,

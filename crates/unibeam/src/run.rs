@@ -35,10 +35,10 @@ enum AccelArg {
 pub struct RunArgs {
     /// An image directory from `unibeam build`, or a release (directory,
     /// tarball or project) to build first
-    target: PathBuf,
+    pub(crate) target: PathBuf,
     /// Publish a guest TCP port: [IP:]HOST_PORT:GUEST_PORT (IP defaults to 127.0.0.1)
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST")]
-    publish: Vec<PortForward>,
+    pub(crate) publish: Vec<PortForward>,
     /// Guest memory, e.g. 256M or 1G (plain numbers are MiB)
     #[arg(long, default_value = "256M", value_parser = parse_memory)]
     memory: u32,
@@ -54,8 +54,14 @@ pub struct RunArgs {
     /// Print the boot timeline once the release's applications have started
     #[arg(long)]
     timings: bool,
+    /// Run in the background as a named instance; see `ps`, `logs`, `stop`
+    #[arg(short = 'd', long)]
+    pub(crate) detach: bool,
+    /// With -d: restart policy: no, on-failure[:N] or always
+    #[arg(long, value_name = "POLICY", default_value = "no", value_parser = crate::detach::parse_restart)]
+    pub(crate) restart: unibeam_vmm::state::Restart,
     #[command(flatten)]
-    instance: instance::InstanceArgs,
+    pub(crate) instance: instance::InstanceArgs,
     #[command(flatten)]
     build: build::BuildFlags,
 }
@@ -111,17 +117,21 @@ fn instance_initrd(
     Ok(initrd)
 }
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let started = std::time::Instant::now();
-    // Before any slow build: without QEMU nothing else matters.
+/// Builds the image if needed and prepares the VM in `workdir`: the
+/// instance's initrd, the QMP socket, the accelerator. Shared by the
+/// foreground and detached paths.
+pub(crate) fn prepare(
+    args: &RunArgs,
+    workdir: &Path,
+    default_hostname: Option<&str>,
+) -> Result<(QemuCommand, ImageManifest)> {
     let qemu = find_qemu()?;
-    let runtime = tempfile::Builder::new()
-        .prefix("unibeam-run-")
-        .tempdir()
-        .context("creating a runtime directory")?;
-    let image_dir = resolve_image(&args.target, &args.build, runtime.path())?;
+    let image_dir = resolve_image(&args.target, &args.build, workdir)?;
     let manifest = ImageManifest::read(&image_dir)?;
     let mut boot = manifest.boot.clone();
+    if let Some(name) = default_hostname {
+        boot.hostname = name.to_string();
+    }
     args.instance.apply(&mut boot)?;
     let kernel = image_dir.join(&manifest.kernel.file);
     let choice = match args.accel {
@@ -129,7 +139,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         AccelArg::Kvm => AccelChoice::Force(Accel::Kvm),
         AccelArg::Tcg => AccelChoice::Force(Accel::Tcg),
     };
-    let decision = choose_accel(choice, &qemu, &kernel, &paths::cache_dir()?);
+    let decision = choose_accel(choice, &qemu, &kernel, &paths::cache_dir()?).map_err(anyhow::Error::msg)?;
     eprintln!("unibeam: accelerator {}: {}", decision.accel, decision.reason);
     let cmd = QemuCommand {
         binary: qemu,
@@ -137,14 +147,29 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         memory_mib: args.memory,
         cpus: args.cpus,
         kernel,
-        initrd: instance_initrd(&image_dir, &boot, &manifest, runtime.path())?,
+        initrd: instance_initrd(&image_dir, &boot, &manifest, workdir)?,
         kernel_args: default_kernel_args(),
-        forwards: args.publish,
-        qmp_socket: runtime.path().join("qmp.sock"),
+        forwards: args.publish.clone(),
+        qmp_socket: workdir.join("qmp.sock"),
     };
     if args.verbose {
         eprintln!("unibeam: {}", cmd.display_line());
     }
+    Ok((cmd, manifest))
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if args.detach {
+        return crate::detach::run_detached(&args);
+    }
+    let started = std::time::Instant::now();
+    // Before any slow build: without QEMU nothing else matters.
+    find_qemu()?;
+    let runtime = tempfile::Builder::new()
+        .prefix("unibeam-run-")
+        .tempdir()
+        .context("creating a runtime directory")?;
+    let (cmd, manifest) = prepare(&args, runtime.path(), None)?;
     eprintln!(
         "unibeam: booting {} {} ({})",
         manifest.release.name,

@@ -1,0 +1,60 @@
+//! Stopping and killing detached instances from another process.
+
+use crate::qmp::Qmp;
+use crate::state::{write_atomic, InstanceRecord, StateError, Status, Store, QMP_SOCKET, STOP_REQUESTED};
+use std::time::{Duration, Instant};
+
+/// Marks the instance so its monitor does not restart it.
+fn forbid_restart(store: &Store, name: &str) -> Result<(), StateError> {
+    write_atomic(&store.dir(name).join(STOP_REQUESTED), b"")
+}
+
+fn kill_qemu(record: &InstanceRecord) {
+    if let Some(q) = record.qemu.filter(|q| q.alive()) {
+        // SAFETY: kill(2) on a pid we just verified is still our QEMU.
+        unsafe { libc::kill(q.pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// Waits until the monitor has recorded the exit (or nothing is left alive).
+fn wait_for_exit(store: &Store, name: &str, limit: Duration) -> Result<InstanceRecord, StateError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let record = store.load(name)?;
+        let exited = matches!(record.observed_status(), Status::Exited { .. });
+        if exited || Instant::now() > deadline {
+            return Ok(record);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Presses the power button, gives the guest `timeout`, then asks QEMU to
+/// quit, then SIGKILLs it. Returns the final record.
+pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<InstanceRecord, StateError> {
+    let record = store.load(name)?;
+    forbid_restart(store, name)?;
+    if matches!(record.observed_status(), Status::Exited { .. }) {
+        return Ok(record);
+    }
+    let socket = store.dir(name).join(QMP_SOCKET);
+    if let Ok(mut qmp) = Qmp::connect(&socket, Duration::from_secs(2)) {
+        let _ = qmp.system_powerdown();
+        let record = wait_for_exit(store, name, timeout)?;
+        if matches!(record.observed_status(), Status::Exited { .. }) {
+            return Ok(record);
+        }
+        let _ = qmp.quit();
+    }
+    let record = wait_for_exit(store, name, Duration::from_secs(2))?;
+    kill_qemu(&record);
+    wait_for_exit(store, name, Duration::from_secs(5))
+}
+
+/// SIGKILL to the instance's QEMU; no restart follows.
+pub fn kill(store: &Store, name: &str) -> Result<InstanceRecord, StateError> {
+    let record = store.load(name)?;
+    forbid_restart(store, name)?;
+    kill_qemu(&record);
+    wait_for_exit(store, name, Duration::from_secs(5))
+}
