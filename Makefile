@@ -54,6 +54,7 @@ test: deps build releases
 bench: deps build releases
 	$(CARGO) bench -p unibeam-e2e --bench skeleton
 	$(CARGO) bench -p unibeam-e2e --bench image
+	$(CARGO) bench -p unibeam-e2e --bench runner
 
 lint:
 	$(CARGO) fmt --all -- --check

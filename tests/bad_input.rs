@@ -210,3 +210,27 @@ fn run_with_bad_instance_settings() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"NOVALUE\" is not KEY=VALUE"));
 }
+
+#[test]
+fn accel_kvm_on_a_broken_kvm_fails_fast_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    let started = std::time::Instant::now();
+    let mut vm = Vm::run(&[image.to_str().unwrap(), "--accel", "kvm"]);
+    let status = vm.wait(std::time::Duration::from_secs(60));
+    let out = vm.output();
+    if status.code() == Some(125) {
+        assert!(
+            out.contains("--accel kvm: ") && out.contains("use --accel tcg or auto"),
+            "{out}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    } else {
+        // A host with working KVM boots the image instead.
+        assert!(out.contains("accelerator kvm"), "{out}");
+    }
+}

@@ -251,6 +251,11 @@ impl Vm {
         self.child.id()
     }
 
+    /// Time since the command started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Waits until the output contains `needle` `times` times.
     pub fn wait_for_output(&mut self, needle: &str, times: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
