@@ -240,3 +240,35 @@ fn a_busy_port_fails_before_qemu_starts() {
         "nothing is left behind"
     );
 }
+
+#[test]
+fn a_guest_writing_100_mb_leaves_a_capped_log() {
+    let state = State::new();
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("halt");
+    copy_tree(&release_of_halt(), &release);
+    std::fs::write(
+        release.join("releases/0.1.0/sys.config"),
+        "[{halt, [{mode, chatty}, {megabytes, 100}]}].\n",
+    )
+    .unwrap();
+    let image = build_image(&release, &dir.path().join("chatty.unibeam"));
+    state.ok(&["run", "-d", "--name", "chatty", image.to_str().unwrap()]);
+    // The emulated UART moves about half a megabyte a second under TCG.
+    let record = state.wait_state("chatty", "exited", Duration::from_secs(900));
+    assert_eq!(record["code"], 0, "{record}");
+    let log = state.instances().join("chatty/console.log");
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let total = size(&log) + size(&unibeam_vmm::logfile::rotated(&log));
+    assert!(total <= unibeam_vmm::logfile::DEFAULT_CAP, "log is {total} bytes");
+    assert!(
+        total > unibeam_vmm::logfile::DEFAULT_CAP / 2,
+        "the log kept the newest output: {total} bytes"
+    );
+    let tail = state.ok(&["logs", "--tail", "3", "chatty"]);
+    assert!(
+        tail.contains("beam exited with status 0"),
+        "the end of the output survives: {tail}"
+    );
+    state.ok(&["rm", "chatty"]);
+}
