@@ -154,7 +154,11 @@ impl Store {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let dir = self.dir(&record.name);
         match fs::create_dir(&dir) {
-            Ok(()) => {}
+            Ok(()) => {
+                // The instance's initrd carries its secrets (the cookie).
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(StateError::NameInUse(record.name.clone()))
             }
