@@ -142,13 +142,7 @@ fn kill_9_on_qemu_shows_exited_and_rm_cleans_up() {
 fn on_failure_2_restarts_a_crashing_app_exactly_twice() {
     let state = State::new();
     let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("halt");
-    copy_tree(&release_of_halt(), &release);
-    std::fs::write(
-        release.join("releases/0.1.0/sys.config"),
-        "[{halt, [{mode, error}]}].\n",
-    )
-    .unwrap();
+    let release = halt_release_with("{mode, error}", dir.path());
     let image = build_image(&release, &dir.path().join("crash.unibeam"));
     let out = state.unibeam(&[
         "run",
@@ -175,10 +169,6 @@ fn on_failure_2_restarts_a_crashing_app_exactly_twice() {
     let logs = state.ok(&["logs", "crashy"]);
     assert_eq!(logs.matches("unibeam-init: BEAM exec'd").count(), 3, "{logs}");
     state.ok(&["rm", "crashy"]);
-}
-
-fn release_of_halt() -> std::path::PathBuf {
-    release("tests/fixtures/halt", "halt")
 }
 
 #[test]
@@ -245,13 +235,7 @@ fn a_busy_port_fails_before_qemu_starts() {
 fn a_guest_writing_100_mb_leaves_a_capped_log() {
     let state = State::new();
     let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("halt");
-    copy_tree(&release_of_halt(), &release);
-    std::fs::write(
-        release.join("releases/0.1.0/sys.config"),
-        "[{halt, [{mode, chatty}, {megabytes, 100}]}].\n",
-    )
-    .unwrap();
+    let release = halt_release_with("{mode, chatty}, {megabytes, 100}", dir.path());
     let image = build_image(&release, &dir.path().join("chatty.unibeam"));
     state.ok(&["run", "-d", "--name", "chatty", image.to_str().unwrap()]);
     // The emulated UART moves about half a megabyte a second under TCG.

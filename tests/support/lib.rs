@@ -120,17 +120,23 @@ pub fn example_releases() -> Vec<(&'static str, PathBuf)> {
     ]
 }
 
-/// Boots a copy of tests/fixtures/halt whose sys.config holds `settings`
-/// (e.g. `{mode, error}`), with extra `unibeam run` arguments.
-pub fn halt_fixture(settings: &str, args: &[&str]) -> Vm {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("halt");
+/// A copy of tests/fixtures/halt in `dir` whose sys.config holds
+/// `settings` (e.g. `{mode, error}`).
+pub fn halt_release_with(settings: &str, dir: &Path) -> PathBuf {
+    let copy = dir.join("halt");
     copy_tree(&release("tests/fixtures/halt", "halt"), &copy);
     std::fs::write(
         copy.join("releases/0.1.0/sys.config"),
         format!("[{{halt, [{settings}]}}].\n"),
     )
     .unwrap();
+    copy
+}
+
+/// Boots a halt fixture with `settings`, with extra `unibeam run` arguments.
+pub fn halt_fixture(settings: &str, args: &[&str]) -> Vm {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = halt_release_with(settings, dir.path());
     // Given a release, `run` builds the image itself.
     let mut all = vec![copy.to_str().unwrap()];
     all.extend_from_slice(args);
