@@ -253,10 +253,6 @@ impl Vm {
         self.kept.push(dir);
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Time since the command started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()

@@ -7,7 +7,6 @@ use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::{Endianness, FileKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -32,15 +31,6 @@ pub struct ElfInfo {
     pub needed: Vec<String>,
     pub rpath: Vec<String>,
     pub runpath: Vec<String>,
-}
-
-/// True when the file starts with the ELF magic.
-pub fn is_elf(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map(|_| &magic == b"\x7fELF")
-        .unwrap_or(false)
 }
 
 impl ElfInfo {
@@ -360,7 +350,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("text");
         std::fs::write(&f, "hello").unwrap();
-        assert!(!is_elf(&f));
         assert!(matches!(ElfInfo::read(&f), Err(ElfError::Parse { .. })));
     }
 

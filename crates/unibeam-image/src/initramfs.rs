@@ -31,14 +31,6 @@ pub enum Node {
     },
 }
 
-/// One row of [`Tree::listing`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub path: String,
-    pub kind: &'static str,
-    pub bytes: u64,
-}
-
 /// Guest paths (absolute, `/`-separated) to what they hold.
 #[derive(Debug, Default, Clone)]
 pub struct Tree {
@@ -79,27 +71,6 @@ impl Tree {
 
     pub fn into_nodes(self) -> impl Iterator<Item = (String, Node)> {
         self.nodes.into_iter()
-    }
-
-    /// Every path with its kind and size, in archive order.
-    pub fn listing(&self) -> io::Result<Vec<Listed>> {
-        self.nodes
-            .iter()
-            .map(|(path, node)| {
-                let (kind, bytes) = match node {
-                    Node::Dir => ("dir", 0),
-                    Node::HostFile { source, .. } => ("file", fs::metadata(source)?.len()),
-                    Node::Bytes { data, .. } => ("file", data.len() as u64),
-                    Node::Symlink(target) => ("symlink", target.len() as u64),
-                    Node::CharDevice { .. } => ("chardev", 0),
-                };
-                Ok(Listed {
-                    path: path.clone(),
-                    kind,
-                    bytes,
-                })
-            })
-            .collect()
     }
 
     /// Writes the tree as a newc archive, parents before children.
@@ -217,26 +188,5 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(10));
         fs::write(&file, "data").unwrap(); // new mtime, same content
         assert_eq!(first, build());
-    }
-
-    #[test]
-    fn listing_reports_sizes() {
-        let mut tree = Tree::new();
-        tree.insert(
-            "/a/b",
-            Node::Bytes {
-                data: vec![0; 7],
-                executable: false,
-            },
-        );
-        let listing = tree.listing().unwrap();
-        assert_eq!(
-            listing[1],
-            Listed {
-                path: "/a/b".into(),
-                kind: "file",
-                bytes: 7
-            }
-        );
     }
 }
