@@ -148,28 +148,12 @@ mod tests {
 
     #[test]
     fn config_layer_is_an_aligned_newc_archive_with_the_spec() {
-        let spec = BootSpec {
-            hostname: "h".into(),
-            modules: vec![],
-            network: unibeam_spec::NetworkSpec::qemu_user(),
-            release: unibeam_spec::ReleaseSpec {
-                root: "/release".into(),
-                name: "h".into(),
-                version: "1".into(),
-                erts_version: "13".into(),
-                boot_script: "start".into(),
-                has_sys_config: false,
-                has_vm_args: false,
-                code_loading: unibeam_spec::CodeLoading::Embedded,
-                flavor: unibeam_spec::Flavor::Relx,
-            },
-            instance: unibeam_spec::InstanceSpec::default(),
-        };
+        let spec = BootSpec::sample();
         let mut initramfs = vec![1, 2, 3, 4, 5];
         append_config_layer(&mut initramfs, &spec);
         assert_eq!(&initramfs[5..8], &[0, 0, 0]);
         assert!(initramfs[8..].starts_with(b"070701"));
         let text = String::from_utf8_lossy(&initramfs);
-        assert!(text.contains("unibeam/boot.json") && text.contains("\"hostname\": \"h\""));
+        assert!(text.contains("unibeam/boot.json") && text.contains("\"hostname\": \"hello\""));
     }
 }

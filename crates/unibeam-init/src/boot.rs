@@ -54,29 +54,10 @@ pub fn bring_up(p: &mut impl Platform, spec: &BootSpec) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::platform::recorder::Recorder;
-    use unibeam_spec::*;
+    use unibeam_spec::BootSpec;
 
-    pub fn spec() -> BootSpec {
-        BootSpec {
-            hostname: "hello".into(),
-            modules: vec![
-                "/lib/modules/virtio.ko".into(),
-                "/lib/modules/virtio_net.ko".into(),
-            ],
-            network: NetworkSpec::qemu_user(),
-            release: ReleaseSpec {
-                root: "/release".into(),
-                name: "hello".into(),
-                version: "0.1.0".into(),
-                erts_version: "13.1.5".into(),
-                boot_script: "start".into(),
-                has_sys_config: true,
-                has_vm_args: true,
-                code_loading: CodeLoading::Embedded,
-                flavor: Flavor::Relx,
-            },
-            instance: InstanceSpec::default(),
-        }
+    fn spec() -> BootSpec {
+        BootSpec::sample()
     }
 
     #[test]

@@ -129,6 +129,32 @@ impl Default for InstanceSpec {
 }
 
 impl BootSpec {
+    /// examples/hello's spec, for tests here and in the crates that use it
+    /// (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn sample() -> BootSpec {
+        BootSpec {
+            hostname: "hello".into(),
+            modules: vec![
+                "/lib/modules/virtio.ko".into(),
+                "/lib/modules/virtio_net.ko".into(),
+            ],
+            network: NetworkSpec::qemu_user(),
+            release: ReleaseSpec {
+                root: "/release".into(),
+                name: "hello".into(),
+                version: "0.1.0".into(),
+                erts_version: "13.1.5".into(),
+                boot_script: "start".into(),
+                has_sys_config: true,
+                has_vm_args: true,
+                code_loading: CodeLoading::Embedded,
+                flavor: Flavor::Relx,
+            },
+            instance: InstanceSpec::default(),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("BootSpec always serialises")
     }

@@ -1,23 +1,7 @@
 use super::*;
 
 fn hello() -> BootSpec {
-    BootSpec {
-        hostname: "hello".into(),
-        modules: vec!["/lib/modules/virtio.ko".into()],
-        network: NetworkSpec::qemu_user(),
-        release: ReleaseSpec {
-            root: "/release".into(),
-            name: "hello".into(),
-            version: "0.1.0".into(),
-            erts_version: "13.1.5".into(),
-            boot_script: "start".into(),
-            has_sys_config: true,
-            has_vm_args: true,
-            code_loading: CodeLoading::Embedded,
-            flavor: Flavor::Relx,
-        },
-        instance: InstanceSpec::default(),
-    }
+    BootSpec::sample()
 }
 
 const VM_ARGS: &str = "-sname hello\n\n-setcookie hello_cookie\n+K true\n";
