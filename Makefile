@@ -3,17 +3,21 @@
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# What the build, the examples, the tests and the baseline benchmark need.
+# What the build, the examples, the tests and the baseline benchmark need,
+# then what `unibeam kernel build` needs (the list in kbuild.rs).
 APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 elixir \
-                busybox-static cpio curl
+                busybox-static cpio curl \
+                linux-source-6.1 make gcc libc6-dev bc bison flex libelf-dev xz-utils
 HELLO := examples/hello/_build/prod/rel/hello
 HALT := tests/fixtures/halt/_build/prod/rel/halt
 HELLO_ELIXIR := examples/hello_elixir/_build/prod/rel/hello_elixir
+CLUSTER := examples/cluster/_build/prod/rel/cluster
 RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
-            $(HALT)/releases/start_erl.data $(HELLO_ELIXIR)/releases/start_erl.data
+            $(HALT)/releases/start_erl.data $(HELLO_ELIXIR)/releases/start_erl.data \
+            $(CLUSTER)/releases/start_erl.data
 sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
-.PHONY: all deps build releases demo test bench lint clean
+.PHONY: all deps build releases kernel demo test bench lint clean
 
 all: build
 
@@ -39,20 +43,27 @@ $(HELLO)/releases/start_erl.data: $(call sources,examples/hello,rebar.config app
 $(HELLO)/hello-0.1.0.tar.gz: $(HELLO)/releases/start_erl.data
 	cd examples/hello && rebar3 as prod tar
 
+$(CLUSTER)/releases/start_erl.data: $(call sources,examples/cluster,rebar.config apps config)
+	cd examples/cluster && rebar3 as prod release
+
 $(HALT)/releases/start_erl.data: $(call sources,tests/fixtures/halt,rebar.config apps config)
 	cd tests/fixtures/halt && rebar3 as prod release
 
 $(HELLO_ELIXIR)/releases/start_erl.data: $(call sources,examples/hello_elixir,mix.exs lib config)
 	cd examples/hello_elixir && MIX_ENV=prod mix release --overwrite </dev/null
 
-demo: deps build releases
+# The specialised guest kernel (6-7 minutes once; cached afterwards).
+kernel: deps build
+	target/release/unibeam kernel build
+
+demo: deps build releases kernel
 	scripts/demo.sh
 
-test: deps build releases
+test: deps build releases kernel
 	$(CARGO) test --release --workspace
 
-bench: deps build releases
-	$(CARGO) bench -p unibeam-e2e --bench skeleton
+bench: deps build releases kernel
+	$(CARGO) bench -p unibeam-e2e --bench boot_bench
 	$(CARGO) bench -p unibeam-e2e --bench image
 	$(CARGO) bench -p unibeam-e2e --bench runner
 
@@ -62,4 +73,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf bench/work examples/hello/_build examples/hello_elixir/_build tests/fixtures/halt/_build
+	rm -rf bench/work examples/hello/_build examples/hello_elixir/_build examples/cluster/_build tests/fixtures/halt/_build

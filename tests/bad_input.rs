@@ -77,12 +77,21 @@ fn hello_copy() -> (tempfile::TempDir, std::path::PathBuf) {
 /// `unibeam build <release>` must fail with one line that names `culprit`
 /// and says `problem`.
 fn build_fails(release: &std::path::Path, culprit: &str, problem: &str) {
+    build_fails_with(release, &[], &[], culprit, problem);
+}
+
+fn build_fails_with(
+    release: &std::path::Path,
+    flags: &[&str],
+    env: &[(&str, &str)],
+    culprit: &str,
+    problem: &str,
+) {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("img");
-    let o = unibeam_output(
-        &["build", release.to_str().unwrap(), "-o", out.to_str().unwrap()],
-        &[],
-    );
+    let mut args = vec!["build", release.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend(flags);
+    let o = unibeam_output(&args, env);
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let line = one_line(&o.stderr);
     assert!(
@@ -233,4 +242,30 @@ fn accel_kvm_on_a_broken_kvm_fails_fast_with_the_reason() {
         // A host with working KVM boots the image instead.
         assert!(out.contains("accelerator kvm"), "{out}");
     }
+}
+
+#[test]
+fn kernel_path_that_does_not_exist() {
+    let (_dir, release) = hello_copy();
+    build_fails_with(
+        &release,
+        &["--kernel", "/no/such/vmlinuz"],
+        &[],
+        "/no/such/vmlinuz",
+        "No such file",
+    );
+}
+
+#[test]
+fn specialised_kernel_not_built_yet() {
+    let (_dir, release) = hello_copy();
+    let cache = tempfile::tempdir().unwrap();
+    let env = [("XDG_CACHE_HOME", cache.path().to_str().unwrap())];
+    build_fails_with(
+        &release,
+        &["--kernel", "specialised"],
+        &env,
+        "specialised kernel",
+        "unibeam kernel build",
+    );
 }

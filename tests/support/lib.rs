@@ -158,11 +158,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 /// Runs `unibeam build <release> -o <out>` and insists it succeeds.
 pub fn build_image(release: &Path, out: &Path) -> PathBuf {
+    build_image_with(release, out, &[])
+}
+
+/// `build_image` with extra flags, e.g. `--kernel debian`.
+pub fn build_image_with(release: &Path, out: &Path, flags: &[&str]) -> PathBuf {
     let output = Command::new(unibeam())
         .arg("build")
         .arg(release)
         .arg("-o")
         .arg(out)
+        .args(flags)
         .output()
         .expect("unibeam build runs");
     assert!(
@@ -247,6 +253,11 @@ impl Vm {
             output,
             kept: Vec::new(),
         }
+    }
+
+    /// Whether the command has ended (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     pub fn keep(&mut self, dir: tempfile::TempDir) {

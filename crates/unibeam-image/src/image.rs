@@ -79,6 +79,9 @@ pub struct BuildOptions {
     pub erts_from_host: bool,
     /// Reuse compressed layers from the cache.
     pub use_cache: bool,
+    pub kernel: kernel::KernelChoice,
+    /// Interactive loads modules on first call: less work at boot.
+    pub code_loading: CodeLoading,
 }
 
 /// Builds the image and returns its manifest. Nothing appears at
@@ -111,23 +114,9 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
     tree.insert("/init", stripped_elf(&opts.init_binary)?);
     tree.insert("/dev/console", Node::CharDevice { major: 5, minor: 1 });
 
-    let kernel = kernel::debian_cloud(&opts.cache_dir, progress)?;
-    progress("resolving kernel modules");
-    let module_files = modules::load_order(&kernel.modules_dir, modules::GUEST_MODULES)?;
-    let mut module_paths = Vec::new();
-    for ko in &module_files {
-        let name = ko.file_name().unwrap_or_default().to_string_lossy();
-        let guest = format!("{GUEST_MODULE_DIR}/{name}");
-        tree.insert(
-            &guest,
-            Node::HostFile {
-                source: ko.clone(),
-                executable: false,
-            },
-        );
-        module_paths.push(guest);
-    }
-    let spec = boot_spec(&release, module_paths);
+    let kernel = kernel::resolve(&opts.kernel, &opts.cache_dir, progress)?;
+    let module_paths = add_modules(&mut tree, &kernel)?;
+    let spec = boot_spec(&release, module_paths, opts.code_loading);
 
     let staging = staging_dir(&opts.output)?;
     match write_image(&staging, tree, &kernel, &release, spec, opts, progress) {
@@ -140,6 +129,28 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
             Err(e)
         }
     }
+}
+
+/// Puts the kernel's guest modules into the tree, in load order; a kernel
+/// with everything built in needs none.
+fn add_modules(tree: &mut Tree, kernel: &kernel::Kernel) -> Result<Vec<String>, BuildError> {
+    let Some(modules_dir) = &kernel.modules_dir else {
+        return Ok(Vec::new());
+    };
+    let mut module_paths = Vec::new();
+    for ko in modules::load_order(modules_dir, modules::GUEST_MODULES)? {
+        let name = ko.file_name().unwrap_or_default().to_string_lossy();
+        let guest = format!("{GUEST_MODULE_DIR}/{name}");
+        tree.insert(
+            &guest,
+            Node::HostFile {
+                source: ko.clone(),
+                executable: false,
+            },
+        );
+        module_paths.push(guest);
+    }
+    Ok(module_paths)
 }
 
 fn host_erts(release: &Release, allowed: bool) -> Result<PathBuf, BuildError> {
@@ -201,7 +212,7 @@ fn add_library_closure(tree: &mut Tree, roots: &[PathBuf], release_root: &Path) 
     Ok(())
 }
 
-fn boot_spec(release: &Release, modules: Vec<String>) -> BootSpec {
+fn boot_spec(release: &Release, modules: Vec<String>, code_loading: CodeLoading) -> BootSpec {
     BootSpec {
         hostname: release.name.clone(),
         modules,
@@ -214,7 +225,7 @@ fn boot_spec(release: &Release, modules: Vec<String>) -> BootSpec {
             boot_script: release.boot_script.clone(),
             has_sys_config: release.has_sys_config,
             has_vm_args: release.has_vm_args,
-            code_loading: CodeLoading::Embedded,
+            code_loading,
             flavor: release.flavor,
         },
         instance: InstanceSpec::default(),

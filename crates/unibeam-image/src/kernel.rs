@@ -21,6 +21,8 @@ pub enum KernelError {
     Download { package: String, detail: String },
     #[error("{0}: has no Depends on a linux-image package")]
     NoKernelDependency(PathBuf),
+    #[error("the specialised kernel is not built yet; run `unibeam kernel build` (about 7 minutes), or pass --kernel debian")]
+    NoSpecialised,
     #[error("{0}: holds no boot/vmlinuz-* kernel")]
     NoVmlinuz(PathBuf),
 }
@@ -30,14 +32,40 @@ pub enum KernelError {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum KernelOrigin {
     HostBoot,
-    DebianPackage { package: String, version: String },
+    DebianPackage {
+        package: String,
+        version: String,
+    },
+    /// `unibeam kernel build`: tinyconfig plus our fragment.
+    Specialised {
+        source_package: String,
+        source_version: String,
+        fragment_sha256: String,
+        release: String,
+    },
+    /// `--kernel <path>`: the user's own kernel, with everything built in.
+    File {
+        path: PathBuf,
+    },
+}
+
+impl KernelOrigin {
+    /// A short name for `inspect` and benchmarks.
+    pub fn label(&self) -> &'static str {
+        match self {
+            KernelOrigin::HostBoot | KernelOrigin::DebianPackage { .. } => "debian",
+            KernelOrigin::Specialised { .. } => "specialised",
+            KernelOrigin::File { .. } => "file",
+        }
+    }
 }
 
 /// A kernel image and the module tree that belongs to it.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub image: PathBuf,
-    pub modules_dir: PathBuf,
+    /// None for a kernel with every driver built in.
+    pub modules_dir: Option<PathBuf>,
     /// `uname -r` of the kernel, e.g. `6.1.0-56-cloud-amd64`.
     pub release: String,
     pub origin: KernelOrigin,
@@ -47,6 +75,39 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
     move |cause| KernelError::Io {
         path: path.to_path_buf(),
         cause,
+    }
+}
+
+/// Which kernel an image boots (`--kernel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// The specialised kernel when it is cached, else Debian's.
+    Auto,
+    /// The specialised kernel, which must have been built already.
+    Specialised,
+    Debian,
+    /// A kernel file with every driver the guest needs built in.
+    File(PathBuf),
+}
+
+/// Finds the kernel `choice` names.
+pub fn resolve(choice: &KernelChoice, cache: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
+    match choice {
+        KernelChoice::Auto => match crate::kbuild::cached(cache) {
+            Some(kernel) => Ok(kernel),
+            None => debian_cloud(cache, progress),
+        },
+        KernelChoice::Specialised => crate::kbuild::cached(cache).ok_or(KernelError::NoSpecialised),
+        KernelChoice::Debian => debian_cloud(cache, progress),
+        KernelChoice::File(path) => {
+            fs::File::open(path).map_err(io(path))?;
+            Ok(Kernel {
+                image: path.clone(),
+                modules_dir: None,
+                release: "custom".into(),
+                origin: KernelOrigin::File { path: path.clone() },
+            })
+        }
     }
 }
 
@@ -78,7 +139,7 @@ fn from_host_boot(boot: &Path, modules_root: &Path) -> Option<Kernel> {
         let readable = fs::File::open(&image).is_ok();
         (readable && modules_dir.join("kernel").is_dir()).then_some(Kernel {
             image,
-            modules_dir,
+            modules_dir: Some(modules_dir),
             release,
             origin: KernelOrigin::HostBoot,
         })
@@ -112,7 +173,7 @@ fn from_cache(kernels: &Path) -> Result<Option<Kernel>, KernelError> {
 fn cached_layout(dir: &Path, release: String, origin: KernelOrigin) -> Kernel {
     Kernel {
         image: dir.join(format!("boot/vmlinuz-{release}")),
-        modules_dir: dir.join(format!("lib/modules/{release}")),
+        modules_dir: Some(dir.join(format!("lib/modules/{release}"))),
         release,
         origin,
     }
@@ -250,5 +311,22 @@ mod tests {
         let k = from_cache(dir.path()).unwrap().unwrap();
         assert_eq!(k.origin, origin);
         assert_eq!(k.image, kdir.join(format!("boot/vmlinuz-{rel}")));
+    }
+
+    #[test]
+    fn specialised_must_be_built_first_and_files_must_exist() {
+        let cache = tempfile::tempdir().unwrap();
+        let err = resolve(&KernelChoice::Specialised, cache.path(), &|_| {}).unwrap_err();
+        assert!(err.to_string().contains("unibeam kernel build"), "{err}");
+        let missing = cache.path().join("vmlinuz");
+        let err = resolve(&KernelChoice::File(missing.clone()), cache.path(), &|_| {}).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&missing.display().to_string()),
+            "{err}"
+        );
+        fs::write(&missing, "k").unwrap();
+        let k = resolve(&KernelChoice::File(missing.clone()), cache.path(), &|_| {}).unwrap();
+        assert!(k.modules_dir.is_none());
+        assert_eq!(k.origin.label(), "file");
     }
 }

@@ -8,6 +8,7 @@ pub mod elf;
 pub mod image;
 pub mod initramfs;
 pub mod input;
+pub mod kbuild;
 pub mod kernel;
 pub mod layers;
 pub mod manifest;
@@ -17,6 +18,7 @@ pub mod strip;
 
 pub use image::{build_image, BuildError, BuildOptions};
 pub use input::{resolve as resolve_input, InputError, ResolvedInput, Selector};
+pub use kernel::{KernelChoice, KernelOrigin};
 pub use layers::{Compression, LayerName};
 pub use manifest::{append_config_layer, ImageManifest, MANIFEST_FILE};
 pub use release::Release;

@@ -9,10 +9,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Modules the guest needs under QEMU's `pc` machine: the virtio PCI
-/// transport, the NIC, the entropy source, and the ACPI power button (with
+/// Modules a Debian-kernel guest needs: both virtio transports (PCI for
+/// `pc`, MMIO for `microvm`; the runner drops the unused one from the
+/// boot spec), the NIC, the entropy source, and the ACPI power button (with
 /// evdev so init can read it) for graceful stops.
-pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_rng", "button", "evdev"];
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_net",
+    "virtio_rng",
+    "button",
+    "evdev",
+];
 
 #[derive(Debug, Error)]
 pub enum ModuleError {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use unibeam_spec::NetworkSpec;
+use unibeam_spec::{NetworkSpec, PrivateNic};
 
 struct Socket(OwnedFd);
 
@@ -136,6 +136,20 @@ fn lease(interface: &str) -> Result<Addressing, String> {
 pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<String, String> {
     let sock = Socket::new()?;
     set_up(&sock, "lo")?;
+    let mut private_line = String::new();
+    let mut main = net.interface.clone();
+    if let Some(private) = &net.private {
+        let name = configure_private(&sock, private)?;
+        if name == main {
+            // The private NIC probed first and took the main NIC's name.
+            main = other_interface(&name).ok_or("no second NIC for the user network")?;
+        }
+        private_line = format!(", {name} {}/{} (private)", private.address, private.prefix_len);
+    }
+    let net = &NetworkSpec {
+        interface: main,
+        ..net.clone()
+    };
     wait_for_interface(&net.interface, Duration::from_secs(5))?;
     let addressing = if net.dhcp {
         // DHCP talks over the interface before it has an address.
@@ -164,9 +178,59 @@ pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<String, String> {
     nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname {hostname}: {e}"))?;
     write_resolver_files(addressing.address, addressing.dns, hostname)?;
     Ok(format!(
-        "{} {}/{} ({})",
+        "{} {}/{} ({}){private_line}",
         net.interface, addressing.address, addressing.prefix_len, addressing.how
     ))
+}
+
+/// Interface names other than `lo`, sorted.
+fn interfaces() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/net")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n != "lo")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn other_interface(not: &str) -> Option<String> {
+    interfaces().into_iter().find(|n| n != not)
+}
+
+fn interface_with_mac(mac: &str, limit: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    loop {
+        let found = interfaces().into_iter().find(|name| {
+            fs::read_to_string(format!("/sys/class/net/{name}/address"))
+                .is_ok_and(|a| a.trim().eq_ignore_ascii_case(mac))
+        });
+        if let Some(name) = found {
+            return Ok(name);
+        }
+        if start.elapsed() > limit {
+            return Err(format!(
+                "no NIC with MAC {mac} after {limit:?}; is the private network attached?"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Gives the cluster NIC its static address; no route beyond its subnet.
+fn configure_private(sock: &Socket, private: &PrivateNic) -> Result<String, String> {
+    let name = interface_with_mac(&private.mac, Duration::from_secs(5))?;
+    set_addr(sock, &name, libc::SIOCSIFADDR, private.address)?;
+    set_addr(
+        sock,
+        &name,
+        libc::SIOCSIFNETMASK,
+        unibeam_spec::netmask(private.prefix_len),
+    )?;
+    set_up(sock, &name)?;
+    Ok(name)
 }
 
 /// /etc/hosts and /etc/resolv.conf, so the BEAM's native resolver works

@@ -133,6 +133,32 @@ pub fn filter_vm_args(text: &str, drop_name: bool, drop_cookie: bool) -> String 
         .collect()
 }
 
+/// `net_ticktime`, and a mesh keeper: one process per peer that connects
+/// to it and, whenever the connection is down, tries again every 2 s. So a
+/// node that restarts rejoins by itself, and the app needs no code for it.
+/// The expression goes to init as one argv element, never through a shell.
+fn cluster_args(cluster: &crate::ClusterSpec, me: Option<&str>) -> Vec<String> {
+    let peers: Vec<String> = cluster
+        .peers
+        .iter()
+        .filter(|p| Some(p.as_str()) != me)
+        .map(|p| format!("'{}'", p.replace(['\\', '\''], "")))
+        .collect();
+    let keeper = format!(
+        "[spawn(fun() -> Keep = fun K(P) -> case lists:member(P, nodes()) of true -> ok; \
+         false -> net_kernel:connect_node(P) end, receive after 2000 -> K(P) end end, Keep(Peer) end) \
+         || Peer <- [{}]], ok",
+        peers.join(",")
+    );
+    vec![
+        "-kernel".into(),
+        "net_ticktime".into(),
+        cluster.net_ticktime_s.to_string(),
+        "-eval".into(),
+        keeper,
+    ]
+}
+
 /// Makes `erl_inetrc`: resolve from /etc/hosts, then DNS, with no helper.
 fn erl_inetrc() -> String {
     "{file, hosts, \"/etc/hosts\"}.\n{hosts_file, \"\"}.\n{file, resolv, \"/etc/resolv.conf\"}.\n\
@@ -151,6 +177,11 @@ impl BootSpec {
             private: false,
         }];
         let mut args: Vec<String> = vec!["-noinput".into(), "+Bd".into(), "+fnu".into()];
+        // Schedulers that spin while idle steal the vCPU from the threads
+        // doing the work; in a small VM (and under TCG) that costs seconds.
+        for flag in ["+sbwt", "+sbwtdcpu", "+sbwtdio"] {
+            args.extend([flag.to_string(), "none".to_string()]);
+        }
         if rel.is_mix() {
             args.extend(["-s", "elixir", "start_cli"].map(String::from));
         }
@@ -218,6 +249,9 @@ impl BootSpec {
             "-erl_epmd_port".into(),
             DIST_PORT.to_string(),
         ]);
+        if let Some(cluster) = &inst.cluster {
+            args.extend(cluster_args(cluster, node.as_deref()));
+        }
         args.extend(["-s", "erlang", "display", "unibeam_apps_started"].map(String::from));
         match rel.flavor {
             Flavor::Relx => args.extend(["--".into(), "foreground".into()]),

@@ -57,6 +57,30 @@ pub struct NetworkSpec {
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
     pub dns: Ipv4Addr,
+    /// A second NIC on a cluster's private segment.
+    #[serde(default)]
+    pub private: Option<PrivateNic>,
+}
+
+/// A NIC on a private L2 segment shared by a cluster's VMs. Init finds it
+/// by MAC: NIC names depend on probe order, which differs by machine type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateNic {
+    /// `52:54:00:xx:xx:xx`, lowercase.
+    pub mac: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// Membership of an Erlang cluster that unibeam meshes: the node connects
+/// to every peer at boot and keeps reconnecting, with no code in the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// Long node names of every member, this node included.
+    pub peers: Vec<String>,
+    /// `net_ticktime`, identical on every node of the cluster.
+    pub net_ticktime_s: u32,
 }
 
 impl NetworkSpec {
@@ -69,6 +93,7 @@ impl NetworkSpec {
             prefix_len: 24,
             gateway: Ipv4Addr::new(10, 0, 2, 2),
             dns: Ipv4Addr::new(10, 0, 2, 3),
+            private: None,
         }
     }
 
@@ -111,6 +136,8 @@ pub struct InstanceSpec {
     pub on_exit: ExitPolicy,
     /// Run the BEAM as root instead of an unprivileged user.
     pub run_as_root: bool,
+    #[serde(default)]
+    pub cluster: Option<ClusterSpec>,
 }
 
 impl Default for InstanceSpec {
@@ -124,6 +151,7 @@ impl Default for InstanceSpec {
             stop_timeout_s: 30,
             on_exit: ExitPolicy::Poweroff,
             run_as_root: false,
+            cluster: None,
         }
     }
 }

@@ -20,7 +20,7 @@ fn relx_args_follow_the_foreground_command() {
     let args = launch.args.join(" ");
     assert_eq!(launch.program, "/release/erts-13.1.5/bin/erlexec");
     assert!(
-        args.starts_with("-noinput +Bd +fnu -boot /release/releases/0.1.0/start -mode embedded"),
+        args.starts_with("-noinput +Bd +fnu +sbwt none +sbwtdcpu none +sbwtdio none -boot /release/releases/0.1.0/start -mode embedded"),
         "{args}"
     );
     assert!(args.contains("-config /release/releases/0.1.0/sys "));
@@ -80,7 +80,9 @@ fn node_name_and_cookie_replace_the_release_ones() {
     let launch = spec.beam_launch(Some(VM_ARGS));
     let args = launch.args.join(" ");
     assert!(
-        args.starts_with("-noinput +Bd +fnu -name web@10.0.9.1 -boot"),
+        args.starts_with(
+            "-noinput +Bd +fnu +sbwt none +sbwtdcpu none +sbwtdio none -name web@10.0.9.1 -boot"
+        ),
         "{args}"
     );
     assert!(args.contains("-args_file /tmp/unibeam/vm.args "), "{args}");
@@ -106,7 +108,7 @@ fn mix_releases_start_like_bin_start() {
     let launch = spec.beam_launch(Some(""));
     let args = launch.args.join(" ");
     assert!(
-        args.starts_with("-noinput +Bd +fnu -s elixir start_cli -sname hello -boot"),
+        args.starts_with("-noinput +Bd +fnu +sbwt none +sbwtdcpu none +sbwtdio none -s elixir start_cli -sname hello -boot"),
         "{args}"
     );
     assert!(args.contains("-boot_var RELEASE_LIB /release/lib"));
@@ -163,4 +165,42 @@ fn spec_round_trips_through_json_and_old_specs_get_defaults() {
     let back: BootSpec = serde_json::from_value(value).unwrap();
     assert_eq!(back.instance.stop_timeout_s, 30);
     assert_eq!(back.instance.on_exit, ExitPolicy::Poweroff);
+}
+
+#[test]
+fn cluster_members_mesh_with_every_peer_but_themselves() {
+    let mut spec = hello();
+    spec.instance.node_name = Some("web-1@10.77.0.2".into());
+    spec.instance.cookie = Some("s3cret".into());
+    spec.instance.cluster = Some(crate::ClusterSpec {
+        name: "shop".into(),
+        peers: ["web-1@10.77.0.2", "web-2@10.77.0.3", "web-3@10.77.0.4"]
+            .map(String::from)
+            .to_vec(),
+        net_ticktime_s: 10,
+    });
+    let launch = spec.beam_launch(Some(VM_ARGS));
+    let i = launch
+        .args
+        .iter()
+        .position(|a| a == "-eval")
+        .expect("a mesh keeper");
+    let keeper = &launch.args[i + 1];
+    assert!(
+        keeper.contains("['web-2@10.77.0.3','web-3@10.77.0.4']"),
+        "{keeper}"
+    );
+    assert!(
+        !keeper.contains("web-1@"),
+        "a node does not dial itself: {keeper}"
+    );
+    let args = launch.args.join(" ");
+    assert!(args.contains("-kernel net_ticktime 10 -eval"), "{args}");
+    assert!(args.contains("-name web-1@10.77.0.2"), "{args}");
+    assert!(
+        !args.contains("s3cret"),
+        "the cookie never goes on a command line"
+    );
+    // The keeper runs before the readiness marker, after the release boots.
+    assert!(args.find("-eval").unwrap() < args.find("unibeam_apps_started").unwrap());
 }

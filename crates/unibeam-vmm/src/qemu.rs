@@ -52,6 +52,56 @@ impl fmt::Display for Accel {
     }
 }
 
+/// QEMU's machine type. `microvm` has no PCI bus and no firmware to
+/// emulate, so the kernel reaches init sooner; `pc` is the fallback for
+/// kernels without virtio-mmio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Machine {
+    #[default]
+    Microvm,
+    Pc,
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Machine::Microvm => "microvm",
+            Machine::Pc => "pc",
+        })
+    }
+}
+
+impl Machine {
+    /// `-machine` value. microvm's ACPI tables describe its virtio-mmio
+    /// devices and carry the power button that `system_powerdown` presses.
+    fn qemu_arg(self) -> &'static str {
+        match self {
+            Machine::Microvm => "microvm,acpi=on",
+            Machine::Pc => "pc",
+        }
+    }
+
+    /// The virtio transport's device suffix: `virtio-net-device` on MMIO.
+    fn virtio_suffix(self) -> &'static str {
+        match self {
+            Machine::Microvm => "device",
+            Machine::Pc => "pci",
+        }
+    }
+
+    /// Whether the guest must load this module (a path or name) on this
+    /// machine: the other machine's virtio transport is dead weight.
+    pub fn needs_module(self, module: &str) -> bool {
+        let name = module.rsplit('/').next().unwrap_or(module);
+        let name = name.strip_suffix(".ko").unwrap_or(name);
+        match self {
+            Machine::Microvm => !name.starts_with("virtio_pci"),
+            Machine::Pc => name != "virtio_mmio",
+        }
+    }
+}
+
 /// A TCP port published from the host to the guest (`-p`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortForward {
@@ -81,11 +131,27 @@ impl FromStr for PortForward {
     }
 }
 
+/// A second NIC on a private L2 segment that QEMU carries itself, over UDP
+/// multicast on the host's loopback: no tap, no bridge, no root. Every VM
+/// of a cluster joins the same group and port.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PrivateNet {
+    pub group: std::net::Ipv4Addr,
+    pub port: u16,
+    /// Unique on the segment: QEMU would give every VM the same default.
+    pub mac: String,
+}
+
+/// The user-mode NIC's MAC, explicit once a second NIC exists.
+pub const USER_NIC_MAC: &str = "52:54:00:12:34:56";
+
 /// Everything that decides how QEMU boots one image.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QemuCommand {
     pub binary: PathBuf,
     pub accel: Accel,
+    #[serde(default)]
+    pub machine: Machine,
     pub memory_mib: u32,
     pub cpus: u32,
     pub kernel: PathBuf,
@@ -93,15 +159,28 @@ pub struct QemuCommand {
     pub kernel_args: Vec<String>,
     pub forwards: Vec<PortForward>,
     pub qmp_socket: PathBuf,
+    #[serde(default)]
+    pub private_net: Option<PrivateNet>,
 }
 
 /// Kernel arguments every image boots with: serial console, few messages
 /// (each costs time on an emulated UART), and no reboot loop on panic.
-pub fn default_kernel_args() -> Vec<String> {
-    ["console=ttyS0", "quiet", "panic=-1", "rdinit=/init"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+/// microvm has no PCI bus, so the kernel is told not to look for one.
+///
+/// microvm under TCG has no HPET or PM timer to calibrate the TSC and the
+/// local APIC timer against, and on a busy host (3 VMs on 2 cores) the
+/// PIT-based fallbacks spun for minutes before init. So the delay loop is
+/// preset (`lpj`) and the PIT drives the tick instead of the APIC timer.
+/// Under KVM, kvm-clock gives both frequencies and none of this is needed.
+pub fn default_kernel_args(machine: Machine, accel: Accel) -> Vec<String> {
+    let mut args = vec!["console=ttyS0", "quiet", "panic=-1", "rdinit=/init"];
+    if machine == Machine::Microvm {
+        args.push("pci=off");
+        if accel == Accel::Tcg {
+            args.extend(["lpj=4000000", "nolapic_timer"]);
+        }
+    }
+    args.into_iter().map(String::from).collect()
 }
 
 impl QemuCommand {
@@ -124,19 +203,45 @@ impl QemuCommand {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
-        push(&["-machine", "pc", "-accel", &self.accel.to_string(), "-cpu", cpu]);
+        let machine = self.machine.qemu_arg();
+        push(&[
+            "-machine",
+            machine,
+            "-accel",
+            &self.accel.to_string(),
+            "-cpu",
+            cpu,
+        ]);
         push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
         push(&["-serial", "stdio", "-no-reboot"]);
+        let virtio = self.machine.virtio_suffix();
         // romfile= skips the PXE option ROM: the kernel is loaded directly.
+        let rom = if self.machine == Machine::Pc {
+            ",romfile="
+        } else {
+            ""
+        };
+        let user_mac = match self.private_net {
+            Some(_) => format!(",mac={USER_NIC_MAC}"),
+            None => String::new(),
+        };
         push(&[
             "-netdev",
             &self.netdev(),
             "-device",
-            "virtio-net-pci,netdev=net0,romfile=",
+            &format!("virtio-net-{virtio},netdev=net0{rom}{user_mac}"),
         ]);
+        if let Some(p) = &self.private_net {
+            push(&[
+                "-netdev",
+                &format!("socket,id=net1,mcast={}:{},localaddr=127.0.0.1", p.group, p.port),
+                "-device",
+                &format!("virtio-net-{virtio},netdev=net1,mac={}{rom}", p.mac),
+            ]);
+        }
         // Entropy for the guest's random pool, so crypto never waits.
         push(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
-        push(&["-device", "virtio-rng-pci,rng=rng0"]);
+        push(&["-device", &format!("virtio-rng-{virtio},rng=rng0")]);
         push(&[
             "-device",
             &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=1"),
@@ -186,13 +291,15 @@ mod tests {
         QemuCommand {
             binary: "/usr/bin/qemu-system-x86_64".into(),
             accel: Accel::Tcg,
+            machine: Machine::Pc,
             memory_mib: 256,
             cpus: 1,
             kernel: "/img/vmlinuz".into(),
             initrd: "/img/initramfs.img".into(),
-            kernel_args: default_kernel_args(),
+            kernel_args: default_kernel_args(Machine::Pc, Accel::Tcg),
             forwards: vec!["8080:8080".parse().unwrap(), "0.0.0.0:9000:90".parse().unwrap()],
             qmp_socket: "/run/x/qmp.sock".into(),
+            private_net: None,
         }
     }
 
@@ -264,5 +371,58 @@ mod tests {
         assert_eq!(debug_exit_status(7), Some(3));
         assert_eq!(debug_exit_status(0), None);
         assert_eq!(debug_exit_status(2), None);
+    }
+
+    #[test]
+    fn microvm_uses_mmio_devices_and_acpi() {
+        let mut cmd = command();
+        cmd.machine = Machine::Microvm;
+        let args = cmd.args();
+        assert_eq!(value_after(&args, "-machine"), "microvm,acpi=on");
+        let devices: Vec<String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-device")
+            .map(|w| w[1].to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            devices.contains(&"virtio-net-device,netdev=net0".to_string()),
+            "{devices:?}"
+        );
+        assert!(
+            devices.contains(&"virtio-rng-device,rng=rng0".to_string()),
+            "{devices:?}"
+        );
+        assert!(!devices.iter().any(|d| d.contains("-pci")), "{devices:?}");
+    }
+
+    #[test]
+    fn each_machine_drops_the_other_transport() {
+        let m = "/lib/modules/virtio_pci_modern_dev.ko";
+        assert!(!Machine::Microvm.needs_module(m));
+        assert!(Machine::Pc.needs_module(m));
+        assert!(!Machine::Pc.needs_module("/lib/modules/virtio_mmio.ko"));
+        assert!(Machine::Microvm.needs_module("/lib/modules/virtio_mmio.ko"));
+        assert!(Machine::Microvm.needs_module("/lib/modules/virtio_net.ko"));
+    }
+
+    #[test]
+    fn private_net_is_a_second_nic_on_loopback_multicast() {
+        let mut cmd = command();
+        cmd.machine = Machine::Microvm;
+        cmd.private_net = Some(PrivateNet {
+            group: "239.255.7.9".parse().unwrap(),
+            port: 40001,
+            mac: "52:54:00:4d:00:02".into(),
+        });
+        let line = cmd.display_line();
+        assert!(
+            line.contains("-netdev socket,id=net1,mcast=239.255.7.9:40001,localaddr=127.0.0.1"),
+            "{line}"
+        );
+        assert!(
+            line.contains("virtio-net-device,netdev=net1,mac=52:54:00:4d:00:02"),
+            "{line}"
+        );
+        assert!(line.contains("netdev=net0,mac=52:54:00:12:34:56"), "{line}");
     }
 }

@@ -107,6 +107,9 @@ pub struct InstanceRecord {
     pub status: Status,
     pub qemu: Option<ProcessId>,
     pub monitor: Option<ProcessId>,
+    /// The cluster `unibeam up` started this instance for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// The directory of all instances.
@@ -236,6 +239,7 @@ mod tests {
             status: Status::Starting,
             qemu: None,
             monitor: None,
+            cluster: None,
         }
     }
 

@@ -7,8 +7,9 @@ use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use unibeam_image::{
-    build_image, resolve_input, BuildOptions, Compression, ImageManifest, Release, Selector,
+    build_image, resolve_input, BuildOptions, Compression, ImageManifest, KernelChoice, Release, Selector,
 };
+use unibeam_spec::CodeLoading;
 
 pub const FAILURE_EXIT: u8 = 1;
 
@@ -27,9 +28,10 @@ enum CompressionArg {
 /// tarball (`rebar3 as prod tar`), or a project directory, in which
 /// `_build/<profile>/rel/<name>` is used.
 ///
-/// The image directory holds `vmlinuz` (Debian's cloud kernel, taken from
-/// /boot or fetched with `apt-get download`), `initramfs.img` and
-/// `image.json`. The initramfs holds the release, its ERTS, the shared
+/// The image directory holds `vmlinuz`, `initramfs.img` and `image.json`.
+/// The kernel is unibeam's specialised one once `unibeam kernel build` has
+/// made it, else Debian's cloud kernel (from /boot, or fetched with
+/// `apt-get download`) plus the few modules the guest needs. The initramfs holds the release, its ERTS, the shared
 /// libraries its ELF files load, the NIC's kernel modules and unibeam's
 /// PID 1, and nothing else: no shell, no busybox. It is made of layers
 /// (base, erts, deps, app), each cached by content, so a rebuild after an
@@ -67,6 +69,43 @@ pub struct BuildFlags {
     /// Recompress every layer instead of reusing cached ones
     #[arg(long)]
     no_cache: bool,
+    /// Kernel: `specialised` (from `unibeam kernel build`), `debian` (the
+    /// cloud kernel), or the path of a kernel with every driver built in.
+    /// Default: specialised when it is built, else debian
+    #[arg(long, value_name = "specialised|debian|PATH", value_parser = parse_kernel)]
+    kernel: Option<KernelChoice>,
+    /// How the BEAM loads code: `interactive` loads each module on first
+    /// use (the faster boot), `embedded` loads the whole release at boot
+    #[arg(long, value_enum, default_value = "interactive")]
+    code_loading: CodeLoadingArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CodeLoadingArg {
+    Interactive,
+    Embedded,
+}
+
+impl BuildFlags {
+    /// The defaults, as a plain `unibeam build` gets them.
+    pub fn defaults() -> BuildFlags {
+        #[derive(clap::Parser)]
+        #[command(no_binary_name = true)]
+        struct Only {
+            #[command(flatten)]
+            flags: BuildFlags,
+        }
+        <Only as clap::Parser>::parse_from(Vec::<String>::new()).flags
+    }
+}
+
+fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
+    Ok(match s {
+        "specialised" | "specialized" => KernelChoice::Specialised,
+        "debian" => KernelChoice::Debian,
+        "" => return Err("empty kernel; use specialised, debian or a path".into()),
+        path => KernelChoice::File(PathBuf::from(path)),
+    })
 }
 
 pub fn build(args: BuildArgs) -> Result<ExitCode> {
@@ -114,6 +153,11 @@ pub fn build_to(release_dir: &Path, output: &Path, flags: &BuildFlags) -> Result
         keep_debug: flags.keep_debug,
         erts_from_host: flags.erts_from_host,
         use_cache: !flags.no_cache,
+        kernel: flags.kernel.clone().unwrap_or(KernelChoice::Auto),
+        code_loading: match flags.code_loading {
+            CodeLoadingArg::Interactive => CodeLoading::Interactive,
+            CodeLoadingArg::Embedded => CodeLoading::Embedded,
+        },
     };
     let bar = paths::spinner("build");
     let result = build_image(&opts, &|step| bar.set_message(step.to_string()));

@@ -48,6 +48,12 @@ fn generated_name(args: &RunArgs) -> String {
 }
 
 pub fn run_detached(args: &RunArgs) -> Result<ExitCode> {
+    println!("{}", start_detached(args)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the instance and returns its name once QEMU runs.
+pub fn start_detached(args: &RunArgs) -> Result<String> {
     let store = store()?;
     let name = args
         .instance
@@ -71,6 +77,7 @@ pub fn run_detached(args: &RunArgs) -> Result<ExitCode> {
         status: Status::Starting,
         qemu: None,
         monitor: None,
+        cluster: args.instance.cluster().map(String::from),
     };
     // Claiming the name first makes two racing `run --name X` safe.
     let dir = store.create(&record)?;
@@ -81,12 +88,7 @@ pub fn run_detached(args: &RunArgs) -> Result<ExitCode> {
     started
 }
 
-fn start(
-    args: &RunArgs,
-    store: &Store,
-    mut record: InstanceRecord,
-    dir: &std::path::Path,
-) -> Result<ExitCode> {
+fn start(args: &RunArgs, store: &Store, mut record: InstanceRecord, dir: &std::path::Path) -> Result<String> {
     check_ports(&args.publish)?;
     let (cmd, manifest) = prepare(args, dir, Some(&record.name))?;
     record.release = format!("{} {}", manifest.release.name, manifest.release.version);
@@ -118,8 +120,7 @@ fn start(
             record.name
         );
     }
-    println!("{}", record.name);
-    Ok(ExitCode::SUCCESS)
+    Ok(record.name)
 }
 
 fn wait_until_running(store: &Store, name: &str, limit: Duration) -> Result<InstanceRecord> {

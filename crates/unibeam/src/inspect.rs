@@ -96,13 +96,13 @@ fn as_json(m: &ImageManifest, files: bool) -> serde_json::Value {
 
 fn as_text(m: &ImageManifest, files: bool) -> String {
     let mut out = format!(
-        "{} {} (ERTS {})\nkernel     {:>10}  {} ({:?})\ninitramfs  {:>10}  {} layers, {}, {} unpacked\ntotal      {:>10}\n\n",
+        "{} {} (ERTS {})\nkernel     {:>10}  {} ({})\ninitramfs  {:>10}  {} layers, {}, {} unpacked\ntotal      {:>10}\n\n",
         m.release.name,
         m.release.version,
         m.erts_version,
         mb(m.kernel.bytes),
         m.kernel.release,
-        m.kernel.origin,
+        m.kernel.origin.label(),
         mb(m.initramfs.bytes),
         m.initramfs.layers.len(),
         m.initramfs.compression,

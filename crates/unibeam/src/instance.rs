@@ -3,8 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use unibeam_spec::{BootSpec, ExitPolicy};
+use unibeam_spec::{BootSpec, ClusterSpec, ExitPolicy, PrivateNic};
+use unibeam_vmm::PrivateNet;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum OnExit {
@@ -51,6 +53,51 @@ pub struct InstanceArgs {
     /// Run the BEAM as root instead of an unprivileged user
     #[arg(long)]
     root: bool,
+    /// Cluster this instance belongs to (`unibeam up` sets it); needs a
+    /// long --node-name, and the cookie comes from --cookie-file
+    #[arg(long, value_name = "NAME", requires = "node_name", help_heading = "Cluster")]
+    cluster: Option<String>,
+    /// Join a private network carried by QEMU over multicast on the host's
+    /// loopback (no root needed): every member uses the same GROUP:PORT
+    #[arg(
+        long,
+        value_name = "GROUP:PORT",
+        requires = "private_ip",
+        help_heading = "Cluster"
+    )]
+    private_net: Option<SocketAddrV4>,
+    /// This VM's address on the private network, e.g. 10.77.0.2/24
+    #[arg(long, value_name = "IP/PREFIX", requires = "private_net", value_parser = parse_cidr, help_heading = "Cluster")]
+    private_ip: Option<(Ipv4Addr, u8)>,
+    /// Long node name of a member to connect to, and reconnect to whenever
+    /// the connection drops (repeatable)
+    #[arg(
+        long = "peer",
+        value_name = "NODE",
+        requires = "cluster",
+        help_heading = "Cluster"
+    )]
+    peers: Vec<String>,
+    /// net_ticktime in seconds, the same on every member
+    #[arg(long, value_name = "SECS", default_value_t = 10, help_heading = "Cluster")]
+    net_ticktime: u32,
+}
+
+fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("{s:?} is not IP/PREFIX, e.g. 10.77.0.2/24");
+    let (ip, prefix) = s.split_once('/').ok_or_else(bad)?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (8..=30).contains(p))
+        .ok_or_else(bad)?;
+    Ok((ip.parse().map_err(|_| bad())?, prefix))
+}
+
+/// A MAC unique on the private segment, derived from the address.
+fn private_mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3])
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -58,6 +105,15 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok((k.into(), v.into())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
+}
+
+/// `name@host` with an Erlang-atom-safe name and a dotted host.
+fn valid_long_name(node: &str) -> bool {
+    let Some((name, host)) = node.split_once('@') else {
+        return false;
+    };
+    let plain = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    !name.is_empty() && plain(name) && host.contains('.') && plain(host)
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -72,6 +128,49 @@ impl InstanceArgs {
     /// The instance name given with --name.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// The QEMU side of --private-net.
+    pub fn private_net(&self) -> Option<PrivateNet> {
+        let (net, (ip, _)) = (self.private_net?, self.private_ip?);
+        Some(PrivateNet {
+            group: *net.ip(),
+            port: net.port(),
+            mac: private_mac(ip),
+        })
+    }
+
+    fn apply_cluster(&self, spec: &mut BootSpec) -> Result<()> {
+        if let Some(net) = &self.private_net {
+            if !net.ip().is_multicast() {
+                bail!("--private-net {net}: the group must be a multicast address, e.g. 239.255.0.1:40000");
+            }
+        }
+        if let Some((address, prefix_len)) = self.private_ip {
+            spec.network.private = Some(PrivateNic {
+                mac: private_mac(address),
+                address,
+                prefix_len,
+            });
+        }
+        if let Some(name) = &self.cluster {
+            let node = self.node_name.as_deref().unwrap_or_default();
+            for n in std::iter::once(node).chain(self.peers.iter().map(String::as_str)) {
+                if !valid_long_name(n) {
+                    bail!("{n:?}: cluster members need long node names, e.g. web-1@10.77.0.2");
+                }
+            }
+            spec.instance.cluster = Some(ClusterSpec {
+                name: name.clone(),
+                peers: self.peers.clone(),
+                net_ticktime_s: self.net_ticktime,
+            });
+        }
+        Ok(())
     }
 
     /// Writes these settings into `spec`.
@@ -113,7 +212,7 @@ impl InstanceArgs {
         };
         inst.run_as_root = self.root;
         spec.network.dhcp = self.dhcp;
-        Ok(())
+        self.apply_cluster(spec)
     }
 
     /// How long `run` waits for a stopping guest before killing QEMU.
@@ -132,6 +231,17 @@ mod tests {
         assert_eq!(parse_env("EMPTY="), Ok(("EMPTY".into(), "".into())));
         assert!(parse_env("=x").is_err());
         assert!(parse_env("novalue").unwrap_err().contains("novalue"));
+    }
+
+    #[test]
+    fn cluster_settings_parse() {
+        assert_eq!(parse_cidr("10.77.0.2/24"), Ok((Ipv4Addr::new(10, 77, 0, 2), 24)));
+        assert!(parse_cidr("10.77.0.2").is_err());
+        assert!(parse_cidr("10.77.0.2/40").is_err());
+        assert_eq!(private_mac(Ipv4Addr::new(10, 77, 0, 2)), "52:54:00:4d:00:02");
+        assert!(valid_long_name("web-1@10.77.0.2"));
+        assert!(!valid_long_name("web-1"));
+        assert!(!valid_long_name("web'1@10.77.0.2"));
     }
 
     #[test]

@@ -64,11 +64,13 @@ pub fn observed_json(record: &InstanceRecord) -> serde_json::Value {
 }
 
 pub fn ps(args: PsArgs) -> Result<ExitCode> {
-    let records: Vec<InstanceRecord> = store()?
+    let mut records: Vec<InstanceRecord> = store()?
         .list()
         .into_iter()
         .filter(|r| args.all || !matches!(r.observed_status(), Status::Exited { .. }))
         .collect();
+    // Standalone instances first, then one group per cluster.
+    records.sort_by(|a, b| (&a.cluster, &a.name).cmp(&(&b.cluster, &b.name)));
     if args.format == Format::Json {
         let all: Vec<_> = records.iter().map(observed_json).collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -78,7 +80,13 @@ pub fn ps(args: PsArgs) -> Result<ExitCode> {
         "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} PID",
         "NAME", "IMAGE", "STATE", "UPTIME", "PORTS", "ACCEL"
     );
+    let mut group: Option<&str> = None;
     for r in &records {
+        if r.cluster.is_some() && r.cluster.as_deref() != group {
+            group = r.cluster.as_deref();
+            let members = records.iter().filter(|m| m.cluster.as_deref() == group).count();
+            println!("cluster {} ({members} instances)", group.unwrap_or_default());
+        }
         let status = r.observed_status();
         let pid = match status {
             Status::Exited { .. } => "-".to_string(),
@@ -218,26 +226,27 @@ pub struct RmArgs {
 }
 
 pub fn rm(args: RmArgs) -> Result<ExitCode> {
-    let store = store()?;
-    let record = store.load(&args.name)?;
+    remove(&store()?, &args.name, args.force)?;
+    println!("{}", args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes an instance's directory, killing it first when `force`.
+pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
+    let record = store.load(name)?;
     if !matches!(record.observed_status(), Status::Exited { .. }) {
-        if !args.force {
-            bail!(
-                "instance {} is running; `unibeam stop {}` first, or `unibeam rm -f`",
-                args.name,
-                args.name
-            );
+        if !force {
+            bail!("instance {name} is running; `unibeam stop {name}` first, or `unibeam rm -f`");
         }
-        control::kill(&store, &args.name)?;
+        control::kill(store, name)?;
     }
     // A monitor that is still winding down must not write into a removed dir.
-    if let Some(m) = store.load(&args.name)?.monitor.filter(|m| m.alive()) {
+    if let Some(m) = store.load(name)?.monitor.filter(|m| m.alive()) {
         // SAFETY: kill(2) on a pid verified to be this instance's monitor.
         unsafe { libc::kill(m.pid as libc::pid_t, libc::SIGKILL) };
     }
-    store.remove(&args.name)?;
-    println!("{}", args.name);
-    Ok(ExitCode::SUCCESS)
+    store.remove(name)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,12 +2,15 @@
 
 mod build;
 mod detach;
+mod down;
 mod inspect;
 mod instance;
 mod instances;
+mod kernel;
 mod paths;
 mod run;
 mod timeline;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +30,8 @@ struct Cli {
     command: Verb,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Verb {
     Build(build::BuildArgs),
@@ -37,6 +42,9 @@ enum Verb {
     Kill(instances::KillArgs),
     Rm(instances::RmArgs),
     Inspect(inspect::InspectArgs),
+    Up(up::UpArgs),
+    Down(down::DownArgs),
+    Kernel(kernel::KernelArgs),
     /// Owns one detached instance (started by `run -d`)
     #[command(hide = true)]
     Monitor {
@@ -50,6 +58,9 @@ fn main() -> ExitCode {
         Verb::Build(args) => (build::build(args), build::FAILURE_EXIT),
         Verb::Run(args) => (run::run(args), run::FAILURE_EXIT),
         Verb::Inspect(args) => (inspect::inspect(args), inspect::FAILURE_EXIT),
+        Verb::Kernel(args) => (kernel::kernel(args), kernel::FAILURE_EXIT),
+        Verb::Up(args) => (up::up(args), up::FAILURE_EXIT),
+        Verb::Down(args) => (down::down(args), down::FAILURE_EXIT),
         Verb::Ps(args) => (instances::ps(args), instances::FAILURE_EXIT),
         Verb::Logs(args) => (instances::logs(args), instances::FAILURE_EXIT),
         Verb::Stop(args) => (instances::stop(args), instances::FAILURE_EXIT),

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use unibeam_image::{append_config_layer, ImageManifest, Release, MANIFEST_FILE};
 use unibeam_spec::BootSpec;
 use unibeam_vmm::{
-    choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Outcome, PortForward,
-    QemuCommand,
+    choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine, Outcome,
+    PortForward, QemuCommand,
 };
 
 /// Exit code for failures of unibeam itself, as `docker run` uses 125.
@@ -23,6 +23,14 @@ enum AccelArg {
     Auto,
     Kvm,
     Tcg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MachineArg {
+    /// No PCI, no firmware: the fastest boot (virtio-mmio devices)
+    Microvm,
+    /// The classic PC: for kernels without virtio-mmio
+    Pc,
 }
 
 /// Boot a release or an image as a microVM, in the foreground.
@@ -40,7 +48,8 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST")]
     pub(crate) publish: Vec<PortForward>,
     /// Guest memory, e.g. 256M or 1G (plain numbers are MiB)
-    #[arg(long, default_value = "256M", value_parser = parse_memory)]
+    /// (the hello example's floor is 64M; see docs/benchmarks.md)
+    #[arg(long, default_value = "128M", value_parser = parse_memory)]
     memory: u32,
     /// Virtual CPUs
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -48,6 +57,9 @@ pub struct RunArgs {
     /// Accelerator
     #[arg(long, value_enum, default_value = "auto")]
     accel: AccelArg,
+    /// QEMU machine type
+    #[arg(long, value_enum, default_value = "microvm")]
+    machine: MachineArg,
     /// Print the full QEMU command line
     #[arg(short, long)]
     verbose: bool,
@@ -66,6 +78,15 @@ pub struct RunArgs {
     build: build::BuildFlags,
 }
 
+/// `run`'s arguments parsed from a list, for verbs that start instances
+/// the way `run -d` does (`up`).
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+pub(crate) struct RunLine {
+    #[command(flatten)]
+    pub(crate) args: RunArgs,
+}
+
 /// `256M`, `1G`, `512` (MiB) → MiB.
 fn parse_memory(s: &str) -> Result<u32, String> {
     let upper = s.trim().to_ascii_uppercase();
@@ -78,9 +99,9 @@ fn parse_memory(s: &str) -> Result<u32, String> {
         .ok()
         .and_then(|n| n.checked_mul(factor))
         .ok_or_else(|| format!("{s:?} is not a memory size; use e.g. 256M or 1G"))?;
-    if mib < 64 {
+    if mib < 24 {
         return Err(format!(
-            "{s:?} is too little memory; the guest needs at least 64M"
+            "{s:?} is too little memory; the guest needs at least 24M"
         ));
     }
     Ok(mib)
@@ -133,6 +154,11 @@ pub(crate) fn prepare(
         boot.hostname = name.to_string();
     }
     args.instance.apply(&mut boot)?;
+    let machine = match args.machine {
+        MachineArg::Microvm => Machine::Microvm,
+        MachineArg::Pc => Machine::Pc,
+    };
+    boot.modules.retain(|m| machine.needs_module(m));
     let kernel = image_dir.join(&manifest.kernel.file);
     let choice = match args.accel {
         AccelArg::Auto => AccelChoice::Auto,
@@ -144,13 +170,15 @@ pub(crate) fn prepare(
     let cmd = QemuCommand {
         binary: qemu,
         accel: decision.accel,
+        machine,
         memory_mib: args.memory,
         cpus: args.cpus,
         kernel,
         initrd: instance_initrd(&image_dir, &boot, &manifest, workdir)?,
-        kernel_args: default_kernel_args(),
+        kernel_args: default_kernel_args(machine, decision.accel),
         forwards: args.publish.clone(),
         qmp_socket: workdir.join("qmp.sock"),
+        private_net: args.instance.private_net(),
     };
     if args.verbose {
         eprintln!("unibeam: {}", cmd.display_line());

@@ -1,0 +1,334 @@
+//! `unibeam.toml`: the services to run, how many of each, and the cluster
+//! they form. Every error names the file, the line and the column.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use toml::Spanned;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    pub services: BTreeMap<String, Spanned<Service>>,
+}
+
+/// `[cluster]`: settings shared by every member.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Default: the name of the directory holding unibeam.toml.
+    pub name: Option<Spanned<String>>,
+    /// The private network's addresses, e.g. "10.77.0.0/24".
+    #[serde(default = "default_subnet")]
+    pub subnet: Spanned<String>,
+    #[serde(default = "default_ticktime")]
+    pub net_ticktime: u32,
+    /// TLS distribution (`inet_tls_dist`): not available yet.
+    #[serde(default = "no_tls")]
+    pub tls: Spanned<bool>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            name: None,
+            subnet: default_subnet(),
+            net_ticktime: default_ticktime(),
+            tls: Spanned::new(0..0, false),
+        }
+    }
+}
+
+fn default_subnet() -> Spanned<String> {
+    Spanned::new(0..0, "10.77.0.0/24".into())
+}
+
+fn no_tls() -> Spanned<bool> {
+    Spanned::new(0..0, false)
+}
+
+fn default_ticktime() -> u32 {
+    10
+}
+
+/// `[services.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// A release directory, tarball or project to build.
+    pub release: Option<PathBuf>,
+    /// An image directory from `unibeam build`.
+    pub image: Option<PathBuf>,
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// `HOST:GUEST`; replica i publishes HOST + i - 1.
+    #[serde(default)]
+    pub ports: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// e.g. "128M".
+    pub memory: Option<String>,
+    /// `no`, `on-failure[:N]` or `always`.
+    #[serde(default = "always")]
+    pub restart: Spanned<String>,
+    /// Whether the replicas join the cluster's mesh.
+    #[serde(default = "yes")]
+    pub cluster: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn always() -> Spanned<String> {
+    Spanned::new(0..0, "always".into())
+}
+
+/// A parsed and checked unibeam.toml.
+#[derive(Debug)]
+pub struct Compose {
+    pub path: PathBuf,
+    pub name: String,
+    pub file: ClusterFile,
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = line_column(self.text, span.start);
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 24
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Reads and checks `path`; relative paths inside stay relative to it.
+pub fn load(path: &Path) -> Result<Compose, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Compose, ConfigError> {
+    let check = Checker { path, text };
+    let file: ClusterFile = toml::from_str(text).map_err(|e| {
+        // toml's message repeats the snippet over several lines; keep the
+        // last line, which says what was expected.
+        let message = e.message().lines().last().unwrap_or("invalid TOML").to_string();
+        check.error(e.span().unwrap_or(0..0), message)
+    })?;
+    let name = match &file.cluster.name {
+        Some(n) if !valid_name(n.get_ref()) => {
+            return Err(check.error(
+                n.span(),
+                "cluster name: use a-z, 0-9 and '-', at most 24, starting with a letter",
+            ))
+        }
+        Some(n) => n.get_ref().clone(),
+        None => default_name(path),
+    };
+    check_cluster(&check, &file.cluster)?;
+    if file.services.is_empty() {
+        return Err(check.error(0..0, "no [services.<name>] table: expected at least one service"));
+    }
+    for (svc, spanned) in &file.services {
+        check_service(&check, svc, spanned)?;
+    }
+    Ok(Compose {
+        path: path.to_path_buf(),
+        name,
+        file,
+    })
+}
+
+fn default_name(path: &Path) -> String {
+    let dir = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|p| p.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let name: String = dir
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(24)
+        .collect();
+    if valid_name(&name) {
+        name
+    } else {
+        "cluster".into()
+    }
+}
+
+fn check_cluster(check: &Checker, c: &ClusterSection) -> Result<(), ConfigError> {
+    if *c.tls.get_ref() {
+        return Err(check.error(
+            c.tls.span(),
+            "tls = true: TLS distribution is not supported yet; remove the line (traffic stays on the private segment)",
+        ));
+    }
+    crate::plan::parse_subnet(c.subnet.get_ref())
+        .map_err(|m| check.error(c.subnet.span(), format!("subnet: {m}")))?;
+    if !(2..=600).contains(&c.net_ticktime) {
+        return Err(check.error(0..0, "net_ticktime: expected seconds between 2 and 600"));
+    }
+    Ok(())
+}
+
+fn check_service(check: &Checker, name: &str, spanned: &Spanned<Service>) -> Result<(), ConfigError> {
+    let s = spanned.get_ref();
+    let at = spanned.span();
+    if !valid_name(name) {
+        return Err(check.error(
+            at,
+            format!("service {name:?}: use a-z, 0-9 and '-', at most 24, starting with a letter"),
+        ));
+    }
+    if s.release.is_some() == s.image.is_some() {
+        return Err(check.error(
+            at,
+            format!("service {name}: expected exactly one of `release` or `image`"),
+        ));
+    }
+    if !(1..=64).contains(&s.replicas) {
+        return Err(check.error(at, format!("service {name}: replicas: expected 1 to 64")));
+    }
+    for port in &s.ports {
+        crate::plan::parse_port(port.get_ref())
+            .map_err(|m| check.error(port.span(), format!("service {name}: ports: {m}")))?;
+    }
+    let restart = s.restart.get_ref();
+    let known = ["no", "always", "on-failure"].contains(&restart.as_str())
+        || restart
+            .strip_prefix("on-failure:")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+    if !known {
+        return Err(check.error(
+            s.restart.span(),
+            format!("service {name}: restart: expected no, on-failure[:N] or always, found {restart:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[cluster]
+name = "shop"
+net_ticktime = 8
+
+[services.counter]
+release = "examples/cluster"
+replicas = 3
+ports = ["18080:8080"]
+env = { GREETING = "hi" }
+memory = "128M"
+"#;
+
+    fn error_of(text: &str) -> String {
+        parse(Path::new("unibeam.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = parse(Path::new("unibeam.toml"), GOOD).unwrap();
+        assert_eq!(c.name, "shop");
+        let svc = c.file.services["counter"].get_ref();
+        assert_eq!(svc.replicas, 3);
+        assert_eq!(svc.restart.get_ref(), "always");
+        assert!(svc.cluster);
+        assert_eq!(c.file.cluster.net_ticktime, 8);
+        assert_eq!(c.file.cluster.subnet.get_ref(), "10.77.0.0/24");
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let e = error_of("[services.web]\nrelease = \"x\"\nreplicas = \"three\"\n");
+        assert!(e.starts_with("unibeam.toml:3:12: "), "{e}");
+        assert!(e.contains("expected"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_say_what_was_expected() {
+        let e = error_of("[services.web]\nrelease = \"x\"\nreplica = 3\n");
+        assert!(e.starts_with("unibeam.toml:3:1: "), "{e}");
+        assert!(e.contains("unknown field `replica`"), "{e}");
+        assert!(e.contains("replicas"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_value() {
+        let e = error_of("[services.web]\nrelease = \"x\"\nrestart = \"sometimes\"\n");
+        assert!(e.starts_with("unibeam.toml:3:11: "), "{e}");
+        assert!(e.contains("on-failure"), "{e}");
+        let e = error_of("[services.web]\nrelease = \"x\"\nports = [\"80\"]\n");
+        assert!(e.starts_with("unibeam.toml:3:10: "), "{e}");
+        let e = error_of("[cluster]\nsubnet = \"10.0.0.0/33\"\n[services.web]\nrelease = \"x\"\n");
+        assert!(e.starts_with("unibeam.toml:2:10: "), "{e}");
+        let e = error_of("[cluster]\ntls = true\n[services.web]\nrelease = \"x\"\n");
+        assert!(e.contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn a_service_needs_exactly_one_source() {
+        let e = error_of("[services.web]\nreplicas = 2\n");
+        assert!(e.contains("exactly one of `release` or `image`"), "{e}");
+        assert!(error_of("[cluster]\n").contains("services"));
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,10 @@
+//! Clusters of unibeam instances described by a `unibeam.toml`: parsing
+//! and checking it, laying out replicas on a private network, and the
+//! per-cluster secrets kept on the host.
+
+pub mod config;
+pub mod plan;
+pub mod secret;
+
+pub use config::{load, Compose, ConfigError};
+pub use plan::{plan, Member, Plan};

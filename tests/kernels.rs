@@ -1,0 +1,87 @@
+//! End-to-end: the kernels and machine types an image can boot with. The
+//! rest of the suite runs on the default (the specialised kernel on
+//! `microvm`, once `make kernel` has built it); these cover the others.
+
+use std::fs;
+use std::time::Duration;
+use unibeam_e2e::*;
+
+fn kernel_kind(image: &std::path::Path) -> String {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(image.join("image.json")).unwrap()).unwrap();
+    manifest["kernel"]["origin"]["kind"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Boots `image` with `flags`, checks the HTTP answer, then stops it with
+/// Ctrl-C (the power button) and expects a clean exit.
+fn answers_and_stops(image: &std::path::Path, flags: &[&str]) {
+    let port = free_port();
+    let publish = format!("{port}:8080");
+    let mut args = vec![image.to_str().unwrap(), "-p", &publish];
+    args.extend(flags);
+    let mut vm = Vm::run(&args);
+    let (body, took) = vm.wait_http_ok(port, BOOT_TIMEOUT);
+    eprintln!("first HTTP 200 after {took:?}: {body}");
+    assert!(body.starts_with("hello from hello on hello "), "body: {body}");
+    vm.interrupt();
+    let status = vm.wait(Duration::from_secs(90));
+    let out = vm.output();
+    assert!(
+        out.contains("power button pressed"),
+        "graceful stop path not taken:\n{out}"
+    );
+    assert_eq!(status.code(), Some(0), "output:\n{out}");
+}
+
+#[test]
+fn the_default_image_boots_the_specialised_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    assert_eq!(
+        kernel_kind(&image),
+        "specialised",
+        "run `make kernel` first: the suite is meant to run on the specialised kernel"
+    );
+    assert!(
+        fs::metadata(image.join("vmlinuz")).unwrap().len() <= 2_000_000,
+        "the specialised kernel outgrew 2 MB"
+    );
+    let listing = initramfs_entries(&image.join("initramfs.img"));
+    assert!(
+        !listing.iter().any(|(p, _)| p.ends_with(".ko")),
+        "a kernel with everything built in needs no modules"
+    );
+}
+
+#[test]
+fn debian_kernel_smoke_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image_with(
+        &hello_release(),
+        &dir.path().join("hello.unibeam"),
+        &["--kernel", "debian"],
+    );
+    let kind = kernel_kind(&image);
+    assert!(
+        kind == "debian-package" || kind == "host-boot",
+        "kernel kind {kind}"
+    );
+    answers_and_stops(&image, &[]);
+}
+
+#[test]
+fn pc_machine_boots_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    answers_and_stops(&image, &["--machine", "pc"]);
+}
+
+#[test]
+fn hello_answers_at_64_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    answers_and_stops(&image, &["--memory", "64M"]);
+}
