@@ -66,6 +66,7 @@ bench: deps build releases kernel
 	$(CARGO) bench -p unibeam-e2e --bench boot_bench
 	$(CARGO) bench -p unibeam-e2e --bench image
 	$(CARGO) bench -p unibeam-e2e --bench runner
+	$(CARGO) bench -p unibeam-e2e --bench cluster
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -4,7 +4,8 @@
 //!   initramfs, `pc` machine), as built by hand before unibeam existed;
 //! - unibeam with Debian's cloud kernel;
 //! - unibeam with the specialised kernel (the default), on `microvm`;
-//! - the same on `pc`, and with embedded code loading.
+//! - the same on `pc`, with embedded code loading, and with xz or
+//!   uncompressed layers instead of zstd.
 //!
 //! Then the RAM floor of the default. Writes bench/results/boot.json and
 //! the boot section of docs/benchmarks.md.
@@ -217,6 +218,16 @@ fn main() {
         .unwrap()
         .to_string();
     let debian_kernel = debian.join("vmlinuz");
+    let xz = build_image_with(
+        &release,
+        &work.join("hello-xz.unibeam"),
+        &["--kernel", "specialised", "--compression", "xz"],
+    );
+    let raw = build_image_with(
+        &release,
+        &work.join("hello-raw.unibeam"),
+        &["--kernel", "specialised", "--compression", "none"],
+    );
     let baseline_initrd = build_baseline(&release, &debian_release, &work.join("naive"));
 
     let mut variants = vec![
@@ -237,6 +248,13 @@ fn main() {
             "embedded",
             "unibeam, specialised kernel, microvm, embedded code loading",
             embedded,
+            &[],
+        ),
+        Variant::new("xz", "unibeam, specialised kernel, microvm, xz layers", xz, &[]),
+        Variant::new(
+            "uncompressed",
+            "unibeam, specialised kernel, microvm, uncompressed layers",
+            raw,
             &[],
         ),
     ];

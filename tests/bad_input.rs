@@ -269,3 +269,21 @@ fn specialised_kernel_not_built_yet() {
         "unibeam kernel build",
     );
 }
+
+#[test]
+fn a_bad_unibeam_toml_names_line_column_and_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("unibeam.toml");
+    std::fs::write(&file, "[services.web]\nrelease = \"x\"\nreplicas = \"three\"\n").unwrap();
+    for verb in ["up", "down"] {
+        let out = unibeam_output(&[verb, "-f", file.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let line = one_line(&out.stderr);
+        assert!(line.contains(&format!("{}:3:12: ", file.display())), "{line}");
+        assert!(line.contains("expected"), "{line}");
+    }
+    let missing = dir.path().join("nope.toml");
+    let out = unibeam_output(&["up", "-f", missing.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains(missing.to_str().unwrap()));
+}

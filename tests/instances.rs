@@ -238,6 +238,7 @@ fn a_guest_writing_100_mb_leaves_a_capped_log() {
     let release = halt_release_with("{mode, chatty}, {megabytes, 100}", dir.path());
     let image = build_image(&release, &dir.path().join("chatty.unibeam"));
     state.ok(&["run", "-d", "--name", "chatty", image.to_str().unwrap()]);
+    let follower = follow_logs(&state, "chatty");
     // The emulated UART moves about half a megabyte a second under TCG.
     let record = state.wait_state("chatty", "exited", Duration::from_secs(900));
     assert_eq!(record["code"], 0, "{record}");
@@ -254,5 +255,37 @@ fn a_guest_writing_100_mb_leaves_a_capped_log() {
         tail.contains("beam exited with status 0"),
         "the end of the output survives: {tail}"
     );
+    // `logs -f` followed the log across its rotations to the very end.
+    let (followed, last) = follower.join().unwrap();
+    assert!(followed > 90_000_000, "logs -f saw only {followed} bytes");
+    assert!(last.contains("beam exited with status 0"), "logs -f ended with: {last}");
     state.ok(&["rm", "chatty"]);
+}
+
+/// Runs `unibeam logs -f NAME` until it exits by itself; returns how many
+/// bytes it printed and the last few hundred of them.
+fn follow_logs(state: &State, name: &str) -> std::thread::JoinHandle<(u64, String)> {
+    use std::io::Read;
+    let mut child = Command::new(unibeam())
+        .args(["logs", "-f", name])
+        .env("XDG_STATE_HOME", state.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("unibeam logs -f starts");
+    let mut out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let (mut total, mut last) = (0u64, Vec::new());
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            last.extend_from_slice(&buf[..n]);
+            let keep = last.len().saturating_sub(400);
+            last.drain(..keep);
+        }
+        let _ = child.wait();
+        (total, String::from_utf8_lossy(&last).into_owned())
+    })
 }

@@ -3,6 +3,7 @@
 //! them over HTTP the way a user would.
 
 pub mod bench;
+pub mod cluster;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -199,8 +200,17 @@ pub fn free_port() -> u16 {
 
 /// `GET http://127.0.0.1:<port>/` → status and body, or None if nothing answered.
 pub fn http_get(port: u16) -> Option<(u16, String)> {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
-    match agent.get(&format!("http://127.0.0.1:{port}/")).call() {
+    get(port, "/", Duration::from_secs(3))
+}
+
+/// `GET http://127.0.0.1:<port><path>`, for requests that may take a while.
+pub fn http_get_path(port: u16, path: &str) -> Option<(u16, String)> {
+    get(port, path, Duration::from_secs(20))
+}
+
+fn get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
+    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+    match agent.get(&format!("http://127.0.0.1:{port}{path}")).call() {
         Ok(resp) => Some((resp.status(), resp.into_string().unwrap_or_default())),
         Err(ureq::Error::Status(code, resp)) => Some((code, resp.into_string().unwrap_or_default())),
         Err(_) => None,

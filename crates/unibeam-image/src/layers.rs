@@ -58,7 +58,7 @@ impl LayerName {
     }
 }
 
-/// How layers are compressed. Both are decompressed by the kernel itself.
+/// How layers are compressed; the kernel itself unpacks each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "format", content = "level", rename_all = "lowercase")]
 pub enum Compression {
@@ -66,6 +66,8 @@ pub enum Compression {
     /// xz: x86 BCJ + LZMA2 preset 9 extreme, with a CRC32 check, which the
     /// kernel's decoder verifies.
     Xz,
+    /// Plain cpio: the biggest image, but nothing to decompress at boot.
+    None,
 }
 
 impl Compression {
@@ -73,12 +75,14 @@ impl Compression {
         match self {
             Compression::Zstd(level) => format!("zstd-{level}"),
             Compression::Xz => "xz-x86-9e".into(),
+            Compression::None => "none".into(),
         }
     }
 
     pub fn compress(self, data: &[u8]) -> io::Result<Vec<u8>> {
         match self {
             Compression::Zstd(level) => zstd::encode_all(data, level),
+            Compression::None => Ok(data.to_vec()),
             Compression::Xz => {
                 // LZMA_PRESET_EXTREME from lzma.h; xz2 does not re-export it.
                 let options =

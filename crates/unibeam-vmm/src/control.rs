@@ -31,6 +31,10 @@ fn wait_for_exit(store: &Store, name: &str, limit: Duration) -> Result<InstanceR
 
 /// Presses the power button, gives the guest `timeout`, then asks QEMU to
 /// quit, then SIGKILLs it. Returns the final record.
+///
+/// The wait is for QEMU's exit as the monitor records it, not for QMP's
+/// SHUTDOWN event: our guest powers off through isa-debug-exit, which ends
+/// QEMU at once, without that event, and with the BEAM's status.
 pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<InstanceRecord, StateError> {
     let record = store.load(name)?;
     forbid_restart(store, name)?;

@@ -167,20 +167,42 @@ pub struct QemuCommand {
 /// (each costs time on an emulated UART), and no reboot loop on panic.
 /// microvm has no PCI bus, so the kernel is told not to look for one.
 ///
-/// microvm under TCG has no HPET or PM timer to calibrate the TSC and the
-/// local APIC timer against, and on a busy host (3 VMs on 2 cores) the
-/// PIT-based fallbacks spun for minutes before init. So the delay loop is
-/// preset (`lpj`) and the PIT drives the tick instead of the APIC timer.
-/// Under KVM, kvm-clock gives both frequencies and none of this is needed.
+/// microvm under TCG has no HPET or PM timer to calibrate the TSC against,
+/// and on a busy host (3 VMs on 2 cores) the PIT-based fallbacks for the
+/// TSC and then the local APIC timer spun for minutes before init. Under
+/// TCG the guest's TSC is the host's, so its frequency is simply handed
+/// over (`tsc_early_khz`). Under KVM, kvm-clock tells the guest instead.
 pub fn default_kernel_args(machine: Machine, accel: Accel) -> Vec<String> {
-    let mut args = vec!["console=ttyS0", "quiet", "panic=-1", "rdinit=/init"];
+    let mut args: Vec<String> = ["console=ttyS0", "quiet", "panic=-1", "rdinit=/init"]
+        .map(String::from)
+        .to_vec();
     if machine == Machine::Microvm {
-        args.push("pci=off");
+        args.push("pci=off".into());
         if accel == Accel::Tcg {
-            args.extend(["lpj=4000000", "nolapic_timer"]);
+            args.extend(host_tsc_khz().map(|khz| format!("tsc_early_khz={khz}")));
         }
     }
-    args.into_iter().map(String::from).collect()
+    args
+}
+
+/// The host's TSC frequency, measured against the monotonic clock over
+/// 20 ms. /proc/cpuinfo's "cpu MHz" is the current core clock, which
+/// frequency scaling moves away from the TSC's.
+#[cfg(target_arch = "x86_64")]
+pub fn host_tsc_khz() -> Option<u64> {
+    use std::time::{Duration, Instant};
+    // SAFETY: RDTSC exists on every x86_64 CPU and only reads a counter.
+    let tsc = || unsafe { std::arch::x86_64::_rdtsc() };
+    let (t0, c0) = (Instant::now(), tsc());
+    std::thread::sleep(Duration::from_millis(20));
+    let (c1, elapsed) = (tsc(), t0.elapsed());
+    let khz = c1.checked_sub(c0)? as u128 * 1_000_000 / elapsed.as_micros().max(1) / 1000;
+    u64::try_from(khz).ok().filter(|k| (100_000..20_000_000).contains(k))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn host_tsc_khz() -> Option<u64> {
+    None
 }
 
 impl QemuCommand {
@@ -371,6 +393,18 @@ mod tests {
         assert_eq!(debug_exit_status(7), Some(3));
         assert_eq!(debug_exit_status(0), None);
         assert_eq!(debug_exit_status(2), None);
+    }
+
+    #[test]
+    fn the_host_tsc_is_measured_and_handed_to_tcg_microvms() {
+        let khz = host_tsc_khz().expect("an x86_64 host has a TSC");
+        assert!(khz > 500_000, "{khz} kHz");
+        let args = default_kernel_args(Machine::Microvm, Accel::Tcg);
+        assert!(args.iter().any(|a| a.starts_with("tsc_early_khz=")), "{args:?}");
+        assert!(!default_kernel_args(Machine::Microvm, Accel::Kvm)
+            .iter()
+            .any(|a| a.starts_with("tsc_early_khz=")));
+        assert!(!default_kernel_args(Machine::Pc, Accel::Tcg).contains(&"pci=off".to_string()));
     }
 
     #[test]

@@ -19,6 +19,8 @@ enum CompressionArg {
     Zstd,
     /// xz -9e: a little smaller, slower to unpack
     Xz,
+    /// no compression: nothing to unpack, three times the size
+    None,
 }
 
 /// Build a bootable microVM image from a release.
@@ -72,7 +74,7 @@ pub struct BuildFlags {
     /// Kernel: `specialised` (from `unibeam kernel build`), `debian` (the
     /// cloud kernel), or the path of a kernel with every driver built in.
     /// Default: specialised when it is built, else debian
-    #[arg(long, value_name = "specialised|debian|PATH", value_parser = parse_kernel)]
+    #[arg(long, value_name = "specialised|debian|PATH", value_parser = parse_kernel, env = "UNIBEAM_KERNEL")]
     kernel: Option<KernelChoice>,
     /// How the BEAM loads code: `interactive` loads each module on first
     /// use (the faster boot), `embedded` loads the whole release at boot
@@ -149,6 +151,7 @@ pub fn build_to(release_dir: &Path, output: &Path, flags: &BuildFlags) -> Result
         compression: match flags.compression {
             CompressionArg::Zstd => Compression::Zstd(19),
             CompressionArg::Xz => Compression::Xz,
+            CompressionArg::None => Compression::None,
         },
         keep_debug: flags.keep_debug,
         erts_from_host: flags.erts_from_host,
