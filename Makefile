@@ -17,7 +17,7 @@ RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
             $(CLUSTER)/releases/start_erl.data
 sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
-.PHONY: all deps build releases kernel demo test bench lint clean
+.PHONY: all deps build releases kernel demo test test-debian-kernel bench lint clean
 
 all: build
 
@@ -61,6 +61,10 @@ demo: deps build releases kernel
 
 test: deps build releases kernel
 	$(CARGO) test --release --workspace
+
+# The same suite with Debian's cloud kernel in every image instead.
+test-debian-kernel: deps build releases
+	UNIBEAM_KERNEL=debian $(CARGO) test --release --workspace
 
 bench: deps build releases kernel
 	$(CARGO) bench -p unibeam-e2e --bench boot_bench

@@ -40,7 +40,12 @@ fn main() {
     let by_size: serde_json::Map<String, serde_json::Value> = SIZES
         .iter()
         .zip(&samples)
-        .map(|(n, s)| (format!("{n}_nodes"), json!({"samples_s": s, "median_s": median(s)})))
+        .map(|(n, s)| {
+            (
+                format!("{n}_nodes"),
+                json!({"samples_s": s, "median_s": median(s)}),
+            )
+        })
         .collect();
     let result = json!({
         "benchmark": "cluster",

@@ -28,7 +28,10 @@ fn three_replicas_mesh_share_state_and_survive_a_kill() {
     let gone = format!("cluster: nodedown {}", c.node(2));
     let limit = Duration::from_secs(u64::from(c.ticktime) * 5 / 4 + 5);
     while !(c.logs(1).contains(&gone) && c.logs(3).contains(&gone)) {
-        assert!(killed_at.elapsed() < limit, "survivors did not report node 2 down within {limit:?}");
+        assert!(
+            killed_at.elapsed() < limit,
+            "survivors did not report node 2 down within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!("node 2 reported down after {:?}", killed_at.elapsed());
@@ -47,14 +50,24 @@ fn three_replicas_mesh_share_state_and_survive_a_kill() {
 /// No QEMU, monitor, socket or state directory of the cluster is left.
 fn assert_nothing_left(c: &Cluster) {
     let state = c.state_dir();
-    assert_eq!(processes_mentioning(&state), Vec::<String>::new(), "processes left");
+    assert_eq!(
+        processes_mentioning(&state),
+        Vec::<String>::new(),
+        "processes left"
+    );
     let instances: Vec<_> = std::fs::read_dir(state.join("unibeam/instances"))
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(instances.is_empty(), "instance directories left: {instances:?}");
-    assert!(!state.join("unibeam/clusters").join(&c.name).exists(), "cluster state left");
+    assert!(
+        !state.join("unibeam/clusters").join(&c.name).exists(),
+        "cluster state left"
+    );
     let ps = c.unibeam(&["ps", "-a"]);
-    assert!(!String::from_utf8_lossy(&ps.stdout).contains(&c.name), "ps -a still lists the cluster");
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains(&c.name),
+        "ps -a still lists the cluster"
+    );
 }
 
 #[test]
@@ -63,7 +76,8 @@ fn the_cookie_stays_out_of_command_lines_logs_and_ps() {
     c.up();
     c.wait_meshed(BOOT_TIMEOUT);
     let cookie = std::fs::read_to_string(c.cookie_path()).unwrap();
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(c.cookie_path()).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(c.cookie_path()).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the cookie file is private");
     assert!(cookie.len() >= 20, "a real cookie: {cookie:?}");
     let mut seen = processes_mentioning(&c.state_dir()).join("\n");
@@ -74,7 +88,10 @@ fn the_cookie_stays_out_of_command_lines_logs_and_ps() {
     for args in [&["ps", "-a"][..], &["ps", "-a", "--format", "json"]] {
         seen.push_str(&String::from_utf8_lossy(&c.unibeam(args).stdout));
     }
-    assert!(seen.contains("counter-1@10.77.0.2"), "the checks saw the cluster:\n{seen}");
+    assert!(
+        seen.contains("counter-1@10.77.0.2"),
+        "the checks saw the cluster:\n{seen}"
+    );
     assert!(!seen.contains(cookie.trim()), "the cookie leaked:\n{seen}");
     assert!(c.down().status.success());
     assert_nothing_left(&c);

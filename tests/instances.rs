@@ -258,7 +258,10 @@ fn a_guest_writing_100_mb_leaves_a_capped_log() {
     // `logs -f` followed the log across its rotations to the very end.
     let (followed, last) = follower.join().unwrap();
     assert!(followed > 90_000_000, "logs -f saw only {followed} bytes");
-    assert!(last.contains("beam exited with status 0"), "logs -f ended with: {last}");
+    assert!(
+        last.contains("beam exited with status 0"),
+        "logs -f ended with: {last}"
+    );
     state.ok(&["rm", "chatty"]);
 }
 

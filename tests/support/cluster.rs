@@ -156,7 +156,10 @@ impl Cluster {
     }
 
     pub fn cookie_path(&self) -> PathBuf {
-        self.state_dir().join("unibeam/clusters").join(&self.name).join("cookie")
+        self.state_dir()
+            .join("unibeam/clusters")
+            .join(&self.name)
+            .join("cookie")
     }
 }
 

@@ -197,7 +197,9 @@ pub fn host_tsc_khz() -> Option<u64> {
     std::thread::sleep(Duration::from_millis(20));
     let (c1, elapsed) = (tsc(), t0.elapsed());
     let khz = c1.checked_sub(c0)? as u128 * 1_000_000 / elapsed.as_micros().max(1) / 1000;
-    u64::try_from(khz).ok().filter(|k| (100_000..20_000_000).contains(k))
+    u64::try_from(khz)
+        .ok()
+        .filter(|k| (100_000..20_000_000).contains(k))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
