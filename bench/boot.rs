@@ -250,10 +250,10 @@ fn main() {
             embedded,
             &[],
         ),
-        Variant::new("xz", "unibeam, specialised kernel, microvm, xz layers", xz, &[]),
+        Variant::new("xz", "unibeam, specialised kernel, microvm, image with xz layers", xz, &[]),
         Variant::new(
             "uncompressed",
-            "unibeam, specialised kernel, microvm, uncompressed layers",
+            "unibeam, specialised kernel, microvm, image with uncompressed layers",
             raw,
             &[],
         ),

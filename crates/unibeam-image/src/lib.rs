@@ -20,5 +20,5 @@ pub use image::{build_image, BuildError, BuildOptions};
 pub use input::{resolve as resolve_input, InputError, ResolvedInput, Selector};
 pub use kernel::{KernelChoice, KernelOrigin};
 pub use layers::{Compression, LayerName};
-pub use manifest::{append_config_layer, ImageManifest, MANIFEST_FILE};
+pub use manifest::{append_config_layer, unpack_layers, ImageManifest, MANIFEST_FILE};
 pub use release::Release;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use unibeam_image::{append_config_layer, ImageManifest, Release, MANIFEST_FILE};
+use unibeam_image::{append_config_layer, unpack_layers, ImageManifest, Release, MANIFEST_FILE};
 use unibeam_spec::BootSpec;
 use unibeam_vmm::{
     choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine, Outcome,
@@ -122,8 +122,8 @@ fn resolve_image(target: &Path, flags: &build::BuildFlags, scratch: &Path) -> Re
     Ok(output)
 }
 
-/// The image's layers plus this instance's config layer, as one file:
-/// QEMU takes a single initrd.
+/// The image's layers, unpacked, plus this instance's config layer, as one
+/// file: QEMU takes a single initrd.
 fn instance_initrd(
     image_dir: &Path,
     boot: &BootSpec,
@@ -131,7 +131,9 @@ fn instance_initrd(
     runtime: &Path,
 ) -> Result<PathBuf> {
     let layers = image_dir.join(&manifest.initramfs.file);
-    let mut data = std::fs::read(&layers).with_context(|| format!("reading {}", layers.display()))?;
+    let packed = std::fs::read(&layers).with_context(|| format!("reading {}", layers.display()))?;
+    let mut data = unpack_layers(&packed, &manifest.initramfs.layers)
+        .with_context(|| format!("unpacking the layers of {}", layers.display()))?;
     append_config_layer(&mut data, boot);
     let initrd = runtime.join("initrd.img");
     std::fs::write(&initrd, data).with_context(|| format!("writing {}", initrd.display()))?;
