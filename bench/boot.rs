@@ -250,7 +250,12 @@ fn main() {
             embedded,
             &[],
         ),
-        Variant::new("xz", "unibeam, specialised kernel, microvm, image with xz layers", xz, &[]),
+        Variant::new(
+            "xz",
+            "unibeam, specialised kernel, microvm, image with xz layers",
+            xz,
+            &[],
+        ),
         Variant::new(
             "uncompressed",
             "unibeam, specialised kernel, microvm, image with uncompressed layers",
