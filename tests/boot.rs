@@ -9,23 +9,7 @@ use unibeam_e2e::*;
 fn hello_answers_http_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
-    let port = free_port();
-    let mut vm = Vm::run(&[image.to_str().unwrap(), "-p", &format!("{port}:8080")]);
-    let (body, took) = vm.wait_http_ok(port, BOOT_TIMEOUT);
-    eprintln!("first HTTP 200 after {took:?}: {body}");
-    assert!(body.starts_with("hello from hello on hello "), "body: {body}");
-    vm.interrupt();
-    let status = vm.wait(Duration::from_secs(90));
-    let out = vm.output();
-    assert!(
-        out.contains("power button pressed"),
-        "graceful stop path not taken:\n{out}"
-    );
-    assert!(
-        out.contains("SIGTERM received - shutting down"),
-        "BEAM did not run init:stop():\n{out}"
-    );
-    assert_eq!(status.code(), Some(0), "output:\n{out}");
+    hello_answers_and_stops(&image, &[]);
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! `microvm`, once `make kernel` has built it); these cover the others.
 
 use std::fs;
-use std::time::Duration;
 use unibeam_e2e::*;
 
 fn kernel_kind(image: &std::path::Path) -> String {
@@ -13,27 +12,6 @@ fn kernel_kind(image: &std::path::Path) -> String {
         .as_str()
         .unwrap_or("")
         .to_string()
-}
-
-/// Boots `image` with `flags`, checks the HTTP answer, then stops it with
-/// Ctrl-C (the power button) and expects a clean exit.
-fn answers_and_stops(image: &std::path::Path, flags: &[&str]) {
-    let port = free_port();
-    let publish = format!("{port}:8080");
-    let mut args = vec![image.to_str().unwrap(), "-p", &publish];
-    args.extend(flags);
-    let mut vm = Vm::run(&args);
-    let (body, took) = vm.wait_http_ok(port, BOOT_TIMEOUT);
-    eprintln!("first HTTP 200 after {took:?}: {body}");
-    assert!(body.starts_with("hello from hello on hello "), "body: {body}");
-    vm.interrupt();
-    let status = vm.wait(Duration::from_secs(90));
-    let out = vm.output();
-    assert!(
-        out.contains("power button pressed"),
-        "graceful stop path not taken:\n{out}"
-    );
-    assert_eq!(status.code(), Some(0), "output:\n{out}");
 }
 
 #[test]
@@ -73,14 +51,14 @@ fn debian_kernel_smoke_test() {
         kind == "debian-package" || kind == "host-boot",
         "kernel kind {kind}"
     );
-    answers_and_stops(&image, &[]);
+    hello_answers_and_stops(&image, &[]);
 }
 
 #[test]
 fn pc_machine_boots_too() {
     let dir = tempfile::tempdir().unwrap();
     let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
-    answers_and_stops(&image, &["--machine", "pc"]);
+    hello_answers_and_stops(&image, &["--machine", "pc"]);
 }
 
 /// The specialised kernel's RAM floor (Debian's kernel needs more).
@@ -92,5 +70,5 @@ fn hello_answers_at_64_mib() {
         &dir.path().join("hello.unibeam"),
         &["--kernel", "specialised"],
     );
-    answers_and_stops(&image, &["--memory", "64M"]);
+    hello_answers_and_stops(&image, &["--memory", "64M"]);
 }

@@ -217,6 +217,31 @@ fn get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
     }
 }
 
+/// Boots `image` with `flags`, checks the HTTP answer, then stops it with
+/// Ctrl-C (the power button) and expects a clean exit.
+pub fn hello_answers_and_stops(image: &Path, flags: &[&str]) {
+    let port = free_port();
+    let publish = format!("{port}:8080");
+    let mut args = vec![image.to_str().unwrap(), "-p", &publish];
+    args.extend(flags);
+    let mut vm = Vm::run(&args);
+    let (body, took) = vm.wait_http_ok(port, BOOT_TIMEOUT);
+    eprintln!("first HTTP 200 after {took:?}: {body}");
+    assert!(body.starts_with("hello from hello on hello "), "body: {body}");
+    vm.interrupt();
+    let status = vm.wait(Duration::from_secs(90));
+    let out = vm.output();
+    assert!(
+        out.contains("power button pressed"),
+        "graceful stop path not taken:\n{out}"
+    );
+    assert!(
+        out.contains("SIGTERM received - shutting down"),
+        "BEAM did not run init:stop():\n{out}"
+    );
+    assert_eq!(status.code(), Some(0), "output:\n{out}");
+}
+
 /// A `unibeam run` in the background, with everything it prints captured.
 pub struct Vm {
     child: Child,

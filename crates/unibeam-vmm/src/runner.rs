@@ -218,7 +218,11 @@ fn decide(code: i32, facts: &ConsoleFacts, qemu_stderr: &str) -> Result<Outcome,
         return Err(RunError::Qemu(last.to_string()));
     }
     Ok(Outcome::NoStatus {
-        detail: format!("QEMU exited with code {code} and the guest reported no exit status"),
+        // Seen when the guest ran out of memory before init could report.
+        detail: format!(
+            "QEMU exited with code {code} and the guest reported no exit status; \
+             if the console shows no panic, try a larger --memory"
+        ),
     })
 }
 
