@@ -49,7 +49,8 @@ pub struct Member {
     pub service: String,
     /// 1-based replica number.
     pub index: u32,
-    /// Instance name, as `ps` shows it: `<cluster>-<service>-<i>`.
+    /// Instance name, as `ps` shows it: `<cluster>-<service>-<i>`, or
+    /// `<cluster>-<i>` when the service is named like the cluster.
     pub instance: String,
     /// `<service>-<i>@<private ip>`.
     pub node: String,
@@ -95,6 +96,14 @@ fn segment(name: &str, state_dir: &Path) -> (Ipv4Addr, u16) {
     (group, port)
 }
 
+fn instance_name(cluster: &str, service: &str, index: u32) -> String {
+    if cluster == service {
+        format!("{cluster}-{index}")
+    } else {
+        format!("{cluster}-{service}-{index}")
+    }
+}
+
 /// Lays out every replica of every service.
 pub fn plan(compose: &Compose, state_dir: &Path) -> Plan {
     let c = &compose.file.cluster;
@@ -119,7 +128,7 @@ pub fn plan(compose: &Compose, state_dir: &Path) -> Plan {
             members.push(Member {
                 service: service.clone(),
                 index,
-                instance: format!("{}-{service}-{index}", compose.name),
+                instance: instance_name(&compose.name, service, index),
                 node: format!("{service}-{index}@{address}"),
                 address,
                 ports,
@@ -166,6 +175,12 @@ mod tests {
         assert_eq!(p.peers().len(), 3);
         assert!(p.group.is_multicast());
         assert!(fits(&p));
+    }
+
+    #[test]
+    fn a_service_named_like_its_cluster_is_not_repeated() {
+        assert_eq!(instance_name("counter", "counter", 2), "counter-2");
+        assert_eq!(instance_name("shop", "web", 2), "shop-web-2");
     }
 
     #[test]

@@ -21,7 +21,8 @@ const READY_LINE: &str = "unibeam-init: applications started";
 /// Start the services of a unibeam.toml as one cluster.
 ///
 /// Each service is built (or taken as an image) once, then started as
-/// `replicas` detached instances named `<cluster>-<service>-<i>`. The VMs
+/// `replicas` detached instances named `<cluster>-<service>-<i>` (or
+/// `<cluster>-<i>` when the service is named like the cluster). The VMs
 /// share a private network that QEMU carries over multicast on the host's
 /// loopback (no root, no tap), take static addresses from the cluster's
 /// subnet, and run as Erlang nodes `<service>-<i>@<address>` with no EPMD.
