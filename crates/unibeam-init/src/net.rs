@@ -90,19 +90,31 @@ fn add_default_route(sock: &Socket, gateway: Ipv4Addr) -> Result<(), String> {
     )
 }
 
-/// The NIC appears once its driver has probed; give it a moment.
-fn wait_for_interface(name: &str, limit: Duration) -> Result<(), String> {
-    let path = Path::new("/sys/class/net").join(name);
+/// Calls `probe` every 10 ms until it finds something or `limit` passes:
+/// NICs appear only once their driver has probed.
+fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
-    while !path.exists() {
+    loop {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
         if start.elapsed() > limit {
-            return Err(format!(
-                "{name}: no such interface after {limit:?}; is virtio-net attached?"
-            ));
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(())
+}
+
+fn wait_for_interface(name: &str, limit: Duration) -> Result<(), String> {
+    let path = Path::new("/sys/class/net").join(name);
+    poll(limit, || path.exists().then_some(()))
+        .ok_or_else(|| format!("{name}: no such interface after {limit:?}; is virtio-net attached?"))
+}
+
+/// The MAC address the kernel reports for `interface`.
+fn mac_of(interface: &str) -> Option<[u8; 6]> {
+    let text = fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+    crate::dhcp::parse_mac(&text)
 }
 
 /// What the interface ends up with.
@@ -115,11 +127,8 @@ struct Addressing {
 }
 
 fn lease(interface: &str) -> Result<Addressing, String> {
-    let mac_path = format!("/sys/class/net/{interface}/address");
-    let mac = fs::read_to_string(&mac_path)
-        .ok()
-        .and_then(|text| crate::dhcp::parse_mac(&text))
-        .ok_or_else(|| format!("{mac_path}: no MAC address"))?;
+    let mac =
+        mac_of(interface).ok_or_else(|| format!("/sys/class/net/{interface}/address: no MAC address"))?;
     let xid = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ std::process::id();
     let lease = crate::dhcp::lease(interface, mac, xid, Duration::from_secs(10))?;
     Ok(Addressing {
@@ -201,22 +210,11 @@ fn other_interface(not: &str) -> Option<String> {
 }
 
 fn interface_with_mac(mac: &str, limit: Duration) -> Result<String, String> {
-    let start = Instant::now();
-    loop {
-        let found = interfaces().into_iter().find(|name| {
-            fs::read_to_string(format!("/sys/class/net/{name}/address"))
-                .is_ok_and(|a| a.trim().eq_ignore_ascii_case(mac))
-        });
-        if let Some(name) = found {
-            return Ok(name);
-        }
-        if start.elapsed() > limit {
-            return Err(format!(
-                "no NIC with MAC {mac} after {limit:?}; is the private network attached?"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let wanted = crate::dhcp::parse_mac(mac).ok_or_else(|| format!("{mac:?} is not a MAC address"))?;
+    poll(limit, || {
+        interfaces().into_iter().find(|name| mac_of(name) == Some(wanted))
+    })
+    .ok_or_else(|| format!("no NIC with MAC {mac} after {limit:?}; is the private network attached?"))
 }
 
 /// Gives the cluster NIC its static address; no route beyond its subnet.

@@ -167,9 +167,10 @@ fn run_line(
 fn wait_ready(store: &Store, plan: &Plan, timeout: Duration) -> Result<()> {
     let bar = paths::spinner("up");
     let deadline = Instant::now() + timeout;
+    // A console that showed the line once need not be read again.
+    let mut seen = vec![false; plan.members.len()];
     loop {
-        let mut ready = 0;
-        for m in &plan.members {
+        for (m, seen) in plan.members.iter().zip(&mut seen) {
             if let Status::Exited { code } = store.load(&m.instance)?.observed_status() {
                 bar.finish_and_clear();
                 bail!(
@@ -178,10 +179,13 @@ fn wait_ready(store: &Store, plan: &Plan, timeout: Duration) -> Result<()> {
                     m.instance
                 );
             }
-            let log = std::fs::read(store.dir(&m.instance).join(unibeam_vmm::state::CONSOLE_LOG))
-                .unwrap_or_default();
-            ready += usize::from(String::from_utf8_lossy(&log).contains(READY_LINE));
+            if !*seen {
+                let log = std::fs::read(store.dir(&m.instance).join(unibeam_vmm::state::CONSOLE_LOG))
+                    .unwrap_or_default();
+                *seen = String::from_utf8_lossy(&log).contains(READY_LINE);
+            }
         }
+        let ready = seen.iter().filter(|s| **s).count();
         bar.set_message(format!("{ready}/{} instances ready", plan.members.len()));
         if ready == plan.members.len() {
             bar.finish_and_clear();
