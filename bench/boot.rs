@@ -4,8 +4,9 @@
 //!   initramfs, `pc` machine), as built by hand before unibeam existed;
 //! - unibeam with Debian's cloud kernel;
 //! - unibeam with the specialised kernel (the default), on `microvm`;
-//! - the same on `pc`, with embedded code loading, and with xz or
-//!   uncompressed layers instead of zstd.
+//! - the same on `pc`, with embedded code loading, with zstd or
+//!   uncompressed layers instead of xz, and entered through the bzImage
+//!   instead of the PVH ELF that `run` takes out of it.
 //!
 //! Then the RAM floor of the default. Writes bench/results/boot.json and
 //! the boot section of docs/benchmarks.md.
@@ -21,7 +22,7 @@ use unibeam_vmm::{default_kernel_args, Accel, Machine, QemuCommand};
 
 const RUNS: usize = 5;
 /// Memory sizes tried for the floor, smallest first.
-const MEMORY_STEPS: [u32; 6] = [32, 40, 48, 56, 64, 96];
+const MEMORY_STEPS: [u32; 7] = [32, 40, 48, 52, 56, 64, 96];
 
 /// init's boot milestones, as `unibeam run --timings` reports them.
 const MILESTONES: [(&str, &str); 4] = [
@@ -218,10 +219,10 @@ fn main() {
         .unwrap()
         .to_string();
     let debian_kernel = debian.join("vmlinuz");
-    let xz = build_image_with(
+    let zstd = build_image_with(
         &release,
-        &work.join("hello-xz.unibeam"),
-        &["--kernel", "specialised", "--compression", "xz"],
+        &work.join("hello-zstd.unibeam"),
+        &["--kernel", "specialised", "--compression", "zstd"],
     );
     let raw = build_image_with(
         &release,
@@ -251,10 +252,16 @@ fn main() {
             &[],
         ),
         Variant::new(
-            "xz",
-            "unibeam, specialised kernel, microvm, image with xz layers",
-            xz,
+            "zstd",
+            "unibeam, specialised kernel, microvm, image with zstd layers",
+            zstd,
             &[],
+        ),
+        Variant::new(
+            "bzimage",
+            "unibeam, specialised kernel, microvm, bzImage entry (guest decompresses the kernel)",
+            special.clone(),
+            &["--bzimage"],
         ),
         Variant::new(
             "uncompressed",

@@ -287,3 +287,20 @@ fn a_bad_unibeam_toml_names_line_column_and_what_was_expected() {
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line(&out.stderr).contains(missing.to_str().unwrap()));
 }
+
+/// Too little `--memory` for the image is named as such, with the fix,
+/// instead of init's confusing "no boot.json".
+#[test]
+fn too_little_memory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    let mut vm = Vm::run(&[image.to_str().unwrap(), "--memory", "48M"]);
+    let status = vm.wait(std::time::Duration::from_secs(90));
+    let out = vm.output();
+    assert_eq!(status.code(), Some(125), "{out}");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("the guest ran out of memory") && last.contains("--memory") && last.contains("48 MiB"),
+        "{out}"
+    );
+}

@@ -61,14 +61,25 @@ fn pc_machine_boots_too() {
     hello_answers_and_stops(&image, &["--machine", "pc"]);
 }
 
-/// The specialised kernel's RAM floor (Debian's kernel needs more).
+/// The specialised kernel's RAM floor (Debian's kernel needs more), booted
+/// the fast way: QEMU enters the ELF kernel taken out of the bzImage
+/// through its PVH entry point.
 #[test]
-fn hello_answers_at_64_mib() {
+fn hello_answers_at_56_mib_through_the_pvh_entry() {
     let dir = tempfile::tempdir().unwrap();
     let image = build_image_with(
         &hello_release(),
         &dir.path().join("hello.unibeam"),
         &["--kernel", "specialised"],
     );
-    hello_answers_and_stops(&image, &["--memory", "64M"]);
+    let out = hello_answers_and_stops(&image, &["--memory", "56M", "--verbose"]);
+    let qemu_line = out
+        .lines()
+        .find(|l| l.contains(" -kernel "))
+        .expect("--verbose prints QEMU's command line");
+    assert!(qemu_line.contains(" -m 56 "), "{qemu_line}");
+    assert!(
+        qemu_line.contains(".vmlinux -initrd"),
+        "the specialised kernel should boot as PVH ELF: {qemu_line}"
+    );
 }

@@ -219,7 +219,9 @@ fn get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
 
 /// Boots `image` with `flags`, checks the HTTP answer, then stops it with
 /// Ctrl-C (the power button) and expects a clean exit.
-pub fn hello_answers_and_stops(image: &Path, flags: &[&str]) {
+/// Boots hello, checks its answer and its graceful stop; returns what
+/// `unibeam run` printed.
+pub fn hello_answers_and_stops(image: &Path, flags: &[&str]) -> String {
     let port = free_port();
     let publish = format!("{port}:8080");
     let mut args = vec![image.to_str().unwrap(), "-p", &publish];
@@ -240,6 +242,7 @@ pub fn hello_answers_and_stops(image: &Path, flags: &[&str]) {
         "BEAM did not run init:stop():\n{out}"
     );
     assert_eq!(status.code(), Some(0), "output:\n{out}");
+    out
 }
 
 /// A `unibeam run` in the background, with everything it prints captured.
@@ -399,11 +402,22 @@ impl Drop for Vm {
     }
 }
 
-/// Entries of a layered initramfs (zstd-compressed newc archives back to
-/// back): (path, mode), in archive order.
+/// Entries of a layered initramfs (xz- or zstd-compressed newc archives
+/// back to back): (path, mode), in archive order.
 pub fn initramfs_entries(path: &Path) -> Vec<(String, u32)> {
     let compressed = std::fs::read(path).expect("read initramfs");
-    let archives = zstd::decode_all(&compressed[..]).expect("initramfs is zstd");
+    let archives = if compressed.starts_with(b"\xfd7zXZ\0") {
+        let mut out = Vec::new();
+        // One xz stream per layer, with stream padding between them.
+        std::io::Read::read_to_end(
+            &mut xz2::read::XzDecoder::new_multi_decoder(&compressed[..]),
+            &mut out,
+        )
+        .expect("initramfs is xz");
+        out
+    } else {
+        zstd::decode_all(&compressed[..]).expect("initramfs is zstd or xz")
+    };
     let mut entries = Vec::new();
     let mut rest = &archives[..];
     while !rest.is_empty() {

@@ -44,7 +44,7 @@ pub enum KbuildError {
     Install { packages: String, code: i32 },
     #[error("`{step}` failed; the last lines of its output are in {log}")]
     Step { step: String, log: PathBuf },
-    #[error("kernel config lost options from the fragment (unmet dependencies?): {0}")]
+    #[error("kernel config does not match the fragment (unmet dependencies, or a `select` turned an option back on): {0}")]
     LostOptions(String),
 }
 
@@ -55,13 +55,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KbuildError + '_ {
     }
 }
 
-/// The fragment's settings, without comments: `CONFIG_X=y` lines.
+/// The fragment's settings, without their reasons: `CONFIG_X=y` lines and
+/// `# CONFIG_X is not set` lines.
 pub fn fragment_options() -> Vec<&'static str> {
     FRAGMENT
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("CONFIG_"))
+        .filter(|l| l.starts_with("CONFIG_") || switched_off(l).is_some())
         .collect()
+}
+
+/// `CONFIG_X` for a `# CONFIG_X is not set` line.
+fn switched_off(line: &str) -> Option<&str> {
+    line.strip_prefix("# ")?
+        .strip_suffix(" is not set")
+        .filter(|o| o.starts_with("CONFIG_"))
 }
 
 fn fragment_hash() -> String {
@@ -277,11 +285,16 @@ fn check_config(config: &Path) -> Result<(), KbuildError> {
     }
 }
 
+/// Options that are on and should be (`CONFIG_X=y` missing), or that are
+/// off and came back on through a `select` (`CONFIG_X=y` present).
 fn lost_options(config: &str) -> Vec<&'static str> {
     let present: std::collections::HashSet<&str> = config.lines().map(str::trim).collect();
     fragment_options()
         .into_iter()
-        .filter(|o| !present.contains(o))
+        .filter(|o| match switched_off(o) {
+            Some(name) => present.contains(format!("{name}=y").as_str()),
+            None => !present.contains(o),
+        })
         .collect()
 }
 
@@ -334,10 +347,10 @@ mod tests {
     fn every_fragment_option_has_a_reason_above_it() {
         let lines: Vec<&str> = FRAGMENT.lines().collect();
         for (i, line) in lines.iter().enumerate() {
-            if line.starts_with("CONFIG_") {
+            if fragment_options().contains(line) {
                 let above = lines[i - 1];
                 assert!(
-                    above.starts_with("# ") && above.len() > 6,
+                    above.starts_with("# ") && above.len() > 6 && !fragment_options().contains(&above),
                     "{line} has no comment line above it"
                 );
             }
@@ -358,6 +371,11 @@ mod tests {
         assert!(lost_options(&config).is_empty());
         config = config.replace("CONFIG_VIRTIO_NET=y", "# CONFIG_VIRTIO_NET is not set");
         assert_eq!(lost_options(&config), vec!["CONFIG_VIRTIO_NET=y"]);
+        config = config.replace("# CONFIG_VT is not set", "CONFIG_VT=y");
+        assert_eq!(
+            lost_options(&config),
+            vec!["CONFIG_VIRTIO_NET=y", "# CONFIG_VT is not set"]
+        );
     }
 
     #[test]

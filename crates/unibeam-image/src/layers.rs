@@ -63,8 +63,8 @@ impl LayerName {
 #[serde(tag = "format", content = "level", rename_all = "lowercase")]
 pub enum Compression {
     Zstd(i32),
-    /// xz: x86 BCJ + LZMA2 preset 9 extreme, with a CRC32 check, which the
-    /// kernel's decoder verifies.
+    /// xz: x86 BCJ + LZMA2 preset 9 extreme with a dictionary no bigger
+    /// than the layer, and a CRC32 check, which the kernel's decoder verifies.
     Xz,
     /// Plain cpio: the biggest image, but nothing to decompress at boot.
     None,
@@ -85,8 +85,12 @@ impl Compression {
             Compression::None => Ok(data.to_vec()),
             Compression::Xz => {
                 // LZMA_PRESET_EXTREME from lzma.h; xz2 does not re-export it.
-                let options =
+                let mut options =
                     xz2::stream::LzmaOptions::new_preset(9 | 0x8000_0000).map_err(io::Error::other)?;
+                // The kernel allocates the whole dictionary before it unpacks
+                // a layer; preset 9's 64 MiB would not fit a small guest.
+                // A dictionary as big as the layer compresses just as well.
+                options.dict_size(xz_dict_size(data.len()));
                 // The x86 BCJ filter makes machine code compress better, and
                 // Debian's kernel decodes it (CONFIG_XZ_DEC_X86).
                 let mut filters = xz2::stream::Filters::new();
@@ -115,6 +119,12 @@ pub struct LayerInfo {
     pub sha256: String,
 }
 
+/// The smallest power of two that holds `len` bytes, between 64 KiB and
+/// preset 9's 64 MiB.
+fn xz_dict_size(len: usize) -> u32 {
+    (len.clamp(64 << 10, 64 << 20) as u32).next_power_of_two()
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -126,7 +136,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// Hashes everything that ends up in the archive, without building it.
 fn layer_key(tree: &Tree, compression: Compression) -> io::Result<String> {
     let mut h = Sha256::new();
-    h.update(b"unibeam-layer-v1\0");
+    h.update(b"unibeam-layer-v2\0");
     h.update(compression.label().as_bytes());
     for (path, node) in tree.nodes() {
         h.update(path.as_bytes());
@@ -351,5 +361,20 @@ mod tests {
         let mut back = Vec::new();
         xz2::read::XzDecoder::new(&x[..]).read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn xz_dictionary_fits_the_layer() {
+        assert_eq!(xz_dict_size(10), 64 << 10);
+        assert_eq!(xz_dict_size(3 << 20), 4 << 20);
+        assert_eq!(xz_dict_size(1 << 30), 64 << 20);
+        // What a kernel would allocate: the LZMA2 dictionary byte in the
+        // block header, after the 12-byte stream header, the header size,
+        // flags, the BCJ filter (id, no properties) and LZMA2's id and
+        // property size. 64 KiB encodes as 8.
+        let x = Compression::Xz.compress(b"tiny layer").unwrap();
+        assert_eq!(x[x.len() - 2..], *b"YZ");
+        assert_eq!(x[12..18], [0x02, 0x01, 0x04, 0x00, 0x21, 0x01]);
+        assert_eq!(x[18], 8);
     }
 }

@@ -2,6 +2,7 @@
 //! a layered initramfs and an `image.json` manifest.
 
 pub mod beam;
+pub mod bootfiles;
 pub mod content;
 pub mod deb;
 pub mod elf;

@@ -159,6 +159,21 @@ fn cluster_args(cluster: &crate::ClusterSpec, me: Option<&str>) -> Vec<String> {
     ]
 }
 
+/// Process and port table sizes for a guest of `memory_mib`. The BEAM's
+/// defaults (a million processes, 65536 ports) cost about 4 MiB of tables
+/// before any process runs, and a small VM could never fill them: a
+/// process needs at least 1 KiB. One slot per KiB of guest memory keeps
+/// the limit above what the memory can hold. Flags from the release's
+/// vm.args or `--vm-arg` come later and win.
+fn table_limits(memory_mib: u32) -> Vec<String> {
+    if memory_mib == 0 {
+        return Vec::new();
+    }
+    let processes = (memory_mib * 1024).clamp(16_384, 1_048_576);
+    let ports = (memory_mib * 128).clamp(4096, 65_536);
+    ["+P".into(), processes.to_string(), "+Q".into(), ports.to_string()].into()
+}
+
 /// Makes `erl_inetrc`: resolve from /etc/hosts, then DNS, with no helper.
 fn erl_inetrc() -> String {
     "{file, hosts, \"/etc/hosts\"}.\n{hosts_file, \"\"}.\n{file, resolv, \"/etc/resolv.conf\"}.\n\
@@ -182,6 +197,7 @@ impl BootSpec {
         for flag in ["+sbwt", "+sbwtdcpu", "+sbwtdio"] {
             args.extend([flag.to_string(), "none".to_string()]);
         }
+        args.extend(table_limits(inst.memory_mib));
         if rel.is_mix() {
             args.extend(["-s", "elixir", "start_cli"].map(String::from));
         }

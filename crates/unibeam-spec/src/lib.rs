@@ -138,6 +138,10 @@ pub struct InstanceSpec {
     pub run_as_root: bool,
     #[serde(default)]
     pub cluster: Option<ClusterSpec>,
+    /// The guest's memory in MiB (`run --memory`); 0 when unknown. The
+    /// BEAM's process and port tables are sized to it.
+    #[serde(default)]
+    pub memory_mib: u32,
 }
 
 impl Default for InstanceSpec {
@@ -152,6 +156,7 @@ impl Default for InstanceSpec {
             on_exit: ExitPolicy::Poweroff,
             run_as_root: false,
             cluster: None,
+            memory_mib: 0,
         }
     }
 }

@@ -204,3 +204,24 @@ fn cluster_members_mesh_with_every_peer_but_themselves() {
     // The keeper runs before the readiness marker, after the release boots.
     assert!(args.find("-eval").unwrap() < args.find("unibeam_apps_started").unwrap());
 }
+
+#[test]
+fn process_and_port_tables_follow_guest_memory() {
+    let mut spec = hello();
+    assert!(
+        !joined(&spec).contains("+P "),
+        "unknown memory keeps the BEAM's defaults"
+    );
+    spec.instance.memory_mib = 56;
+    let line = joined(&spec);
+    assert!(line.contains("+P 57344 +Q 7168"), "{line}");
+    // The release's vm.args and --vm-arg come later, so they win.
+    assert!(
+        line.find("+P ").unwrap() < line.find("-args_file").unwrap(),
+        "{line}"
+    );
+    spec.instance.memory_mib = 8192;
+    assert!(joined(&spec).contains("+P 1048576 +Q 65536"));
+    spec.instance.memory_mib = 8;
+    assert!(joined(&spec).contains("+P 16384 +Q 4096"));
+}

@@ -80,6 +80,7 @@ fn boot_once(store: &Store, record: &mut InstanceRecord, cmd: &QemuCommand) -> R
     let code = exit_code(&outcome, qemu_code);
     match &outcome {
         Ok(Outcome::KernelPanic(line)) => note(format!("guest kernel panic: {line}"))?,
+        Ok(Outcome::OutOfMemory(line)) => note(format!("guest out of memory, needs more --memory: {line}"))?,
         Err(e) => note(e.to_string())?,
         _ => {}
     }

@@ -34,13 +34,24 @@ pub enum Outcome {
     KernelPanic(String),
     /// QEMU ended without a status from init (killed, or the guest reset).
     NoStatus { detail: String },
+    /// The guest ran out of memory: the kernel could not unpack the
+    /// initramfs, or the OOM killer ended the BEAM. The console line is quoted.
+    OutOfMemory(String),
 }
+
+/// Console lines that mean the guest's memory was too small.
+const OUT_OF_MEMORY_LINES: [&str; 3] = [
+    "Initramfs unpacking failed",
+    "Out of memory: Killed process",
+    "deadlocked on memory",
+];
 
 /// What the console reader learned while streaming.
 #[derive(Debug, Default)]
 struct ConsoleFacts {
     status: Option<u8>,
     panic_line: Option<String>,
+    memory_line: Option<String>,
 }
 
 pub fn check_ports(forwards: &[PortForward]) -> Result<(), RunError> {
@@ -73,9 +84,12 @@ fn note_line(line: &str, facts: &Mutex<ConsoleFacts>) {
     if let Some(rest) = line.split(EXIT_STATUS_MARKER).nth(1) {
         facts.status = rest.trim().parse().ok();
     }
+    let quoted = || line.split("] ").last().unwrap_or(line).trim().to_string();
     if facts.panic_line.is_none() && line.contains("Kernel panic") {
-        let quoted = line.split("] ").last().unwrap_or(line).trim().to_string();
-        facts.panic_line = Some(quoted);
+        facts.panic_line = Some(quoted());
+    }
+    if facts.memory_line.is_none() && OUT_OF_MEMORY_LINES.iter().any(|m| line.contains(m)) {
+        facts.memory_line = Some(quoted());
     }
 }
 
@@ -207,6 +221,14 @@ pub fn run_foreground(
 }
 
 fn decide(code: i32, facts: &ConsoleFacts, qemu_stderr: &str) -> Result<Outcome, RunError> {
+    // Init's own failure (125) or no status at all: the guest never got to
+    // run the BEAM. A BEAM the OOM killer ended keeps its status (137),
+    // as `docker run` does.
+    if let Some(line) = &facts.memory_line {
+        if matches!(facts.status, None | Some(125)) {
+            return Ok(Outcome::OutOfMemory(line.clone()));
+        }
+    }
     if let Some(line) = &facts.panic_line {
         return Ok(Outcome::KernelPanic(line.clone()));
     }
@@ -260,6 +282,32 @@ mod tests {
             decide(0, &facts, "").unwrap(),
             Outcome::KernelPanic("Kernel panic - not syncing: VFS: Unable to mount root fs".into())
         );
+    }
+
+    #[test]
+    fn running_out_of_memory_is_named() {
+        let facts = facts_of(&[
+            "Initramfs unpacking failed: write error\n",
+            "[    0.5] unibeam-init: fatal: /unibeam/boot.json: No such file or directory\n",
+            "unibeam-init: beam exited with status 125\n",
+        ]);
+        assert_eq!(
+            decide(0, &facts, "").unwrap(),
+            Outcome::OutOfMemory("Initramfs unpacking failed: write error".into())
+        );
+        let panicked = facts_of(&[
+            "Out of memory and no killable processes...\n",
+            "deadlocked on memory\n",
+        ]);
+        assert!(matches!(
+            decide(0, &panicked, "").unwrap(),
+            Outcome::OutOfMemory(_)
+        ));
+        let killed = facts_of(&[
+            "[ 2.7] Out of memory: Killed process 26 (beam.smp)\n",
+            "unibeam-init: beam exited with status 137\n",
+        ]);
+        assert_eq!(decide(0, &killed, "").unwrap(), Outcome::Exited(137));
     }
 
     #[test]

@@ -15,10 +15,12 @@ pub const FAILURE_EXIT: u8 = 1;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum CompressionArg {
-    /// zstd level 19: fast to unpack at boot
-    Zstd,
-    /// xz -9e: a little smaller, slower to unpack
+    /// xz -9e with the x86 filter: the smallest image. `run` unpacks the
+    /// layers on the host once and caches them, so the guest never pays
+    /// for xz; only loaders that boot the image as is (exports) do
     Xz,
+    /// zstd level 19: about 12% bigger, unpacked five times faster than xz
+    Zstd,
     /// no compression: nothing to unpack, three times the size
     None,
 }
@@ -66,7 +68,7 @@ pub struct BuildFlags {
     #[arg(long)]
     keep_debug: bool,
     /// Layer compression
-    #[arg(long, value_enum, default_value = "zstd")]
+    #[arg(long, value_enum, default_value = "xz")]
     compression: CompressionArg,
     /// Recompress every layer instead of reusing cached ones
     #[arg(long)]

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use unibeam_image::{append_config_layer, unpack_layers, ImageManifest, Release, MANIFEST_FILE};
+use unibeam_image::{append_config_layer, bootfiles, ImageManifest, Release, MANIFEST_FILE};
 use unibeam_spec::BootSpec;
 use unibeam_vmm::{
     choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine, Outcome,
@@ -60,6 +60,11 @@ pub struct RunArgs {
     /// QEMU machine type
     #[arg(long, value_enum, default_value = "microvm")]
     machine: MachineArg,
+    /// Boot the image's bzImage as it is, where `run` would otherwise hand
+    /// QEMU the kernel's ELF through its PVH entry (kept for comparison:
+    /// under TCG the guest then spends about a second decompressing it)
+    #[arg(long)]
+    bzimage: bool,
     /// Print the full QEMU command line
     #[arg(short, long)]
     verbose: bool,
@@ -122,21 +127,12 @@ fn resolve_image(target: &Path, flags: &build::BuildFlags, scratch: &Path) -> Re
     Ok(output)
 }
 
-/// The image's layers, unpacked, plus this instance's config layer, as one
-/// file: QEMU takes a single initrd.
-fn instance_initrd(
-    image_dir: &Path,
-    boot: &BootSpec,
-    manifest: &ImageManifest,
-    runtime: &Path,
-) -> Result<PathBuf> {
-    let layers = image_dir.join(&manifest.initramfs.file);
-    let packed = std::fs::read(&layers).with_context(|| format!("reading {}", layers.display()))?;
-    let mut data = unpack_layers(&packed, &manifest.initramfs.layers)
-        .with_context(|| format!("unpacking the layers of {}", layers.display()))?;
-    append_config_layer(&mut data, boot);
+/// The image's layers, unpacked (cached), plus this instance's config
+/// layer, as one file: QEMU takes a single initrd.
+fn instance_initrd(mut layers: Vec<u8>, boot: &BootSpec, runtime: &Path) -> Result<PathBuf> {
+    append_config_layer(&mut layers, boot);
     let initrd = runtime.join("initrd.img");
-    std::fs::write(&initrd, data).with_context(|| format!("writing {}", initrd.display()))?;
+    std::fs::write(&initrd, layers).with_context(|| format!("writing {}", initrd.display()))?;
     Ok(initrd)
 }
 
@@ -156,18 +152,30 @@ pub(crate) fn prepare(
         boot.hostname = name.to_string();
     }
     args.instance.apply(&mut boot)?;
+    boot.instance.memory_mib = args.memory;
     let machine = match args.machine {
         MachineArg::Microvm => Machine::Microvm,
         MachineArg::Pc => Machine::Pc,
     };
     boot.modules.retain(|m| machine.needs_module(m));
-    let kernel = image_dir.join(&manifest.kernel.file);
+    let cache = paths::cache_dir()?;
+    let files = bootfiles::prepare(
+        &image_dir.join(&manifest.kernel.file),
+        &image_dir.join(&manifest.initramfs.file),
+        &manifest.initramfs.layers,
+        &cache,
+    )?;
+    let kernel = if args.bzimage {
+        image_dir.join(&manifest.kernel.file)
+    } else {
+        files.kernel
+    };
     let choice = match args.accel {
         AccelArg::Auto => AccelChoice::Auto,
         AccelArg::Kvm => AccelChoice::Force(Accel::Kvm),
         AccelArg::Tcg => AccelChoice::Force(Accel::Tcg),
     };
-    let decision = choose_accel(choice, &qemu, &kernel, &paths::cache_dir()?).map_err(anyhow::Error::msg)?;
+    let decision = choose_accel(choice, &qemu, &kernel, &cache).map_err(anyhow::Error::msg)?;
     eprintln!("unibeam: accelerator {}: {}", decision.accel, decision.reason);
     let cmd = QemuCommand {
         binary: qemu,
@@ -176,7 +184,7 @@ pub(crate) fn prepare(
         memory_mib: args.memory,
         cpus: args.cpus,
         kernel,
-        initrd: instance_initrd(&image_dir, &boot, &manifest, workdir)?,
+        initrd: instance_initrd(files.layers, &boot, workdir)?,
         kernel_args: default_kernel_args(machine, decision.accel),
         forwards: args.publish.clone(),
         qmp_socket: workdir.join("qmp.sock"),
@@ -216,6 +224,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Outcome::Exited(status) => Ok(ExitCode::from(status)),
         Outcome::KernelPanic(line) => bail!("guest kernel panic: {line}"),
         Outcome::NoStatus { detail } => bail!("{detail}"),
+        Outcome::OutOfMemory(line) => bail!(
+            "the guest ran out of memory ({line}); give it more with --memory \
+             (now {} MiB; the image unpacks to {:.1} MB, which the kernel holds twice while unpacking)",
+            args.memory,
+            manifest.initramfs.uncompressed_bytes as f64 / 1e6
+        ),
     }
 }
 
