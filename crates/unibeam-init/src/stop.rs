@@ -25,10 +25,15 @@ impl Stop {
         self.deadline.is_some()
     }
 
-    /// The first request sends SIGTERM and starts the clock; later ones
-    /// change nothing.
+    /// The first request sends SIGTERM and starts the clock. Later ones
+    /// send SIGTERM again but keep the clock: a BEAM still booting ignores
+    /// SIGTERM until its signal server runs, and the host presses the
+    /// power button again until the VM is off.
     pub fn request(&mut self, p: &mut impl Platform, beam: i32, now: Instant, why: &str) {
         if self.deadline.is_some() {
+            if !self.killed {
+                p.signal(beam, Signal::SIGTERM);
+            }
             return;
         }
         log!(
@@ -79,17 +84,26 @@ mod tests {
 
         stop.request(&mut p, 78, t0, "power button pressed");
         stop.request(&mut p, 78, t0 + Duration::from_secs(1), "SIGTERM");
-        assert_eq!(p.calls, ["signal 78 SIGTERM"]);
+        assert_eq!(p.calls, ["signal 78 SIGTERM", "signal 78 SIGTERM"]);
         assert_eq!(
             stop.wait(t0 + Duration::from_secs(2)),
             Some(Duration::from_secs(3))
         );
 
         stop.enforce(&mut p, t0 + Duration::from_secs(4));
-        assert_eq!(p.calls.len(), 1, "still within the timeout");
+        assert_eq!(
+            p.calls.len(),
+            2,
+            "still within the timeout: the clock kept its start"
+        );
         stop.enforce(&mut p, t0 + Duration::from_secs(5));
         stop.enforce(&mut p, t0 + Duration::from_secs(6));
-        assert_eq!(p.calls, ["signal 78 SIGTERM", "signal -1 SIGKILL"]);
+        assert_eq!(
+            p.calls,
+            ["signal 78 SIGTERM", "signal 78 SIGTERM", "signal -1 SIGKILL"]
+        );
+        stop.request(&mut p, 78, t0 + Duration::from_secs(7), "power button pressed");
+        assert_eq!(p.calls.len(), 3, "nothing after the kill");
         assert!(stop.requested());
     }
 }

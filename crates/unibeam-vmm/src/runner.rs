@@ -108,14 +108,18 @@ fn signal_channel() -> io::Result<mpsc::Receiver<i32>> {
 
 /// Presses the power button over QMP; reports but survives failure, since
 /// the grace timer kills QEMU anyway.
-fn request_stop(cmd: &QemuCommand) {
-    eprintln!("unibeam: stopping the VM gracefully (Ctrl-C again to kill it)");
+fn press_power_button(cmd: &QemuCommand) {
     let pressed =
         Qmp::connect(&cmd.qmp_socket, Duration::from_secs(5)).and_then(|mut q| q.system_powerdown());
     if let Err(e) = pressed {
         eprintln!("unibeam: could not press the power button: {e}");
     }
 }
+
+/// How often a stop presses the power button again: a press that lands
+/// before the guest's ACPI driver and init are listening is lost, and
+/// init ignores presses after the first it sees.
+const PRESS_AGAIN: Duration = Duration::from_secs(2);
 
 fn wait_with_signals(
     child: &mut Child,
@@ -124,17 +128,24 @@ fn wait_with_signals(
     stop_grace: Duration,
 ) -> io::Result<i32> {
     let mut kill_at: Option<Instant> = None;
+    let mut pressed_at = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(status.code().unwrap_or(-1));
         }
         match signals.recv_timeout(Duration::from_millis(50)) {
             Ok(_) if kill_at.is_none() => {
-                request_stop(cmd);
+                eprintln!("unibeam: stopping the VM gracefully (Ctrl-C again to kill it)");
+                press_power_button(cmd);
+                pressed_at = Instant::now();
                 kill_at = Some(Instant::now() + stop_grace);
             }
             Ok(_) => kill_at = Some(Instant::now()),
             Err(_) => {}
+        }
+        if kill_at.is_some() && pressed_at.elapsed() >= PRESS_AGAIN {
+            press_power_button(cmd);
+            pressed_at = Instant::now();
         }
         if kill_at.is_some_and(|t| Instant::now() >= t) {
             eprintln!("unibeam: killing QEMU");
