@@ -11,7 +11,7 @@
 //! The image on disk stays as built: compressed, and bootable as is by any
 //! loader that takes a bzImage and an initramfs.
 
-use crate::layers::{sha256_hex, LayerInfo};
+use crate::layers::{sha256_hex, write_atomically, LayerInfo};
 use crate::manifest::unpack_layers;
 use object::elf;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
@@ -31,31 +31,27 @@ pub enum BootFilesError {
 
 /// The kernel QEMU should load, and the image's layers unpacked.
 pub struct BootFiles {
+    /// The PVH ELF taken out of the image's bzImage, or the bzImage itself.
     pub kernel: PathBuf,
-    /// True when `kernel` is the PVH ELF taken out of the image's bzImage.
-    pub pvh: bool,
     /// One uncompressed newc stream, 4-byte aligned, ready for more layers.
     pub layers: Vec<u8>,
 }
 
-/// Unpacks (or finds in `cache`) what booting `kernel` and `initramfs` needs.
+/// Unpacks (or finds in `cache`) what booting `kernel` and `initramfs`
+/// needs; with `pvh` false the bzImage is booted as it is.
 pub fn prepare(
     kernel: &Path,
     initramfs: &Path,
     layers: &[LayerInfo],
     cache: &Path,
+    pvh: bool,
 ) -> Result<BootFiles, BootFilesError> {
     let dir = cache.join("boot");
     fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    let (vmlinux, pvh) = match cached_vmlinux(kernel, &dir)? {
-        Some(path) => (path, true),
-        None => (kernel.to_path_buf(), false),
-    };
-    let layers = cached_layers(initramfs, layers, &dir)?;
+    let vmlinux = if pvh { cached_vmlinux(kernel, &dir)? } else { None };
     Ok(BootFiles {
-        kernel: vmlinux,
-        pvh,
-        layers,
+        kernel: vmlinux.unwrap_or_else(|| kernel.to_path_buf()),
+        layers: cached_layers(initramfs, layers, &dir)?,
     })
 }
 
@@ -66,12 +62,8 @@ fn io_at(path: &Path) -> impl Fn(io::Error) -> BootFilesError + '_ {
     }
 }
 
-/// Writes `data` to `path` through a temporary name, so a reader never sees
-/// half a file and concurrent runs of the same image do not collide.
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), BootFilesError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    fs::write(&tmp, data).map_err(io_at(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_at(path))
+fn store(path: &Path, data: &[u8]) -> Result<(), BootFilesError> {
+    write_atomically(path, data).map_err(io_at(path))
 }
 
 fn cached_layers(initramfs: &Path, layers: &[LayerInfo], dir: &Path) -> Result<Vec<u8>, BootFilesError> {
@@ -84,7 +76,7 @@ fn cached_layers(initramfs: &Path, layers: &[LayerInfo], dir: &Path) -> Result<V
         path: initramfs.to_path_buf(),
         cause: e.to_string(),
     })?;
-    write_atomically(&path, &data)?;
+    store(&path, &data)?;
     Ok(data)
 }
 
@@ -104,11 +96,11 @@ fn cached_vmlinux(kernel: &Path, dir: &Path) -> Result<Option<PathBuf>, BootFile
     }
     match pvh_vmlinux(&bz) {
         Some(elf) => {
-            write_atomically(&path, &elf)?;
+            store(&path, &elf)?;
             Ok(Some(path))
         }
         None => {
-            write_atomically(&none, b"")?;
+            store(&none, b"")?;
             Ok(None)
         }
     }

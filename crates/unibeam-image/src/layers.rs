@@ -272,12 +272,16 @@ fn read_cached(cache: &Path, key: &str) -> Option<(Vec<u8>, CachedMeta)> {
 fn store_cached(cache: &Path, key: &str, data: &[u8], meta: &CachedMeta) -> io::Result<()> {
     let (data_path, meta_path) = cache_paths(cache, key);
     let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-    for (path, bytes) in [(&data_path, data), (&meta_path, &json[..])] {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        fs::write(&tmp, bytes)?;
-        fs::rename(&tmp, path)?;
-    }
-    Ok(())
+    write_atomically(&data_path, data)?;
+    write_atomically(&meta_path, &json)
+}
+
+/// Writes `bytes` to `path` through a temporary name, so a reader never
+/// sees half a file and concurrent writers of the same entry do not collide.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

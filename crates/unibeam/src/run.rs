@@ -164,12 +164,9 @@ pub(crate) fn prepare(
         &image_dir.join(&manifest.initramfs.file),
         &manifest.initramfs.layers,
         &cache,
+        !args.bzimage,
     )?;
-    let kernel = if args.bzimage {
-        image_dir.join(&manifest.kernel.file)
-    } else {
-        files.kernel
-    };
+    let kernel = files.kernel;
     let choice = match args.accel {
         AccelArg::Auto => AccelChoice::Auto,
         AccelArg::Kvm => AccelChoice::Force(Accel::Kvm),
