@@ -276,6 +276,19 @@ impl Vm {
 
     /// Any VM-running command, e.g. a plain QEMU for the naive baseline.
     pub fn spawn(mut cmd: Command) -> Vm {
+        use std::os::unix::process::CommandExt;
+        // A shell without job control starts background jobs with SIGINT
+        // ignored, and children inherit that: a suite or bench run with `&`
+        // would then lose a Ctrl-C that lands before unibeam installs its
+        // handler. The command gets SIGINT as a terminal user's would.
+        // SAFETY: runs between fork and exec and only calls signal(2), which
+        // is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
