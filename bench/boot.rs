@@ -22,7 +22,7 @@ use unibeam_vmm::{default_kernel_args, Accel, Machine, QemuCommand};
 
 const RUNS: usize = 5;
 /// Memory sizes tried for the floor, smallest first.
-const MEMORY_STEPS: [u32; 7] = [32, 40, 48, 52, 56, 64, 96];
+const MEMORY_STEPS: [u32; 8] = [32, 40, 48, 52, 54, 56, 64, 96];
 
 /// init's boot milestones, as `unibeam run --timings` reports them.
 const MILESTONES: [(&str, &str); 4] = [

@@ -294,13 +294,26 @@ fn a_bad_unibeam_toml_names_line_column_and_what_was_expected() {
 fn too_little_memory_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    // 48 MiB unpacks hello's files, then the BEAM outgrows what is left:
+    // its status stays the OOM killer's 137, with the fix on stderr.
     let mut vm = Vm::run(&[image.to_str().unwrap(), "--memory", "48M"]);
+    let status = vm.wait(std::time::Duration::from_secs(90));
+    let out = vm.output();
+    assert_eq!(status.code(), Some(137), "{out}");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("OOM killer ended the BEAM") && last.contains("--memory") && last.contains("48 MiB"),
+        "{out}"
+    );
+    // 44 MiB leaves the kernel nothing to kill while it unpacks: unibeam's
+    // own failure, 125.
+    let mut vm = Vm::run(&[image.to_str().unwrap(), "--memory", "44M"]);
     let status = vm.wait(std::time::Duration::from_secs(90));
     let out = vm.output();
     assert_eq!(status.code(), Some(125), "{out}");
     let last = out.lines().last().unwrap_or_default();
     assert!(
-        last.contains("the guest ran out of memory") && last.contains("--memory") && last.contains("48 MiB"),
+        last.contains("the guest ran out of memory") && last.contains("44 MiB"),
         "{out}"
     );
 }

@@ -70,6 +70,7 @@ fn cached_layers(initramfs: &Path, layers: &[LayerInfo], dir: &Path) -> Result<V
     let packed = fs::read(initramfs).map_err(io_at(initramfs))?;
     let path = dir.join(format!("{}.cpio", &sha256_hex(&packed)[..32]));
     if let Ok(data) = fs::read(&path) {
+        mark_used(&path);
         return Ok(data);
     }
     let data = unpack_layers(&packed, layers).map_err(|e| BootFilesError::Corrupt {
@@ -77,7 +78,37 @@ fn cached_layers(initramfs: &Path, layers: &[LayerInfo], dir: &Path) -> Result<V
         cause: e.to_string(),
     })?;
     store(&path, &data)?;
+    prune_unpacked(dir, KEEP_UNPACKED);
     Ok(data)
+}
+
+/// Unpacked images the cache keeps. Each holds a whole image's files
+/// (14 MB for hello) and every rebuild of an app makes a new one, so
+/// without a bound the cache grew by a gigabyte in a day of work. A boot
+/// reads its copy into memory first, so pruning never pulls one from under
+/// a running VM. Kernels are kept: QEMU opens them by path.
+const KEEP_UNPACKED: usize = 8;
+
+/// Records a cache hit in the mtime that pruning goes by; best effort.
+fn mark_used(path: &Path) {
+    if let Ok(file) = fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes all but the `keep` most recently used unpacked images; best
+/// effort, as a cache that cannot shrink still works.
+fn prune_unpacked(dir: &Path, keep: usize) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let mut unpacked: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cpio"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    unpacked.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
+    for (_, path) in unpacked.into_iter().skip(keep) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// The PVH-capable ELF inside `kernel`, from the cache or extracted now;
@@ -192,6 +223,29 @@ fn has_pvh_note(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for i in 0..5u64 {
+            let path = dir.path().join(format!("{i}.cpio"));
+            fs::write(&path, b"x").unwrap();
+            let file = fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(base + std::time::Duration::from_secs(i))
+                .unwrap();
+        }
+        fs::write(dir.path().join("k.vmlinux"), b"x").unwrap();
+        // The oldest, just used, outlives the two after it.
+        mark_used(&dir.path().join("0.cpio"));
+        prune_unpacked(dir.path(), 3);
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["0.cpio", "3.cpio", "4.cpio", "k.vmlinux"]);
+    }
 
     #[test]
     fn non_bzimage_has_no_vmlinux() {

@@ -27,7 +27,7 @@ pub fn now_secs() -> u64 {
 /// The exit code `ps` shows for how a boot ended.
 fn exit_code(outcome: &Result<Outcome, crate::RunError>, qemu_code: i32) -> i32 {
     match outcome {
-        Ok(Outcome::Exited(status)) => i32::from(*status),
+        Ok(Outcome::Exited(status) | Outcome::OomKilled { status, .. }) => i32::from(*status),
         Ok(Outcome::NoStatus { .. }) if qemu_code < 0 => 137,
         _ => 125,
     }
@@ -80,7 +80,9 @@ fn boot_once(store: &Store, record: &mut InstanceRecord, cmd: &QemuCommand) -> R
     let code = exit_code(&outcome, qemu_code);
     match &outcome {
         Ok(Outcome::KernelPanic(line)) => note(format!("guest kernel panic: {line}"))?,
-        Ok(Outcome::OutOfMemory(line)) => note(format!("guest out of memory, needs more --memory: {line}"))?,
+        Ok(Outcome::OutOfMemory(line) | Outcome::OomKilled { line, .. }) => {
+            note(format!("guest out of memory, needs more --memory: {line}"))?
+        }
         Err(e) => note(e.to_string())?,
         _ => {}
     }

@@ -34,9 +34,12 @@ pub enum Outcome {
     KernelPanic(String),
     /// QEMU ended without a status from init (killed, or the guest reset).
     NoStatus { detail: String },
-    /// The guest ran out of memory: the kernel could not unpack the
-    /// initramfs, or the OOM killer ended the BEAM. The console line is quoted.
+    /// The guest ran out of memory before the BEAM ran, or the kernel had
+    /// nothing left to kill. The console line is quoted.
     OutOfMemory(String),
+    /// The guest's OOM killer ended the BEAM, which exited with `status`
+    /// (137, as `docker run` reports it). The console line is quoted.
+    OomKilled { status: u8, line: String },
 }
 
 /// Console lines that mean the guest's memory was too small.
@@ -236,9 +239,11 @@ fn decide(code: i32, facts: &ConsoleFacts, qemu_stderr: &str) -> Result<Outcome,
     // run the BEAM. A BEAM the OOM killer ended keeps its status (137),
     // as `docker run` does.
     if let Some(line) = &facts.memory_line {
-        if matches!(facts.status, None | Some(125)) {
-            return Ok(Outcome::OutOfMemory(line.clone()));
-        }
+        let line = line.clone();
+        return Ok(match facts.status {
+            None | Some(125) => Outcome::OutOfMemory(line),
+            Some(status) => Outcome::OomKilled { status, line },
+        });
     }
     if let Some(line) = &facts.panic_line {
         return Ok(Outcome::KernelPanic(line.clone()));
@@ -318,7 +323,13 @@ mod tests {
             "[ 2.7] Out of memory: Killed process 26 (beam.smp)\n",
             "unibeam-init: beam exited with status 137\n",
         ]);
-        assert_eq!(decide(0, &killed, "").unwrap(), Outcome::Exited(137));
+        assert_eq!(
+            decide(0, &killed, "").unwrap(),
+            Outcome::OomKilled {
+                status: 137,
+                line: "Out of memory: Killed process 26 (beam.smp)".into()
+            }
+        );
     }
 
     #[test]

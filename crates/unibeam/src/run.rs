@@ -48,7 +48,7 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST")]
     pub(crate) publish: Vec<PortForward>,
     /// Guest memory, e.g. 256M or 1G (plain numbers are MiB)
-    /// (the hello example's floor is 64M; see docs/benchmarks.md)
+    /// (the hello example needs 56M; see docs/benchmarks.md)
     #[arg(long, default_value = "128M", value_parser = parse_memory)]
     memory: u32,
     /// Virtual CPUs
@@ -222,12 +222,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Outcome::KernelPanic(line) => bail!("guest kernel panic: {line}"),
         Outcome::NoStatus { detail } => bail!("{detail}"),
         Outcome::OutOfMemory(line) => bail!(
-            "the guest ran out of memory ({line}); give it more with --memory \
-             (now {} MiB; the image unpacks to {:.1} MB, which the kernel holds twice while unpacking)",
-            args.memory,
-            manifest.initramfs.uncompressed_bytes as f64 / 1e6
+            "the guest ran out of memory ({line}); {}",
+            more_memory(&args, &manifest)
         ),
+        Outcome::OomKilled { status, line } => {
+            eprintln!(
+                "unibeam: the guest's OOM killer ended the BEAM ({line}); {}",
+                more_memory(&args, &manifest)
+            );
+            Ok(ExitCode::from(status))
+        }
     }
+}
+
+/// The fix for a guest that ran out of memory, with what its files take:
+/// they live in RAM, and twice over while the kernel unpacks them.
+fn more_memory(args: &RunArgs, manifest: &ImageManifest) -> String {
+    format!(
+        "give it more with --memory (now {} MiB; the image's files take {:.1} MB of it)",
+        args.memory,
+        manifest.initramfs.uncompressed_bytes as f64 / 1e6
+    )
 }
 
 #[cfg(test)]
