@@ -48,7 +48,7 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST")]
     pub(crate) publish: Vec<PortForward>,
     /// Guest memory, e.g. 256M or 1G (plain numbers are MiB)
-    /// (the hello example needs 56M; see docs/benchmarks.md)
+    /// (the hello example needs 54M; see docs/benchmarks.md)
     #[arg(long, default_value = "128M", value_parser = parse_memory)]
     memory: u32,
     /// Virtual CPUs
