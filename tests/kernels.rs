@@ -61,23 +61,26 @@ fn pc_machine_boots_too() {
     hello_answers_and_stops(&image, &["--machine", "pc"]);
 }
 
-/// The specialised kernel's RAM floor (Debian's kernel needs more), booted
-/// the fast way: QEMU enters the ELF kernel taken out of the bzImage
-/// through its PVH entry point.
+/// Near the specialised kernel's RAM floor (Debian's kernel needs more),
+/// booted the fast way: QEMU enters the ELF kernel taken out of the
+/// bzImage through its PVH entry point. The floor the bench finds on a
+/// quiet host is 54 MiB; with other VMs starving this one of CPU, the
+/// BEAM's boot peak grew by a few MiB and 56 MiB once ran out, so the test
+/// keeps 6 MiB of margin.
 #[test]
-fn hello_answers_at_56_mib_through_the_pvh_entry() {
+fn hello_answers_at_60_mib_through_the_pvh_entry() {
     let dir = tempfile::tempdir().unwrap();
     let image = build_image_with(
         &hello_release(),
         &dir.path().join("hello.unibeam"),
         &["--kernel", "specialised"],
     );
-    let out = hello_answers_and_stops(&image, &["--memory", "56M", "--verbose"]);
+    let out = hello_answers_and_stops(&image, &["--memory", "60M", "--verbose"]);
     let qemu_line = out
         .lines()
         .find(|l| l.contains(" -kernel "))
         .expect("--verbose prints QEMU's command line");
-    assert!(qemu_line.contains(" -m 56 "), "{qemu_line}");
+    assert!(qemu_line.contains(" -m 60 "), "{qemu_line}");
     assert!(
         qemu_line.contains(".vmlinux -initrd"),
         "the specialised kernel should boot as PVH ELF: {qemu_line}"
