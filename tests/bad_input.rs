@@ -302,24 +302,27 @@ fn too_little_memory_is_named() {
     );
     // 48 MiB unpacks hello's files, then the BEAM outgrows what is left:
     // its status stays the OOM killer's 137, with the fix on stderr.
-    let mut vm = Vm::run(&[image.to_str().unwrap(), "--memory", "48M"]);
-    let status = vm.wait(std::time::Duration::from_secs(90));
-    let out = vm.output();
-    assert_eq!(status.code(), Some(137), "{out}");
-    let last = out.lines().last().unwrap_or_default();
+    let (status, last, out) = run_with_memory(&image, "48M");
+    assert_eq!(status, Some(137), "{out}");
     assert!(
         last.contains("OOM killer ended the BEAM") && last.contains("--memory") && last.contains("48 MiB"),
         "{out}"
     );
     // 44 MiB leaves the kernel nothing to kill while it unpacks: unibeam's
     // own failure, 125.
-    let mut vm = Vm::run(&[image.to_str().unwrap(), "--memory", "44M"]);
-    let status = vm.wait(std::time::Duration::from_secs(90));
-    let out = vm.output();
-    assert_eq!(status.code(), Some(125), "{out}");
-    let last = out.lines().last().unwrap_or_default();
+    let (status, last, out) = run_with_memory(&image, "44M");
+    assert_eq!(status, Some(125), "{out}");
     assert!(
         last.contains("the guest ran out of memory") && last.contains("44 MiB"),
         "{out}"
     );
+}
+
+/// Runs `image` with `--memory`; its exit code, last line and whole output.
+fn run_with_memory(image: &std::path::Path, memory: &str) -> (Option<i32>, String, String) {
+    let mut vm = Vm::run(&[image.to_str().unwrap(), "--memory", memory]);
+    let status = vm.wait(std::time::Duration::from_secs(90));
+    let out = vm.output();
+    let last = out.lines().last().unwrap_or_default().to_string();
+    (status.code(), last, out)
 }
