@@ -291,6 +291,7 @@ fn write_image(
             release: kernel.release.clone(),
             file: KERNEL_FILE.into(),
             bytes: kernel_bytes,
+            acpi: kernel.acpi,
         },
         initramfs: InitramfsInfo {
             file: INITRAMFS_FILE.into(),

@@ -69,6 +69,10 @@ pub struct Kernel {
     /// `uname -r` of the kernel, e.g. `6.1.0-56-cloud-amd64`.
     pub release: String,
     pub origin: KernelOrigin,
+    /// Whether the kernel has ACPI, and with it the power button that QMP
+    /// `system_powerdown` presses. Without it the runner attaches a
+    /// virtio keyboard and presses its power key instead.
+    pub acpi: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
@@ -106,6 +110,8 @@ pub fn resolve(choice: &KernelChoice, cache: &Path, progress: &dyn Fn(&str)) -> 
                 modules_dir: None,
                 release: "custom".into(),
                 origin: KernelOrigin::File { path: path.clone() },
+                // An unknown kernel is assumed to be a general-purpose one.
+                acpi: true,
             })
         }
     }
@@ -142,6 +148,7 @@ fn from_host_boot(boot: &Path, modules_root: &Path) -> Option<Kernel> {
             modules_dir: Some(modules_dir),
             release,
             origin: KernelOrigin::HostBoot,
+            acpi: true,
         })
     })
 }
@@ -176,6 +183,7 @@ fn cached_layout(dir: &Path, release: String, origin: KernelOrigin) -> Kernel {
         modules_dir: Some(dir.join(format!("lib/modules/{release}"))),
         release,
         origin,
+        acpi: true,
     }
 }
 

@@ -30,6 +30,14 @@ pub struct KernelInfo {
     pub release: String,
     pub file: String,
     pub bytes: u64,
+    /// Whether the kernel has ACPI (see `Kernel::acpi`). Images from
+    /// before this field booted ACPI kernels only.
+    #[serde(default = "yes")]
+    pub acpi: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -50,6 +50,9 @@ fn run(p: &mut impl Platform) -> Result<u8, String> {
         signals: supervise::signal_fd()?,
         buttons: supervise::open_power_buttons(),
     };
+    if events.buttons.is_empty() {
+        log!("no input device sends the power key: a graceful stop needs SIGTERM");
+    }
     let timeout = Duration::from_secs(u64::from(spec.instance.stop_timeout_s));
     loop {
         let beam = supervise::spawn_beam(&spec)?;

@@ -130,7 +130,9 @@ pub fn spawn_beam(spec: &BootSpec) -> Result<Pid, String> {
     Ok(Pid::from_raw(child.id() as i32))
 }
 
-/// ACPI power button devices; QMP `system_powerdown` presses them.
+/// Input devices that can send `KEY_POWER`: ACPI's power button (QMP
+/// `system_powerdown`) or the virtio keyboard that kernels without ACPI
+/// get (QMP `input-send-event`).
 pub fn open_power_buttons() -> Vec<File> {
     let Ok(entries) = fs::read_dir("/sys/class/input") else {
         return Vec::new();
@@ -139,12 +141,23 @@ pub fn open_power_buttons() -> Vec<File> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("event"))
         .filter(|e| {
-            fs::read_to_string(e.path().join("device/name"))
-                .map(|n| n.trim() == "Power Button")
-                .unwrap_or(false)
+            fs::read_to_string(e.path().join("device/capabilities/key"))
+                .is_ok_and(|caps| has_power_key(&caps))
         })
         .filter_map(|e| File::open(format!("/dev/input/{}", e.file_name().to_string_lossy())).ok())
         .collect()
+}
+
+/// Reads sysfs's key bitmap: hex words, most significant first, each as
+/// wide as a C long.
+fn has_power_key(caps: &str) -> bool {
+    const BITS: usize = usize::BITS as usize;
+    let words: Vec<&str> = caps.split_whitespace().rev().collect();
+    let idx = usize::from(KEY_POWER);
+    words
+        .get(idx / BITS)
+        .and_then(|w| usize::from_str_radix(w, 16).ok())
+        .is_some_and(|w| w & (1 << (idx % BITS)) != 0)
 }
 
 fn power_pressed(button: &mut File) -> bool {
@@ -275,6 +288,22 @@ pub fn crash_slogan(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn power_key_is_read_from_the_key_bitmap() {
+        // ACPI's power button: KEY_POWER (116) alone, bit 52 of word 1.
+        assert!(has_power_key("10000000000000 0\n"));
+        // A keyboard with many keys, KEY_POWER among them.
+        assert!(has_power_key(
+            "1 fff0000000000000 ffffffffffffffff fffffffffffffffe\n"
+        ));
+        assert!(!has_power_key("0\n"), "a device without keys");
+        assert!(
+            !has_power_key("e000000000000 ffffffff"),
+            "keys, but not the power key"
+        );
+        assert!(!has_power_key("not hex at all"));
+    }
 
     #[test]
     fn exit_codes_follow_the_shell() {

@@ -1,7 +1,10 @@
 //! Stopping and killing detached instances from another process.
 
+use crate::qemu::{PowerButton, QemuCommand};
 use crate::qmp::Qmp;
-use crate::state::{write_atomic, InstanceRecord, StateError, Status, Store, QMP_SOCKET, STOP_REQUESTED};
+use crate::state::{
+    write_atomic, InstanceRecord, StateError, Status, Store, QEMU_FILE, QMP_SOCKET, STOP_REQUESTED,
+};
 use std::time::{Duration, Instant};
 
 /// Marks the instance so its monitor does not restart it.
@@ -29,6 +32,15 @@ fn wait_for_exit(store: &Store, name: &str, limit: Duration) -> Result<InstanceR
     }
 }
 
+/// The button the instance's kernel listens to; ACPI's when the command
+/// cannot be read (instances from before kernels without ACPI).
+fn power_button(store: &Store, name: &str) -> PowerButton {
+    std::fs::read(store.dir(name).join(QEMU_FILE))
+        .ok()
+        .and_then(|json| serde_json::from_slice::<QemuCommand>(&json).ok())
+        .map_or(PowerButton::Acpi, |cmd| cmd.power_button())
+}
+
 /// Presses the power button, gives the guest `timeout`, then asks QEMU to
 /// quit, then SIGKILLs it. Returns the final record.
 ///
@@ -43,7 +55,7 @@ pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<InstanceReco
     }
     let socket = store.dir(name).join(QMP_SOCKET);
     if let Ok(mut qmp) = Qmp::connect(&socket, Duration::from_secs(2)) {
-        let _ = qmp.system_powerdown();
+        let _ = qmp.press_power_button(power_button(store, name));
         let record = wait_for_exit(store, name, timeout)?;
         if matches!(record.observed_status(), Status::Exited { .. }) {
             return Ok(record);

@@ -1,6 +1,7 @@
 //! A blocking QMP connection on top of the `qapi` crate, with a timeout on
 //! every wait.
 
+use crate::qemu::PowerButton;
 use qapi::qmp;
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
@@ -54,8 +55,45 @@ impl Qmp {
         Ok(Qmp { inner })
     }
 
-    /// Presses the ACPI power button; the guest decides how to stop.
-    pub fn system_powerdown(&mut self) -> Result<(), QmpError> {
+    /// Presses the guest's power button; the guest decides how to stop.
+    pub fn press_power_button(&mut self, button: PowerButton) -> Result<(), QmpError> {
+        match button {
+            PowerButton::Acpi => self.system_powerdown(),
+            PowerButton::VirtioKey => self.press_power_key(),
+        }
+    }
+
+    /// A press and a release of the power key of the virtio keyboard
+    /// [`crate::qemu::POWER_KEY_DEVICE`].
+    fn press_power_key(&mut self) -> Result<(), QmpError> {
+        let key = |down| {
+            qmp::InputEvent::key(qmp::InputKeyEventWrapper {
+                data: qmp::InputKeyEvent {
+                    down,
+                    key: qmp::KeyValue::qcode(qmp::QKeyCodeWrapper {
+                        data: qmp::QKeyCode::power,
+                    }),
+                },
+            })
+        };
+        // Naming the device fails without a display ("not bound to a
+        // QemuConsole"); unnamed, the event goes to the active keyboard,
+        // and the virtio keyboard activates itself once its driver binds.
+        let command = qmp::input_send_event {
+            device: None,
+            head: None,
+            events: vec![key(true), key(false)],
+        };
+        self.inner
+            .execute(&command)
+            .map(drop)
+            .map_err(|e| QmpError::Command {
+                command: "input-send-event",
+                detail: e.to_string(),
+            })
+    }
+
+    fn system_powerdown(&mut self) -> Result<(), QmpError> {
         self.inner
             .execute(&qmp::system_powerdown {})
             .map(drop)

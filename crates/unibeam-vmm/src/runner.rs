@@ -112,8 +112,8 @@ fn signal_channel() -> io::Result<mpsc::Receiver<i32>> {
 /// Presses the power button over QMP; reports but survives failure, since
 /// the grace timer kills QEMU anyway.
 fn press_power_button(cmd: &QemuCommand) {
-    let pressed =
-        Qmp::connect(&cmd.qmp_socket, Duration::from_secs(5)).and_then(|mut q| q.system_powerdown());
+    let pressed = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(5))
+        .and_then(|mut q| q.press_power_button(cmd.power_button()));
     if let Err(e) = pressed {
         eprintln!("unibeam: could not press the power button: {e}");
     }

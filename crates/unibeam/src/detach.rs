@@ -9,9 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use unibeam_vmm::monitor::now_secs;
 use unibeam_vmm::runner::check_ports;
-use unibeam_vmm::state::{write_atomic, InstanceRecord, Restart, Status, Store};
-
-pub const QEMU_FILE: &str = "qemu.json";
+use unibeam_vmm::state::{write_atomic, InstanceRecord, Restart, Status, Store, QEMU_FILE};
 
 /// `no`, `always`, `on-failure` or `on-failure:N`.
 pub fn parse_restart(s: &str) -> Result<Restart, String> {

@@ -186,6 +186,7 @@ pub(crate) fn prepare(
         forwards: args.publish.clone(),
         qmp_socket: workdir.join("qmp.sock"),
         private_net: args.instance.private_net(),
+        acpi: manifest.kernel.acpi,
     };
     if args.verbose {
         eprintln!("unibeam: {}", cmd.display_line());
