@@ -300,20 +300,21 @@ fn too_little_memory_is_named() {
         &dir.path().join("hello.unibeam"),
         &["--kernel", "specialised"],
     );
-    // 48 MiB unpacks hello's files, then the BEAM outgrows what is left:
-    // its status stays the OOM killer's 137, with the fix on stderr.
-    let (status, last, out) = run_with_memory(&image, "48M");
+    // 44 MiB unpacks hello's files, then the BEAM outgrows what is left
+    // (42 to 46 MiB did so when measured; 48 answers): its status stays
+    // the OOM killer's 137, with the fix on stderr.
+    let (status, last, out) = run_with_memory(&image, "44M");
     assert_eq!(status, Some(137), "{out}");
     assert!(
-        last.contains("OOM killer ended the BEAM") && last.contains("--memory") && last.contains("48 MiB"),
+        last.contains("OOM killer ended the BEAM") && last.contains("--memory") && last.contains("44 MiB"),
         "{out}"
     );
-    // 44 MiB leaves the kernel nothing to kill while it unpacks: unibeam's
-    // own failure, 125.
-    let (status, last, out) = run_with_memory(&image, "44M");
+    // 39 MiB leaves the kernel nothing to kill while it unpacks (38 and 40
+    // did the same): unibeam's own failure, 125.
+    let (status, last, out) = run_with_memory(&image, "39M");
     assert_eq!(status, Some(125), "{out}");
     assert!(
-        last.contains("the guest ran out of memory") && last.contains("44 MiB"),
+        last.contains("the guest ran out of memory") && last.contains("39 MiB"),
         "{out}"
     );
 }

@@ -174,6 +174,31 @@ fn table_limits(memory_mib: u32) -> Vec<String> {
     ["+P".into(), processes.to_string(), "+Q".into(), ports.to_string()].into()
 }
 
+/// Guests below this get the BEAM's small-guest settings.
+pub const SMALL_GUEST_MIB: u32 = 128;
+
+/// The BEAM's defaults suit a many-core host; in a guest of a few dozen
+/// MiB (and a vCPU or two) they cost memory the application needs, about
+/// 2 MiB in all for hello (guest /proc/meminfo at 64 MiB):
+/// - `+SDio 2`: ten dirty I/O schedulers are ten threads, each with stacks
+///   and scheduler data; file I/O on a ramfs never blocks for long;
+/// - `+MMmcs 0`: no cache of freed allocator carriers, which keeps memory
+///   the boot's code loading freed;
+/// - `+Mut false`: one instance per allocator instead of one per
+///   scheduler, each with its own carriers; with so few vCPUs there is
+///   little lock contention to avoid.
+///
+/// Like the table limits, these come before the release's vm.args and
+/// `--vm-arg`, which win.
+fn small_guest_flags(memory_mib: u32) -> Vec<String> {
+    if memory_mib == 0 || memory_mib >= SMALL_GUEST_MIB {
+        return Vec::new();
+    }
+    ["+SDio", "2", "+MMmcs", "0", "+Mut", "false"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// Makes `erl_inetrc`: resolve from /etc/hosts, then DNS, with no helper.
 fn erl_inetrc() -> String {
     "{file, hosts, \"/etc/hosts\"}.\n{hosts_file, \"\"}.\n{file, resolv, \"/etc/resolv.conf\"}.\n\
@@ -198,6 +223,7 @@ impl BootSpec {
             args.extend([flag.to_string(), "none".to_string()]);
         }
         args.extend(table_limits(inst.memory_mib));
+        args.extend(small_guest_flags(inst.memory_mib));
         if rel.is_mix() {
             args.extend(["-s", "elixir", "start_cli"].map(String::from));
         }

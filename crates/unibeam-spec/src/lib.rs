@@ -9,7 +9,7 @@ mod beam;
 
 pub use beam::{
     filter_vm_args, BeamLaunch, CodeLoading, FileContent, Flavor, PreparedFile, ReleaseSpec,
-    APPS_STARTED_MARKER, BEAM_HOME, RUN_DIR,
+    APPS_STARTED_MARKER, BEAM_HOME, RUN_DIR, SMALL_GUEST_MIB,
 };
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;

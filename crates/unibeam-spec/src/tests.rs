@@ -206,6 +206,28 @@ fn cluster_members_mesh_with_every_peer_but_themselves() {
 }
 
 #[test]
+fn small_guests_get_fewer_threads_and_allocator_instances() {
+    let mut spec = hello();
+    spec.instance.memory_mib = 64;
+    let line = joined(&spec);
+    assert!(line.contains("+SDio 2 +MMmcs 0 +Mut false"), "{line}");
+    assert!(
+        line.find("+Mut").unwrap() < line.find("-args_file").unwrap(),
+        "the release's vm.args comes later and wins: {line}"
+    );
+    spec.instance.memory_mib = SMALL_GUEST_MIB;
+    assert!(
+        !joined(&spec).contains("+SDio"),
+        "the default 128 MiB keeps the defaults"
+    );
+    spec.instance.memory_mib = 0;
+    assert!(
+        !joined(&spec).contains("+SDio"),
+        "unknown memory keeps the defaults"
+    );
+}
+
+#[test]
 fn process_and_port_tables_follow_guest_memory() {
     let mut spec = hello();
     assert!(
@@ -222,6 +244,10 @@ fn process_and_port_tables_follow_guest_memory() {
     );
     spec.instance.memory_mib = 8192;
     assert!(joined(&spec).contains("+P 1048576 +Q 65536"));
+    assert!(
+        !joined(&spec).contains("+Mut"),
+        "a big guest keeps the BEAM's allocator defaults"
+    );
     spec.instance.memory_mib = 8;
     assert!(joined(&spec).contains("+P 16384 +Q 4096"));
 }
