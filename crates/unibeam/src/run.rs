@@ -47,8 +47,10 @@ pub struct RunArgs {
     /// Publish a guest TCP port: [IP:]HOST_PORT:GUEST_PORT (IP defaults to 127.0.0.1)
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST")]
     pub(crate) publish: Vec<PortForward>,
-    /// Guest memory, e.g. 256M or 1G (plain numbers are MiB)
-    /// (the hello example needs 54M; see docs/benchmarks.md)
+    /// Guest memory, e.g. 256M or 1G (plain numbers are MiB). The hello
+    /// example needs 48M with the specialised kernel (docs/benchmarks.md);
+    /// below 128M the BEAM gets fewer dirty I/O threads and allocator
+    /// instances (+SDio 2 +MMmcs 0 +Mut false; --vm-arg overrides)
     #[arg(long, default_value = "128M", value_parser = parse_memory)]
     memory: u32,
     /// Virtual CPUs
