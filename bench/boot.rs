@@ -20,7 +20,7 @@ use unibeam_e2e::bench::*;
 use unibeam_e2e::*;
 use unibeam_vmm::{default_kernel_args, Accel, Machine, QemuCommand};
 
-const RUNS: usize = 5;
+const RUNS: usize = 7;
 /// Memory sizes tried for the floor, smallest first.
 const MEMORY_STEPS: [u32; 8] = [32, 40, 44, 46, 48, 52, 56, 64];
 

@@ -80,7 +80,7 @@ fn main() {
         "## Runner: accelerator probe and stop latency\n\n\
          Measured by `make bench` on {}, {RUNS} runs each. `--accel auto` with no cached probe \
          settles on TCG (nested KVM is broken here) {:.2} s after `unibeam run` starts (median; \
-         the target is under 5 s). `unibeam stop` of a running hello instance (power button, \
+         the target is under 5 s). `unibeam stop` of a running hello instance (power key, \
          `init:stop()`, power-off) takes {:.2} s (median). Raw figures: `bench/results/runner.json`.\n",
         result["date"].as_str().unwrap_or(""),
         median(&settle),
