@@ -327,3 +327,30 @@ fn run_with_memory(image: &std::path::Path, memory: &str) -> (Option<i32>, Strin
     let last = out.lines().last().unwrap_or_default().to_string();
     (status.code(), last, out)
 }
+
+/// pc finds its CPUs through ACPI, which the specialised kernel lacks: more
+/// than one CPU there is refused before QEMU starts, with the way out.
+#[test]
+fn pc_with_several_cpus_needs_an_acpi_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image_with(
+        &hello_release(),
+        &dir.path().join("hello.unibeam"),
+        &["--kernel", "specialised"],
+    );
+    let image = image.to_str().unwrap();
+    // Were it booted, the BEAM would stop at once and `run` exit 0.
+    let stop_at_once = ["--vm-arg", "-eval", "--vm-arg", "init:stop()"];
+    let mut args = vec!["run", image, "--machine", "pc", "--cpus", "2"];
+    args.extend(stop_at_once);
+    let out = unibeam_output(&args, &[]);
+    assert_eq!(out.status.code(), Some(125));
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text.lines().last().unwrap_or_default();
+    assert!(
+        line.contains("--cpus 2 on --machine pc needs a kernel with ACPI")
+            && line.contains("--kernel debian"),
+        "{text}"
+    );
+    assert!(!text.contains("booting"), "refused before QEMU started: {text}");
+}

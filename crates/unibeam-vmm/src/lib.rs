@@ -12,6 +12,7 @@ pub mod state;
 
 pub use accel::{choose as choose_accel, AccelChoice, AccelDecision};
 pub use qemu::{
-    default_kernel_args, find_qemu, Accel, Machine, PortForward, PrivateNet, QemuCommand, QemuError,
+    check_cpus, default_kernel_args, find_qemu, Accel, Machine, PortForward, PrivateNet, QemuCommand,
+    QemuError,
 };
 pub use runner::{run_foreground, Outcome, RunError};

@@ -17,6 +17,11 @@ pub enum QemuError {
     NotInstalled,
     #[error("bad port mapping {0:?}: expected [IP:]HOST_PORT:GUEST_PORT, e.g. 8080:8080")]
     BadPortMapping(String),
+    #[error(
+        "--cpus {0} on --machine pc needs a kernel with ACPI: this image's kernel has none, and \
+         pc's MP table lists one CPU; use --machine microvm (the default) or build with --kernel debian"
+    )]
+    PcSmpWithoutAcpi(u32),
 }
 
 /// Finds `qemu-system-x86_64` on PATH.
@@ -245,6 +250,16 @@ pub fn host_tsc_khz() -> Option<u64> {
 #[cfg(not(target_arch = "x86_64"))]
 pub fn host_tsc_khz() -> Option<u64> {
     None
+}
+
+/// Refuses CPUs the guest would not see: pc describes its CPUs in ACPI,
+/// and the MP table its firmware adds for kernels without ACPI lists only
+/// the boot CPU (microvm's lists them all).
+pub fn check_cpus(machine: Machine, cpus: u32, acpi: bool) -> Result<(), QemuError> {
+    if machine == Machine::Pc && !acpi && cpus > 1 {
+        return Err(QemuError::PcSmpWithoutAcpi(cpus));
+    }
+    Ok(())
 }
 
 impl QemuCommand {
@@ -494,6 +509,26 @@ mod tests {
         assert!(!devices.iter().any(|d| d.contains("-pci")), "{devices:?}");
         assert!(!devices.iter().any(|d| d.contains("keyboard")), "{devices:?}");
         assert_eq!(cmd.power_button(), PowerButton::Acpi);
+    }
+
+    #[test]
+    fn pc_without_acpi_refuses_more_than_one_cpu() {
+        assert_eq!(
+            check_cpus(Machine::Pc, 2, true),
+            Ok(()),
+            "an ACPI kernel finds its CPUs on pc"
+        );
+        let err = check_cpus(Machine::Pc, 2, false).unwrap_err().to_string();
+        assert!(
+            err.contains("--cpus 2") && err.contains("--machine microvm"),
+            "{err}"
+        );
+        assert_eq!(check_cpus(Machine::Pc, 1, false), Ok(()));
+        assert_eq!(
+            check_cpus(Machine::Microvm, 4, false),
+            Ok(()),
+            "microvm's MP table lists every CPU"
+        );
     }
 
     #[test]

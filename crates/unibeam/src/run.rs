@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use unibeam_image::{append_config_layer, bootfiles, ImageManifest, Release, MANIFEST_FILE};
 use unibeam_spec::BootSpec;
 use unibeam_vmm::{
-    choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine, Outcome,
-    PortForward, QemuCommand,
+    check_cpus, choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine,
+    Outcome, PortForward, QemuCommand,
 };
 
 /// Exit code for failures of unibeam itself, as `docker run` uses 125.
@@ -159,6 +159,7 @@ pub(crate) fn prepare(
         MachineArg::Microvm => Machine::Microvm,
         MachineArg::Pc => Machine::Pc,
     };
+    check_cpus(machine, args.cpus, manifest.kernel.acpi)?;
     boot.modules.retain(|m| machine.needs_module(m));
     let cache = paths::cache_dir()?;
     let files = bootfiles::prepare(
