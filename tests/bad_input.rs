@@ -295,11 +295,7 @@ fn too_little_memory_is_named() {
     let dir = tempfile::tempdir().unwrap();
     // These sizes are the specialised kernel's: Debian's does not even
     // start in 48 MiB, and `run` then only suggests more memory.
-    let image = build_image_with(
-        &hello_release(),
-        &dir.path().join("hello.unibeam"),
-        &["--kernel", "specialised"],
-    );
+    let image = specialised_hello_image(dir.path());
     // 44 MiB unpacks hello's files, then the BEAM outgrows what is left
     // (42 to 46 MiB did so when measured; 48 answers): its status stays
     // the OOM killer's 137, with the fix on stderr.
@@ -333,11 +329,7 @@ fn run_with_memory(image: &std::path::Path, memory: &str) -> (Option<i32>, Strin
 #[test]
 fn pc_with_several_cpus_needs_an_acpi_kernel() {
     let dir = tempfile::tempdir().unwrap();
-    let image = build_image_with(
-        &hello_release(),
-        &dir.path().join("hello.unibeam"),
-        &["--kernel", "specialised"],
-    );
+    let image = specialised_hello_image(dir.path());
     let image = image.to_str().unwrap();
     // Were it booted, the BEAM would stop at once and `run` exit 0.
     let stop_at_once = ["--vm-arg", "-eval", "--vm-arg", "init:stop()"];

@@ -73,11 +73,7 @@ fn pc_machine_boots_too() {
 #[test]
 fn hello_answers_at_54_mib_through_the_pvh_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let image = build_image_with(
-        &hello_release(),
-        &dir.path().join("hello.unibeam"),
-        &["--kernel", "specialised"],
-    );
+    let image = specialised_hello_image(dir.path());
     let out = hello_answers_and_stops(&image, &["--memory", "54M", "--verbose"]);
     let qemu_line = out
         .lines()

@@ -162,6 +162,16 @@ pub fn build_image(release: &Path, out: &Path) -> PathBuf {
     build_image_with(release, out, &[])
 }
 
+/// hello's image in `dir`, on the specialised kernel whatever
+/// `UNIBEAM_KERNEL` says: for tests of that kernel's own behaviour.
+pub fn specialised_hello_image(dir: &Path) -> PathBuf {
+    build_image_with(
+        &hello_release(),
+        &dir.join("hello.unibeam"),
+        &["--kernel", "specialised"],
+    )
+}
+
 /// `build_image` with extra flags, e.g. `--kernel debian`.
 pub fn build_image_with(release: &Path, out: &Path, flags: &[&str]) -> PathBuf {
     let output = Command::new(unibeam())

@@ -13,9 +13,9 @@ pub const RECORD_FILE: &str = "instance.json";
 pub const CONSOLE_LOG: &str = "console.log";
 pub const QMP_SOCKET: &str = "qmp.sock";
 pub const INITRD_FILE: &str = "initrd.img";
-/// Present once a user asked the instance to stop: no restart after that.
 /// The instance's `QemuCommand`, which its monitor boots and `stop` reads.
 pub const QEMU_FILE: &str = "qemu.json";
+/// Present once a user asked the instance to stop: no restart after that.
 pub const STOP_REQUESTED: &str = "stop-requested";
 
 #[derive(Debug, Error)]
