@@ -31,8 +31,10 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# Images get the guest profile's smaller init (see Cargo.toml).
 build:
 	$(CARGO) build --release --workspace
+	$(CARGO) build --profile guest -p unibeam-init
 
 releases: deps $(RELEASES)
 

@@ -31,21 +31,85 @@ const DEV_ONLY_ERTS_DIRS: &[&str] = &["doc", "include", "lib", "man", "src"];
 /// shell-script wrappers) is a development tool or needs /bin/sh.
 const RUNTIME_ERTS_BINARIES: &[&str] = &["erlexec", "beam.smp", "erl_child_setup", "inet_gethost"];
 
+/// OTP's and Elixir's own applications. Their `.beam` files lose their
+/// line-number chunks (see [`beam::Keep`]); the release's code and its
+/// third-party dependencies keep theirs, so its stack traces still name
+/// the line that failed.
+const PLATFORM_APPS: &[&str] = &[
+    "asn1",
+    "common_test",
+    "compiler",
+    "crypto",
+    "debugger",
+    "dialyzer",
+    "diameter",
+    "edoc",
+    "eldap",
+    "erl_docgen",
+    "erl_interface",
+    "erts",
+    "et",
+    "eunit",
+    "ftp",
+    "inets",
+    "jinterface",
+    "kernel",
+    "megaco",
+    "mnesia",
+    "observer",
+    "odbc",
+    "os_mon",
+    "parsetools",
+    "public_key",
+    "reltool",
+    "runtime_tools",
+    "sasl",
+    "snmp",
+    "ssh",
+    "ssl",
+    "stdlib",
+    "syntax_tools",
+    "tftp",
+    "tools",
+    "wx",
+    "xmerl",
+    "elixir",
+    "eex",
+    "ex_unit",
+    "iex",
+    "logger",
+    "mix",
+];
+
 #[derive(Debug, Clone, Copy)]
 pub struct ContentOptions {
     pub keep_debug: bool,
 }
 
-/// Whether a path relative to the release root belongs in the image.
-fn wanted(rel: &Path) -> bool {
-    let parts: Vec<&str> = rel
-        .components()
+fn parts(rel: &Path) -> Vec<&str> {
+    rel.components()
         .filter_map(|c| match c {
             Component::Normal(s) => s.to_str(),
             _ => None,
         })
-        .collect();
-    match parts.as_slice() {
+        .collect()
+}
+
+/// What stripping keeps of a `.beam` file, by the application it is in.
+fn keep_for(rel: &Path) -> beam::Keep {
+    let platform = match parts(rel).as_slice() {
+        ["lib", app_vsn, ..] => {
+            let app = app_vsn.rsplit_once('-').map_or(*app_vsn, |(name, _)| name);
+            PLATFORM_APPS.contains(&app)
+        }
+        _ => false,
+    };
+    beam::Keep { lines: !platform }
+}
+
+/// Whether a path relative to the release root belongs in the image.
+fn wanted(rel: &Path) -> bool {
+    match parts(rel).as_slice() {
         // relx and mix start scripts: they need /bin/sh, init replaces them.
         ["bin", ..] => false,
         // `rebar3 tar` leaves its tarball inside the release directory.
@@ -141,14 +205,15 @@ impl Walker<'_> {
                 cause,
             })?;
             let executable = meta.permissions().mode() & 0o111 != 0;
-            let data = self.transform(path, data)?;
+            let data = self.transform(path, &self.in_release.join(rel), data)?;
             self.tree
                 .insert(&self.guest(rel), Node::Bytes { data, executable });
         }
         Ok(())
     }
 
-    fn transform(&mut self, path: &Path, data: Vec<u8>) -> Result<Vec<u8>, ContentError> {
+    /// `rel` is where `path` sits in the release layout.
+    fn transform(&mut self, path: &Path, rel: &Path, data: Vec<u8>) -> Result<Vec<u8>, ContentError> {
         if data.starts_with(b"\x7fELF") {
             self.elves.push(path.to_path_buf());
             return Ok(strip::strip_symbols(&data).unwrap_or(data));
@@ -162,7 +227,7 @@ impl Walker<'_> {
             if self.opts.keep_debug {
                 return Ok(plain);
             }
-            return beam::strip(&plain).map_err(beam_err);
+            return beam::strip(&plain, keep_for(rel)).map_err(beam_err);
         }
         Ok(data)
     }
@@ -249,6 +314,45 @@ mod tests {
         ] {
             assert!(wanted(Path::new(kept)), "{kept} should be kept");
         }
+    }
+
+    #[test]
+    fn only_platform_apps_lose_line_numbers() {
+        for (rel, lines) in [
+            ("lib/stdlib-4.2/ebin/lists.beam", false),
+            ("lib/elixir-1.14.0/ebin/Elixir.Enum.beam", false),
+            ("lib/hello-0.1.0/ebin/hello_app.beam", true),
+            ("lib/cowboy-2.10.0/ebin/cowboy.beam", true),
+            ("lib/stdlib_ext-1.0/ebin/x.beam", true),
+        ] {
+            assert_eq!(keep_for(Path::new(rel)), beam::Keep { lines }, "{rel}");
+        }
+    }
+
+    #[test]
+    fn stack_trace_lines_stay_in_the_release_own_code() {
+        // FOR1, size, BEAM, then one 4-byte Line chunk.
+        let beam = [
+            &b"FOR1"[..],
+            &16u32.to_be_bytes(),
+            b"BEAM",
+            b"Line",
+            &4u32.to_be_bytes(),
+            b"1234",
+        ]
+        .concat();
+        let dir = tempfile::tempdir().unwrap();
+        for app in ["stdlib-4.2", "hello-0.1.0"] {
+            fs::create_dir_all(dir.path().join(format!("lib/{app}/ebin"))).unwrap();
+            fs::write(dir.path().join(format!("lib/{app}/ebin/m.beam")), &beam).unwrap();
+        }
+        let tree = add(dir.path()).unwrap();
+        let has_lines = |app: &str| match tree.get(&format!("/release/lib/{app}/ebin/m.beam")) {
+            Some(Node::Bytes { data, .. }) => data.windows(4).any(|w| w == b"Line"),
+            other => panic!("{app}: {other:?}"),
+        };
+        assert!(has_lines("hello-0.1.0"));
+        assert!(!has_lines("stdlib-4.2"));
     }
 
     #[test]

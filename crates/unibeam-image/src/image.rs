@@ -45,7 +45,7 @@ pub enum BuildError {
     Module(#[from] ModuleError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error("{0}: unibeam-init not found; build it with `cargo build --release -p unibeam-init` or set UNIBEAM_INIT")]
+    #[error("{0}: unibeam-init not found; build it with `make build` (or `cargo build --profile guest -p unibeam-init`) or set UNIBEAM_INIT")]
     InitMissing(PathBuf),
     #[error("{0}: exists and is not a unibeam image; choose another output directory")]
     OutputOccupied(PathBuf),

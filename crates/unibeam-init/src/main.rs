@@ -17,7 +17,6 @@ mod stop;
 mod supervise;
 
 use platform::{Platform, Real};
-use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 use unibeam_spec::{BootSpec, ExitPolicy, BOOT_SPEC_PATH, INIT_FAILURE_STATUS};
 
@@ -86,18 +85,17 @@ fn main() {
         eprintln!("unibeam-init is the PID 1 of a unibeam microVM; it does nothing elsewhere");
         std::process::exit(2);
     }
+    // A panic in PID 1 would panic the kernel; report it and power off
+    // instead. A hook, not catch_unwind: the guest build aborts on panic
+    // (Cargo.toml's `guest` profile), and a hook covers every thread.
+    std::panic::set_hook(Box::new(|info| {
+        log!("fatal: init panicked: {info}");
+        power::off(INIT_FAILURE_STATUS)
+    }));
     let mut platform = Real;
-    // A panic in PID 1 would panic the kernel; report it and power off instead.
-    let status = match panic::catch_unwind(AssertUnwindSafe(|| run(&mut platform))) {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => {
-            log!("fatal: {e}");
-            INIT_FAILURE_STATUS
-        }
-        Err(_) => {
-            log!("fatal: init panicked");
-            INIT_FAILURE_STATUS
-        }
-    };
+    let status = run(&mut platform).unwrap_or_else(|e| {
+        log!("fatal: {e}");
+        INIT_FAILURE_STATUS
+    });
     platform.power_off(status)
 }

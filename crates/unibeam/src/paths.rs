@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `$XDG_CACHE_HOME/unibeam`, else `~/.cache/unibeam`.
@@ -16,13 +16,34 @@ pub fn cache_dir() -> Result<PathBuf> {
 }
 
 /// The guest PID 1: `$UNIBEAM_INIT`, else `unibeam-init` beside this binary,
-/// where `cargo build` and `make install` put it.
+/// where `cargo build` puts it. In a Cargo target directory the smaller
+/// build of Cargo.toml's `guest` profile (`target/guest/`, which `make
+/// build` makes) wins, unless the one beside is newer: then init's code
+/// changed since, and a stale init must not reach images.
 pub fn init_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("UNIBEAM_INIT") {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().context("locating the unibeam binary")?;
-    Ok(exe.with_file_name("unibeam-init"))
+    let beside = exe.with_file_name("unibeam-init");
+    let guest = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("guest/unibeam-init"));
+    Ok(match guest {
+        Some(guest) if built_since(&guest, &beside) => guest,
+        _ => beside,
+    })
+}
+
+/// Whether `candidate` exists and `other` is missing or not newer.
+fn built_since(candidate: &Path, other: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(candidate), modified(other)) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(c), Some(o)) => c >= o,
+    }
 }
 
 /// A spinner on stderr; indicatif hides it when stderr is not a terminal.
@@ -35,4 +56,34 @@ pub fn spinner(prefix: &str) -> ProgressBar {
     bar.set_prefix(prefix.to_string());
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn the_guest_build_wins_unless_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let (guest, beside) = (dir.path().join("guest"), dir.path().join("beside"));
+        assert!(!built_since(&guest, &beside), "a missing guest build never wins");
+        std::fs::write(&guest, b"").unwrap();
+        assert!(built_since(&guest, &beside));
+        std::fs::write(&beside, b"").unwrap();
+        let at = |p: &Path, secs| {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        at(&guest, 2_000);
+        at(&beside, 1_000);
+        assert!(built_since(&guest, &beside));
+        at(&beside, 3_000);
+        assert!(!built_since(&guest, &beside), "a stale guest build loses");
+    }
 }
