@@ -292,6 +292,7 @@ fn write_image(
             file: KERNEL_FILE.into(),
             bytes: kernel_bytes,
             acpi: kernel.acpi,
+            apic_bus_khz: kernel.apic_bus_khz,
         },
         initramfs: InitramfsInfo {
             file: INITRAMFS_FILE.into(),

@@ -3,6 +3,7 @@
 //! built in, and cached by source version and fragment hash.
 
 use crate::kernel::{Kernel, KernelOrigin};
+use crate::kpatch::{self, PatchError};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -28,28 +29,11 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "xz-utils",
 ];
 /// Bumped when the build steps change in a way the key must see.
-const BUILD_RECIPE: &str = "tinyconfig+fragment+olddefconfig/page-aligned-entry-text/bzImage v2";
+const BUILD_RECIPE: &str = "tinyconfig+fragment+olddefconfig/kpatch: entry text, apic_bus_khz/bzImage v3";
 const CACHE_SUBDIR: &str = "specialised-kernels";
 const IMAGE_FILE: &str = "bzImage";
 const CONFIG_FILE: &str = "config";
 const ORIGIN_FILE: &str = "origin.json";
-
-/// x86_64's linker script pads the entry text to 2 MiB on both sides, so
-/// that page-table isolation can map it into user space with huge pages.
-/// Our kernel has no PTI (the fragment switches CPU_MITIGATIONS off), and
-/// the padding is never freed: 3.7 MiB of a 48 MiB guest. Page alignment
-/// is what the script uses on 32-bit, where PTI maps with 4 KiB pages.
-const LINKER_SCRIPT: &str = "arch/x86/kernel/vmlinux.lds.S";
-const ENTRY_TEXT_ALIGNMENT: [(&str, &str); 2] = [
-    (
-        "#define ALIGN_ENTRY_TEXT_BEGIN\t. = ALIGN(PMD_SIZE);",
-        "#define ALIGN_ENTRY_TEXT_BEGIN\t. = ALIGN(PAGE_SIZE);",
-    ),
-    (
-        "#define ALIGN_ENTRY_TEXT_END\t. = ALIGN(PMD_SIZE);",
-        "#define ALIGN_ENTRY_TEXT_END\t. = ALIGN(PAGE_SIZE);",
-    ),
-];
 
 #[derive(Debug, Error)]
 pub enum KbuildError {
@@ -61,10 +45,8 @@ pub enum KbuildError {
     Install { packages: String, code: i32 },
     #[error("`{step}` failed; the last lines of its output are in {log}")]
     Step { step: String, log: PathBuf },
-    #[error(
-        "{path}: expected exactly one `{line}`; this source is not the one unibeam's kernel build knows"
-    )]
-    UnknownSource { path: PathBuf, line: String },
+    #[error(transparent)]
+    Patch(#[from] PatchError),
     #[error("kernel config does not match the fragment (unmet dependencies, or a `select` turned an option back on): {0}")]
     LostOptions(String),
 }
@@ -149,6 +131,8 @@ fn read_entry(dir: &Path) -> Option<Kernel> {
         release: release.clone(),
         origin,
         acpi: config.lines().any(|l| l.trim() == "CONFIG_ACPI=y"),
+        // The cache key covers BUILD_RECIPE, so every entry found has it.
+        apic_bus_khz: true,
     })
 }
 
@@ -252,7 +236,7 @@ fn build_in(
         c.current_dir(&src).arg("ARCH=x86_64");
         c
     };
-    page_align_entry_text(&src)?;
+    kpatch::apply(&src)?;
     progress("configuring: tinyconfig + unibeam.config");
     steps.run("make tinyconfig", make().arg("tinyconfig"), &|_| {})?;
     let config = src.join(".config");
@@ -287,29 +271,6 @@ fn build_in(
     let json = serde_json::to_string_pretty(&origin).expect("origin serialises");
     fs::write(&origin_path, json).map_err(io(&origin_path))?;
     Ok(staged)
-}
-
-fn page_align_entry_text(src: &Path) -> Result<(), KbuildError> {
-    let path = src.join(LINKER_SCRIPT);
-    let script = fs::read_to_string(&path).map_err(io(&path))?;
-    let patched = with_page_aligned_entry_text(&script).map_err(|line| KbuildError::UnknownSource {
-        path: path.clone(),
-        line: line.replace('\t', " "),
-    })?;
-    fs::write(&path, patched).map_err(io(&path))
-}
-
-/// The script with its entry text page-aligned, or the line it lacks.
-fn with_page_aligned_entry_text(script: &str) -> Result<String, &'static str> {
-    ENTRY_TEXT_ALIGNMENT
-        .iter()
-        .try_fold(script.to_string(), |text, (huge, page)| {
-            if text.matches(huge).count() == 1 {
-                Ok(text.replacen(huge, page, 1))
-            } else {
-                Err(*huge)
-            }
-        })
 }
 
 fn append_fragment(config: &Path) -> Result<(), KbuildError> {
@@ -431,17 +392,6 @@ mod tests {
         let b = cache_entry(Path::new("/c"), "6.1.2-1");
         assert_ne!(a, b);
         assert!(a.starts_with("/c/specialised-kernels"));
-    }
-
-    #[test]
-    fn entry_text_padding_shrinks_to_a_page() {
-        let script = "#if defined(CONFIG_X86_64)\n#define ALIGN_ENTRY_TEXT_BEGIN\t. = ALIGN(PMD_SIZE);\n\
-                      #define ALIGN_ENTRY_TEXT_END\t. = ALIGN(PMD_SIZE);\n#else\n";
-        let patched = with_page_aligned_entry_text(script).unwrap();
-        assert!(!patched.contains("PMD_SIZE"), "{patched}");
-        assert_eq!(patched.matches("ALIGN(PAGE_SIZE)").count(), 2);
-        let missing = with_page_aligned_entry_text("#define ALIGN_ENTRY_TEXT_BEGIN\t. = ALIGN(PMD_SIZE);\n");
-        assert_eq!(missing.unwrap_err(), ENTRY_TEXT_ALIGNMENT[1].0);
     }
 
     #[test]

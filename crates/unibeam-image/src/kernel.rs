@@ -73,6 +73,9 @@ pub struct Kernel {
     /// `system_powerdown` presses. Without it the runner attaches a
     /// virtio keyboard and presses its power key instead.
     pub acpi: bool,
+    /// Whether the kernel takes its APIC timer period from the VMM
+    /// (`apic_bus_khz=`, a patch of `unibeam kernel build`, see kpatch.rs).
+    pub apic_bus_khz: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
@@ -112,6 +115,7 @@ pub fn resolve(choice: &KernelChoice, cache: &Path, progress: &dyn Fn(&str)) -> 
                 origin: KernelOrigin::File { path: path.clone() },
                 // An unknown kernel is assumed to be a general-purpose one.
                 acpi: true,
+                apic_bus_khz: false,
             })
         }
     }
@@ -149,6 +153,7 @@ fn from_host_boot(boot: &Path, modules_root: &Path) -> Option<Kernel> {
             release,
             origin: KernelOrigin::HostBoot,
             acpi: true,
+            apic_bus_khz: false,
         })
     })
 }
@@ -184,6 +189,7 @@ fn cached_layout(dir: &Path, release: String, origin: KernelOrigin) -> Kernel {
         release,
         origin,
         acpi: true,
+        apic_bus_khz: false,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod initramfs;
 pub mod input;
 pub mod kbuild;
 pub mod kernel;
+pub mod kpatch;
 pub mod layers;
 pub mod manifest;
 pub mod modules;

@@ -34,6 +34,9 @@ pub struct KernelInfo {
     /// before this field booted ACPI kernels only.
     #[serde(default = "yes")]
     pub acpi: bool,
+    /// Whether the kernel reads `apic_bus_khz=` (see `Kernel::apic_bus_khz`).
+    #[serde(default)]
+    pub apic_bus_khz: bool,
 }
 
 fn yes() -> bool {

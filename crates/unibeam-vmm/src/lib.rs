@@ -13,6 +13,6 @@ pub mod state;
 pub use accel::{choose as choose_accel, AccelChoice, AccelDecision};
 pub use qemu::{
     check_cpus, default_kernel_args, find_qemu, Accel, Machine, PortForward, PrivateNet, QemuCommand,
-    QemuError,
+    QemuError, APIC_BUS_KHZ,
 };
 pub use runner::{run_foreground, Outcome, RunError};

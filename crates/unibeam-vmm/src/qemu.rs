@@ -230,6 +230,11 @@ pub fn default_kernel_args(machine: Machine, accel: Accel) -> Vec<String> {
     args
 }
 
+/// QEMU's local APIC bus frequency, under TCG and KVM alike (its APIC
+/// timer counts nanoseconds). A kernel that reads `apic_bus_khz=` (ours,
+/// see unibeam-image's kpatch.rs) then skips calibrating its APIC timer.
+pub const APIC_BUS_KHZ: u32 = 1_000_000;
+
 /// The host's TSC frequency, measured against the monotonic clock over
 /// 20 ms. /proc/cpuinfo's "cpu MHz" is the current core clock, which
 /// frequency scaling moves away from the TSC's.

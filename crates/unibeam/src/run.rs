@@ -7,11 +7,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use unibeam_image::kpatch::APIC_BUS_KHZ_PARAM;
+use unibeam_image::manifest::KernelInfo;
 use unibeam_image::{append_config_layer, bootfiles, ImageManifest, Release, MANIFEST_FILE};
 use unibeam_spec::BootSpec;
 use unibeam_vmm::{
     check_cpus, choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine,
-    Outcome, PortForward, QemuCommand,
+    Outcome, PortForward, QemuCommand, APIC_BUS_KHZ,
 };
 
 /// Exit code for failures of unibeam itself, as `docker run` uses 125.
@@ -185,7 +187,7 @@ pub(crate) fn prepare(
         cpus: args.cpus,
         kernel,
         initrd: instance_initrd(files.layers, &boot, workdir)?,
-        kernel_args: default_kernel_args(machine, decision.accel),
+        kernel_args: kernel_args(machine, decision.accel, &manifest.kernel),
         forwards: args.publish.clone(),
         qmp_socket: workdir.join("qmp.sock"),
         private_net: args.instance.private_net(),
@@ -195,6 +197,15 @@ pub(crate) fn prepare(
         eprintln!("unibeam: {}", cmd.display_line());
     }
     Ok((cmd, manifest))
+}
+
+/// The defaults, plus QEMU's APIC bus frequency for a kernel that reads it.
+fn kernel_args(machine: Machine, accel: Accel, kernel: &KernelInfo) -> Vec<String> {
+    let mut args = default_kernel_args(machine, accel);
+    if kernel.apic_bus_khz {
+        args.push(format!("{APIC_BUS_KHZ_PARAM}={APIC_BUS_KHZ}"));
+    }
+    args
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -260,5 +271,22 @@ mod tests {
         assert_eq!(parse_memory("512"), Ok(512));
         assert!(parse_memory("12M").unwrap_err().contains("too little"));
         assert!(parse_memory("lots").unwrap_err().contains("\"lots\""));
+    }
+
+    #[test]
+    fn only_a_kernel_that_reads_it_is_told_the_apic_bus_frequency() {
+        let mut kernel: KernelInfo = serde_json::from_str(
+            r#"{"origin": {"kind": "file", "path": "/k"}, "release": "6.1", "file": "vmlinuz", "bytes": 1}"#,
+        )
+        .unwrap();
+        let told = |k: &KernelInfo| {
+            kernel_args(Machine::Microvm, Accel::Tcg, k).contains(&"apic_bus_khz=1000000".to_string())
+        };
+        assert!(
+            !told(&kernel),
+            "images from before the field boot kernels without it"
+        );
+        kernel.apic_bus_khz = true;
+        assert!(told(&kernel));
     }
 }
