@@ -70,14 +70,13 @@ pub fn strip(data: &[u8], keep: Keep) -> Result<Vec<u8>, BeamError> {
                 chunk: String::from_utf8_lossy(&id).into_owned(),
             });
         }
-        let stored;
-        let chunk = match &id {
-            LITERALS => {
-                stored = store_literals(&rest[8..8 + size]);
-                stored.as_deref().unwrap_or(&rest[8..8 + size])
-            }
-            _ => &rest[8..8 + size],
+        let data = &rest[8..8 + size];
+        let stored = if &id == LITERALS {
+            store_literals(data)
+        } else {
+            None
         };
+        let chunk = stored.as_deref().unwrap_or(data);
         if KEPT.contains(&&id) || (keep.lines && &id == LINE) {
             body.extend_from_slice(&id);
             body.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
