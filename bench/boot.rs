@@ -4,7 +4,7 @@
 //!   initramfs, `pc` machine), as built by hand before unibeam existed;
 //! - unibeam with Debian's cloud kernel;
 //! - unibeam with the specialised kernel (the default), on `microvm`;
-//! - the same on `pc`, with embedded code loading, with zstd or
+//! - the same on `pc`, with embedded code loading, with `+S 1`, with zstd or
 //!   uncompressed layers instead of xz, and entered through the bzImage
 //!   instead of the PVH ELF that `run` takes out of it.
 //!
@@ -252,6 +252,12 @@ fn main() {
             "unibeam, specialised kernel, microvm, embedded code loading",
             embedded,
             &[],
+        ),
+        Variant::new(
+            "one_scheduler",
+            "unibeam, specialised kernel, microvm, `+S 1`",
+            special.clone(),
+            &["--vm-arg=+S", "--vm-arg=1"],
         ),
         Variant::new(
             "zstd",

@@ -9,6 +9,7 @@ mod instances;
 mod kernel;
 mod paths;
 mod run;
+mod scratch;
 mod timeline;
 mod up;
 

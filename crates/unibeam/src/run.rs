@@ -215,10 +215,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     // Before any slow build: without QEMU nothing else matters.
     find_qemu()?;
-    let runtime = tempfile::Builder::new()
-        .prefix("unibeam-run-")
-        .tempdir()
-        .context("creating a runtime directory")?;
+    let runtime = crate::scratch::runtime_dir()?;
     let (cmd, manifest) = prepare(&args, runtime.path(), None)?;
     eprintln!(
         "unibeam: booting {} {} ({})",
