@@ -6,15 +6,21 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the build, the examples, the tests and the baseline benchmark need,
 # then what `unibeam kernel build` needs (the list in kbuild.rs).
 APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 elixir \
+                erlang-os-mon erlang-mnesia \
                 busybox-static cpio curl \
                 linux-source-6.1 make gcc libc6-dev bc bison flex libelf-dev xz-utils
 HELLO := examples/hello/_build/prod/rel/hello
 HALT := tests/fixtures/halt/_build/prod/rel/halt
 HELLO_ELIXIR := examples/hello_elixir/_build/prod/rel/hello_elixir
 CLUSTER := examples/cluster/_build/prod/rel/cluster
+STOCK := tests/fixtures/stock/_build/prod/rel/stock
+SRCCONF := tests/fixtures/srcconf/_build/prod/rel/srcconf
+MIXENV := tests/fixtures/mixenv/_build/prod/rel/mixenv
 RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
             $(HALT)/releases/start_erl.data $(HELLO_ELIXIR)/releases/start_erl.data \
-            $(CLUSTER)/releases/start_erl.data
+            $(CLUSTER)/releases/start_erl.data \
+            $(STOCK)/releases/start_erl.data $(SRCCONF)/releases/start_erl.data \
+            $(MIXENV)/releases/start_erl.data
 sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
 .PHONY: all deps build releases kernel demo test test-debian-kernel bench lint clean
@@ -54,6 +60,16 @@ $(HALT)/releases/start_erl.data: $(call sources,tests/fixtures/halt,rebar.config
 $(HELLO_ELIXIR)/releases/start_erl.data: $(call sources,examples/hello_elixir,mix.exs lib config)
 	cd examples/hello_elixir && MIX_ENV=prod mix release --overwrite </dev/null
 
+# Fixtures made the way their authors make them (tests/unchanged.rs).
+$(STOCK)/releases/start_erl.data: $(call sources,tests/fixtures/stock,rebar.config apps config)
+	cd tests/fixtures/stock && rebar3 as prod release
+
+$(SRCCONF)/releases/start_erl.data: $(call sources,tests/fixtures/srcconf,rebar.config apps config)
+	cd tests/fixtures/srcconf && rebar3 as prod release
+
+$(MIXENV)/releases/start_erl.data: $(call sources,tests/fixtures/mixenv,mix.exs lib config rel)
+	cd tests/fixtures/mixenv && MIX_ENV=prod mix release --overwrite </dev/null
+
 # The specialised guest kernel (6-7 minutes once; cached afterwards).
 kernel: deps build
 	target/release/unibeam kernel build
@@ -80,4 +96,5 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf bench/work examples/hello/_build examples/hello_elixir/_build examples/cluster/_build tests/fixtures/halt/_build
+	rm -rf bench/work examples/hello/_build examples/hello_elixir/_build examples/cluster/_build tests/fixtures/halt/_build \
+	       tests/fixtures/stock/_build tests/fixtures/srcconf/_build tests/fixtures/mixenv/_build
