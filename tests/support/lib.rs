@@ -96,9 +96,30 @@ pub fn hello_release() -> PathBuf {
 
 /// examples/hello_elixir, built with `MIX_ENV=prod mix release` if needed.
 pub fn hello_elixir_release() -> PathBuf {
+    mix_release("examples/hello_elixir", "hello_elixir")
+}
+
+/// tests/fixtures/stock: `rebar3 new release` plus os_mon, mnesia, crypto, inets.
+pub fn stock_release() -> PathBuf {
+    release("tests/fixtures/stock", "stock")
+}
+
+/// tests/fixtures/srcconf: a rebar3 release with sys.config.src and vm.args.src.
+pub fn srcconf_release() -> PathBuf {
+    release("tests/fixtures/srcconf", "srcconf")
+}
+
+/// tests/fixtures/mixenv: a mix release whose rel/env.sh.eex sets variables.
+pub fn mixenv_release() -> PathBuf {
+    mix_release("tests/fixtures/mixenv", "mixenv")
+}
+
+/// A mix release under the workspace, built with `MIX_ENV=prod mix release`
+/// if it is not there yet. `project` is relative to the workspace root.
+pub fn mix_release(project: &str, name: &str) -> PathBuf {
     let _one_at_a_time = REBAR3.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = workspace_root().join("examples/hello_elixir");
-    let rel = dir.join("_build/prod/rel/hello_elixir");
+    let dir = workspace_root().join(project);
+    let rel = dir.join("_build/prod/rel").join(name);
     if !rel.join("releases/start_erl.data").is_file() {
         let status = Command::new("mix")
             .args(["release", "--overwrite"])
