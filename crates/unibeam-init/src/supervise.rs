@@ -91,10 +91,10 @@ fn forward_output(pipe: impl Read + Send + 'static) {
 /// Starts erlexec the way the release's own start script would.
 pub fn spawn_beam(spec: &BootSpec) -> Result<Pid, String> {
     let rel = &spec.release;
-    let vm_args = rel
-        .has_vm_args
-        .then(|| fs::read_to_string(rel.vm_args_path()).unwrap_or_default());
-    let launch = spec.beam_launch(vm_args.as_deref());
+    let launch = spec.beam_launch(&|path: &str| fs::read_to_string(path).ok());
+    for warning in &launch.warnings {
+        log!("warning: {warning}");
+    }
     prepare_files(spec, &launch)?;
     let (reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let writer_err = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;

@@ -6,12 +6,19 @@
 //! the kernel command line.
 
 mod beam;
+mod envsh;
+mod launch;
+mod render;
+mod startenv;
 
 pub use beam::{
-    filter_vm_args, BeamLaunch, CodeLoading, FileContent, Flavor, PreparedFile, ReleaseSpec,
+    BeamLaunch, CodeLoading, ConfigSource, FileContent, Flavor, PreparedFile, ReleaseSpec,
     APPS_STARTED_MARKER, BEAM_HOME, RUN_DIR, SMALL_GUEST_MIB,
 };
+pub use envsh::{EnvScript, ENV_SH_SUBSET};
+pub use render::{filter_vm_args, inline_args_files, replace_os_vars};
 use serde::{Deserialize, Serialize};
+pub use startenv::{unsupported_start_vars, ReadFile, UNSUPPORTED_START_VARS};
 use std::net::Ipv4Addr;
 
 /// Where the boot spec lives inside the guest.
@@ -181,6 +188,9 @@ impl BootSpec {
                 boot_script: "start".into(),
                 has_sys_config: true,
                 has_vm_args: true,
+                sys_config_source: ConfigSource::Plain,
+                vm_args_source: ConfigSource::Plain,
+                env_sh: false,
                 code_loading: CodeLoading::Embedded,
                 flavor: Flavor::Relx,
             },

@@ -6,8 +6,28 @@ fn hello() -> BootSpec {
 
 const VM_ARGS: &str = "-sname hello\n\n-setcookie hello_cookie\n+K true\n";
 
+/// The image's files as the guest would read them: hello's vm.args, plus `extra`.
+fn launch_with(spec: &BootSpec, extra: &[(&str, &str)]) -> BeamLaunch {
+    let files: Vec<(String, String)> = [("/release/releases/0.1.0/vm.args", VM_ARGS)]
+        .iter()
+        .chain(extra)
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect();
+    spec.beam_launch(&|path: &str| {
+        files
+            .iter()
+            .rev()
+            .find(|(p, _)| p == path)
+            .map(|(_, t)| t.clone())
+    })
+}
+
+fn launch(spec: &BootSpec) -> BeamLaunch {
+    launch_with(spec, &[])
+}
+
 fn joined(spec: &BootSpec) -> String {
-    spec.beam_launch(Some(VM_ARGS)).args.join(" ")
+    launch(spec).args.join(" ")
 }
 
 fn file<'a>(launch: &'a BeamLaunch, path: &str) -> Option<&'a PreparedFile> {
@@ -16,7 +36,7 @@ fn file<'a>(launch: &'a BeamLaunch, path: &str) -> Option<&'a PreparedFile> {
 
 #[test]
 fn relx_args_follow_the_foreground_command() {
-    let launch = hello().beam_launch(Some(VM_ARGS));
+    let launch = launch(&hello());
     let args = launch.args.join(" ");
     assert_eq!(launch.program, "/release/erts-13.1.5/bin/erlexec");
     assert!(
@@ -35,7 +55,7 @@ fn relx_args_follow_the_foreground_command() {
 
 #[test]
 fn env_points_at_the_release_erts() {
-    let env = hello().beam_launch(None).env;
+    let env = launch(&hello()).env;
     assert!(env.contains(&("BINDIR".into(), "/release/erts-13.1.5/bin".into())));
     assert!(env.contains(&("EMU".into(), "beam".into())));
     assert!(env.contains(&("LANG".into(), "C.UTF-8".into())));
@@ -47,7 +67,7 @@ fn optional_config_files_are_left_out() {
     let mut spec = hello();
     spec.release.has_sys_config = false;
     spec.release.has_vm_args = false;
-    let args = spec.beam_launch(None).args;
+    let args = launch(&spec).args;
     assert!(!args.iter().any(|a| a == "-config" || a == "-args_file"));
 }
 
@@ -57,7 +77,7 @@ fn instance_settings_reach_the_beam() {
     spec.instance.env = vec![("GREETING".into(), "hi".into())];
     spec.instance.extra_vm_args = vec!["+S".into(), "1".into()];
     spec.instance.sys_config_overrides = Some("[{hello, [{port, 9000}]}].".into());
-    let launch = spec.beam_launch(Some(VM_ARGS));
+    let launch = launch(&spec);
     let args = launch.args.join(" ");
     assert!(launch.env.contains(&("GREETING".into(), "hi".into())));
     assert!(
@@ -77,7 +97,7 @@ fn node_name_and_cookie_replace_the_release_ones() {
     let mut spec = hello();
     spec.instance.node_name = Some("web@10.0.9.1".into());
     spec.instance.cookie = Some("s3cret".into());
-    let launch = spec.beam_launch(Some(VM_ARGS));
+    let launch = launch(&spec);
     let args = launch.args.join(" ");
     assert!(
         args.starts_with(
@@ -105,7 +125,7 @@ fn mix_releases_start_like_bin_start() {
     spec.release.flavor = Flavor::Mix {
         runtime_config_rewrite: false,
     };
-    let launch = spec.beam_launch(Some(""));
+    let launch = launch_with(&spec, &[("/release/releases/0.1.0/vm.args", "")]);
     let args = launch.args.join(" ");
     assert!(
         args.starts_with("-noinput +Bd +fnu +sbwt none +sbwtdcpu none +sbwtdio none -s elixir start_cli -sname hello -boot"),
@@ -124,7 +144,7 @@ fn mix_releases_start_like_bin_start() {
     spec.release.flavor = Flavor::Mix {
         runtime_config_rewrite: true,
     };
-    let launch = spec.beam_launch(Some(""));
+    let launch = launch_with(&spec, &[("/release/releases/0.1.0/vm.args", "")]);
     assert!(launch
         .args
         .join(" ")
@@ -179,7 +199,7 @@ fn cluster_members_mesh_with_every_peer_but_themselves() {
             .to_vec(),
         net_ticktime_s: 10,
     });
-    let launch = spec.beam_launch(Some(VM_ARGS));
+    let launch = launch(&spec);
     let i = launch
         .args
         .iter()
@@ -250,4 +270,174 @@ fn process_and_port_tables_follow_guest_memory() {
     );
     spec.instance.memory_mib = 8;
     assert!(joined(&spec).contains("+P 16384 +Q 4096"));
+}
+
+fn file_text(launch: &BeamLaunch, path: &str) -> String {
+    match &file(launch, path)
+        .unwrap_or_else(|| panic!("{path} not prepared"))
+        .content
+    {
+        FileContent::Text(t) => t.clone(),
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+#[test]
+fn relx_templates_are_rendered_from_the_instance_env() {
+    let mut spec = hello();
+    spec.release.sys_config_source = ConfigSource::Template;
+    spec.release.vm_args_source = ConfigSource::Template;
+    spec.instance.env = vec![("GREETING".into(), "hi".into()), ("LABEL".into(), "lbl".into())];
+    let launch = launch_with(
+        &spec,
+        &[
+            (
+                "/release/releases/0.1.0/sys.config.src",
+                "[{hello, [{g, \"${GREETING}\"}, {c, \"${COLOR:-blue}\"}, {u, \"${UNSET}\"}]}].",
+            ),
+            // A plain file beside the template is an earlier start's output.
+            (
+                "/release/releases/0.1.0/sys.config",
+                "[{hello, [{g, \"stale\"}]}].",
+            ),
+            (
+                "/release/releases/0.1.0/vm.args.src",
+                "-sname hello\n-hello_label ${LABEL}\n",
+            ),
+        ],
+    );
+    let args = launch.args.join(" ");
+    assert!(args.contains("-config /tmp/unibeam/sys "), "{args}");
+    assert!(args.contains("-args_file /tmp/unibeam/vm.args "), "{args}");
+    assert_eq!(
+        file_text(&launch, "/tmp/unibeam/sys.config"),
+        "[{hello, [{g, \"hi\"}, {c, \"blue\"}, {u, \"\"}]}]."
+    );
+    assert_eq!(
+        file_text(&launch, "/tmp/unibeam/vm.args"),
+        "-sname hello\n-hello_label lbl\n"
+    );
+    assert!(
+        launch.warnings.iter().any(|w| w.contains("${UNSET}")),
+        "{:?}",
+        launch.warnings
+    );
+    assert!(
+        !args.contains("hi") && !args.contains("lbl"),
+        "values never go on a command line"
+    );
+}
+
+#[test]
+fn relx_replace_os_vars_renders_plain_files_and_prefers_orig() {
+    let mut spec = hello();
+    spec.instance.env = vec![
+        ("RELX_REPLACE_OS_VARS".into(), "true".into()),
+        ("N".into(), "7".into()),
+    ];
+    let rendered = launch_with(
+        &spec,
+        &[
+            ("/release/releases/0.1.0/sys.config", "[{hello, [{n, ${N}}]}]."),
+            ("/release/releases/0.1.0/vm.args", "-sname hello\n+S ${N}\n"),
+        ],
+    );
+    assert_eq!(
+        file_text(&rendered, "/tmp/unibeam/sys.config"),
+        "[{hello, [{n, 7}]}]."
+    );
+    assert_eq!(
+        file_text(&rendered, "/tmp/unibeam/vm.args"),
+        "-sname hello\n+S 7\n"
+    );
+    // Without the variable, plain files are used as they are.
+    spec.instance.env.clear();
+    spec.release.sys_config_source = ConfigSource::Orig;
+    let plain = launch(&spec);
+    assert_eq!(
+        file(&plain, "/tmp/unibeam/sys.config").unwrap().content,
+        FileContent::CopyOf("/release/releases/0.1.0/sys.config.orig".into())
+    );
+    assert!(plain
+        .args
+        .join(" ")
+        .contains("-args_file /release/releases/0.1.0/vm.args "));
+}
+
+#[test]
+fn args_file_chains_lose_overridden_lines_too() {
+    let mut spec = hello();
+    spec.instance.cookie = Some("s3cret".into());
+    let launch = launch_with(
+        &spec,
+        &[
+            (
+                "/release/releases/0.1.0/vm.args",
+                "-sname hello\n-args_file releases/0.1.0/extra.args\n",
+            ),
+            (
+                "/release/releases/0.1.0/extra.args",
+                "-setcookie old\n-env GREETING chained\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        file_text(&launch, "/tmp/unibeam/vm.args"),
+        "-sname hello\n-env GREETING chained\n"
+    );
+}
+
+fn mix(spec: &mut BootSpec) {
+    spec.release.flavor = Flavor::Mix {
+        runtime_config_rewrite: false,
+    };
+    spec.release.env_sh = true;
+}
+
+#[test]
+fn mix_env_sh_names_the_node_and_exports_variables() {
+    let mut spec = hello();
+    mix(&mut spec);
+    spec.instance.env = vec![("ERL_AFLAGS".into(), "-kernel x y".into())];
+    let env_sh = "#!/bin/sh\n# export RELEASE_DISTRIBUTION=name\nexport RELEASE_DISTRIBUTION=name\n\
+                  export RELEASE_NODE=\"$RELEASE_NAME@127.0.0.1\"\nexport COLOR=green\n\
+                  export RELEASE_COOKIE=from_env_sh\nexport ELIXIR_ERL_OPTIONS=\"+S 1\"\n";
+    let launch = launch_with(&spec, &[("/release/releases/0.1.0/env.sh", env_sh)]);
+    let args = launch.args.join(" ");
+    assert!(
+        args.contains("-s elixir start_cli -name hello@127.0.0.1 -boot"),
+        "{args}"
+    );
+    assert!(args.contains("+S 1 -start_epmd"), "{args}");
+    let has = |k: &str, v: &str| launch.env.contains(&(k.to_string(), v.to_string()));
+    assert!(has("COLOR", "green") && has("RELEASE_NODE", "hello@127.0.0.1"));
+    assert!(
+        has("ERL_AFLAGS", "-kernel x y"),
+        "erlexec reads ERL_*FLAGS itself"
+    );
+    assert!(has("PATH", "/release/erts-13.1.5/bin:/usr/bin:/bin"));
+    assert_eq!(file_text(&launch, "/tmp/.erlang.cookie"), "from_env_sh");
+    assert!(launch.warnings.is_empty(), "{:?}", launch.warnings);
+}
+
+#[test]
+fn mix_distribution_none_and_given_values_win() {
+    let mut spec = hello();
+    mix(&mut spec);
+    let env_sh = "export RELEASE_DISTRIBUTION=${RELEASE_DISTRIBUTION:-sname}\nexport RELEASE_MODE=embedded\n\
+                  case $RELEASE_COMMAND in\n";
+    spec.instance.env = vec![("RELEASE_DISTRIBUTION".into(), "none".into())];
+    spec.release.code_loading = crate::CodeLoading::Interactive;
+    let launch = launch_with(&spec, &[("/release/releases/0.1.0/env.sh", env_sh)]);
+    let args = launch.args.join(" ");
+    assert!(!args.contains("-sname") && !args.contains("-name"), "{args}");
+    assert!(
+        args.contains("-mode embedded"),
+        "RELEASE_MODE from env.sh: {args}"
+    );
+    assert_eq!(launch.warnings.len(), 1, "{:?}", launch.warnings);
+    assert!(launch.warnings[0].contains("env.sh:3"), "{:?}", launch.warnings);
+    // The instance's node name beats env.sh's.
+    spec.instance.node_name = Some("web@10.0.0.2".into());
+    assert!(joined(&spec).contains("-name web@10.0.0.2 -boot"));
 }
