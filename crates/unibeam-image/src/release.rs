@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use unibeam_spec::Flavor;
+use unibeam_spec::{ConfigSource, Flavor};
 
 #[derive(Debug, Error)]
 pub enum ReleaseError {
@@ -22,6 +22,16 @@ pub enum ReleaseError {
     NoRelFile(PathBuf),
     #[error("{0}: no boot script (start.boot or <name>.boot)")]
     NoBootScript(PathBuf),
+    #[error("{root}: no release version {version} (releases/ has: {found}); choose one of those with --release-version")]
+    NoSuchVersion {
+        root: PathBuf,
+        version: String,
+        found: String,
+    },
+    #[error("{rel}: no {{erts, \"<vsn>\"}} entry, so the ERTS version of release {version} is unknown")]
+    NoErtsVersion { rel: PathBuf, version: String },
+    #[error(transparent)]
+    Check(#[from] crate::relcheck::CheckError),
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: std::io::Error },
 }
@@ -38,11 +48,26 @@ pub struct Release {
     pub has_vm_args: bool,
     /// Whether the release carries its own `erts-<vsn>/`.
     pub has_erts: bool,
+    pub sys_config_source: ConfigSource,
+    pub vm_args_source: ConfigSource,
+    /// mix's `releases/<vsn>/env.sh`, interpreted at boot.
+    pub env_sh: bool,
     pub flavor: Flavor,
+    /// What the release relies on that unibeam cannot do in the guest, one
+    /// line each, naming the file: `unibeam build` prints them.
+    pub warnings: Vec<String>,
 }
 
 impl Release {
+    /// The release that `releases/start_erl.data` names, as relx's and
+    /// mix's start scripts boot it.
     pub fn open(dir: &Path) -> Result<Release, ReleaseError> {
+        Release::open_version(dir, None)
+    }
+
+    /// `version` picks another of the release's versions (several live
+    /// side by side after upgrades); None takes start_erl.data's.
+    pub fn open_version(dir: &Path, version: Option<&str>) -> Result<Release, ReleaseError> {
         let meta = fs::metadata(dir).map_err(|_| ReleaseError::Missing(dir.to_path_buf()))?;
         if !meta.is_dir() {
             return Err(ReleaseError::NotADirectory(dir.to_path_buf()));
@@ -50,25 +75,54 @@ impl Release {
         let start_erl = dir.join("releases/start_erl.data");
         let text =
             fs::read_to_string(&start_erl).map_err(|_| ReleaseError::NotARelease(dir.to_path_buf()))?;
-        let (erts_version, version) =
+        let (current_erts, current) =
             parse_start_erl_data(&text).ok_or_else(|| ReleaseError::BadStartErlData {
                 path: start_erl.clone(),
             })?;
+        crate::relcheck::refuse_dev_mode(dir)?;
+        let version = version.unwrap_or(&current).to_string();
+        crate::relcheck::check_version(dir, &version)?;
         let rel_dir = dir.join("releases").join(&version);
+        if !rel_dir.is_dir() {
+            return Err(ReleaseError::NoSuchVersion {
+                root: dir.to_path_buf(),
+                version,
+                found: versions(dir).join(", "),
+            });
+        }
         let name = release_name(&rel_dir)?;
+        let erts_version = if version == current {
+            current_erts
+        } else {
+            rel_erts_version(&rel_dir.join(format!("{name}.rel")), &version)?
+        };
         let boot_script = boot_script(&rel_dir, &name)?;
         let has_erts = dir.join(format!("erts-{erts_version}/bin/erlexec")).is_file();
-        Ok(Release {
+        let (sys_config_source, has_sys_config) = config_source(&rel_dir, "sys.config");
+        let (vm_args_source, has_vm_args) = config_source(&rel_dir, "vm.args");
+        let flavor = flavor(dir, &rel_dir);
+        let mut release = Release {
             has_erts,
-            flavor: flavor(dir, &rel_dir),
+            env_sh: matches!(flavor, Flavor::Mix { .. }) && rel_dir.join("env.sh").is_file(),
+            flavor,
             root: dir.to_path_buf(),
-            has_sys_config: rel_dir.join("sys.config").is_file(),
-            has_vm_args: rel_dir.join("vm.args").is_file(),
+            has_sys_config,
+            has_vm_args,
+            sys_config_source,
+            vm_args_source,
             name,
             version,
             erts_version,
             boot_script,
-        })
+            warnings: Vec::new(),
+        };
+        release.warnings = crate::relcheck::check(&release)?;
+        Ok(release)
+    }
+
+    /// `releases/<vsn>/` on the host.
+    pub fn release_dir(&self) -> PathBuf {
+        self.root.join("releases").join(&self.version)
     }
 
     /// Guest-relative name of the ERTS directory, `erts-<vsn>`.
@@ -85,6 +139,46 @@ fn parse_start_erl_data(text: &str) -> Option<(String, String)> {
         .next()
         .is_none()
         .then(|| (erts.to_string(), rel.to_string()))
+}
+
+/// Which of `<file>.src`, `<file>.orig` and `<file>` the start script
+/// reads (in relx's order of preference), and whether there is any.
+fn config_source(rel_dir: &Path, plain: &str) -> (ConfigSource, bool) {
+    [ConfigSource::Template, ConfigSource::Orig, ConfigSource::Plain]
+        .into_iter()
+        .find(|source| rel_dir.join(source.file_name(plain)).is_file())
+        .map_or((ConfigSource::Plain, false), |source| (source, true))
+}
+
+/// The version directories under `releases/`.
+fn versions(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = fs::read_dir(dir.join("releases"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The ERTS version a `.rel` file names: `{erts, "13.1.5"}`.
+fn rel_erts_version(rel: &Path, version: &str) -> Result<String, ReleaseError> {
+    let text = fs::read_to_string(rel).map_err(|cause| ReleaseError::Io {
+        path: rel.to_path_buf(),
+        cause,
+    })?;
+    let compact: String = text.split_whitespace().collect();
+    compact
+        .split_once("{erts,\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(vsn, _)| vsn.to_string())
+        .filter(|vsn| !vsn.is_empty() && vsn.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+        .ok_or_else(|| ReleaseError::NoErtsVersion {
+            rel: rel.to_path_buf(),
+            version: version.to_string(),
+        })
 }
 
 fn release_name(rel_dir: &Path) -> Result<String, ReleaseError> {

@@ -188,6 +188,9 @@ impl InstanceArgs {
         }
         let inst = &mut spec.instance;
         inst.env = self.env.clone();
+        for warning in unibeam_spec::unsupported_start_vars(&inst.env) {
+            eprintln!("warning: {warning}");
+        }
         inst.extra_vm_args = self.vm_args.clone();
         inst.node_name = self.node_name.clone();
         if let Some(path) = &self.cookie_file {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use unibeam_image::kpatch::APIC_BUS_KHZ_PARAM;
 use unibeam_image::manifest::KernelInfo;
-use unibeam_image::{append_config_layer, bootfiles, ImageManifest, Release, MANIFEST_FILE};
+use unibeam_image::{append_config_layer, bootfiles, ImageManifest, MANIFEST_FILE};
 use unibeam_spec::BootSpec;
 use unibeam_vmm::{
     check_cpus, choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine,
@@ -125,7 +125,7 @@ fn resolve_image(target: &Path, flags: &build::BuildFlags, scratch: &Path) -> Re
     }
     let not_runnable = || format!("{} is neither a unibeam image nor a release", target.display());
     let input = build::resolve(target, flags).with_context(not_runnable)?;
-    Release::open(&input.dir).with_context(not_runnable)?;
+    build::flags_release(&input.dir, flags).with_context(not_runnable)?;
     let output = scratch.join("image");
     build::build_to(&input.dir, &output, flags)?;
     Ok(output)
