@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # then what `unibeam kernel build` needs (the list in kbuild.rs).
 APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 elixir \
                 erlang-os-mon erlang-mnesia \
-                busybox-static cpio curl \
+                busybox-static cpio curl dash \
                 linux-source-6.1 make gcc libc6-dev bc bison flex libelf-dev xz-utils
 HELLO := examples/hello/_build/prod/rel/hello
 HALT := tests/fixtures/halt/_build/prod/rel/halt

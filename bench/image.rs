@@ -143,6 +143,27 @@ fn measure_compression(work: &Path) -> Value {
     Value::Object(results)
 }
 
+/// What the shell costs an os_mon release: its compressed initramfs with
+/// `--shell auto` (dash, /bin, df and their libraries) minus `--shell never`.
+fn measure_shell(work: &Path) -> Value {
+    let release_dir = work.join("os_mon");
+    let _ = fs::remove_dir_all(&release_dir);
+    fs::create_dir_all(&release_dir).unwrap();
+    let release = os_mon_release(&release_dir);
+    let bytes = |mode: &str| {
+        let out = work.join(format!("os_mon-{mode}.unibeam"));
+        build(&release, &out, &["--shell", mode])["initramfs"]["bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let (with, without) = (bytes("auto"), bytes("never"));
+    eprintln!(
+        "bench: the shell adds {} bytes to an os_mon release",
+        with - without
+    );
+    json!({"initramfs_bytes_auto": with, "initramfs_bytes_never": without, "shell_bytes": with - without})
+}
+
 fn main() {
     let root = workspace_root();
     let work = root.join("bench/work");
@@ -158,6 +179,7 @@ fn main() {
         "releases": releases,
         "hello_warm_rebuild": measure_warm_rebuild(&work),
         "hello_compression": measure_compression(&work),
+        "os_mon_shell": measure_shell(&work),
     });
     write_result(&root, "image", &result);
     let section = markdown(&result);
@@ -195,6 +217,14 @@ fn markdown(r: &Value) -> String {
     out.push_str(&format!(
         "\nWarm rebuild of hello after one module changed: **{:.3} s** (median).\n\n",
         r["hello_warm_rebuild"]["warm_rebuild_median_s"].as_f64().unwrap()
+    ));
+    let shell = &r["os_mon_shell"];
+    out.push_str(&format!(
+        "The shell (dash as /bin/sh, /bin, df and their libraries) adds **{:.1} kB** to the \
+         compressed initramfs of hello plus os_mon ({} with `--shell auto`, {} with `--shell never`).\n\n",
+        shell["shell_bytes"].as_u64().unwrap() as f64 / 1e3,
+        mb(shell["initramfs_bytes_auto"].as_u64().unwrap()),
+        mb(shell["initramfs_bytes_never"].as_u64().unwrap()),
     ));
     out.push_str(&format!(
         "Compression of hello's layers, each booted {BOOTS} times, alternating, under TCG:\n\n\

@@ -207,3 +207,74 @@ fn erts_from_host_fills_in_a_release_without_erts() {
         .find(|f| f["path"] == "/release/erts-13.1.5/bin/beam.smp");
     assert_eq!(beam.expect("ERTS came from the host")["layer"], "erts");
 }
+
+const SHELL_PATHS: [&str; 4] = ["bin/sh", "usr/bin/sh", "usr/bin/dash", "bin"];
+
+#[test]
+fn hello_image_has_no_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(&hello_release(), &dir.path().join("hello.unibeam"));
+    let entries = initramfs_entries(&image.join("initramfs.img"));
+    for (name, _) in &entries {
+        assert!(!SHELL_PATHS.contains(&name.as_str()), "hello got a shell: {name}");
+        assert!(!name.ends_with("/dash"), "hello got a shell: {name}");
+    }
+    assert_eq!(manifest(&image)["shell"]["included"], false);
+    let text = unibeam_output(&["inspect", image.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("shell: none"), "{text}");
+}
+
+#[test]
+fn os_mon_release_gets_a_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = os_mon_release(dir.path());
+    let image = build_image(&release, &dir.path().join("auto.unibeam"));
+    let entries = initramfs_entries(&image.join("initramfs.img"));
+    let mode = |path: &str| entries.iter().find(|(n, _)| n == path).map(|(_, m)| *m);
+    const S_IFMT: u32 = 0o170000;
+    assert_eq!(
+        mode("bin").map(|m| m & S_IFMT),
+        Some(0o120000),
+        "/bin is a symlink"
+    );
+    assert_eq!(mode("usr/bin/sh").map(|m| m & S_IFMT), Some(0o120000));
+    for program in ["usr/bin/dash", "usr/bin/df"] {
+        let m = mode(program).unwrap_or_else(|| panic!("{program} missing"));
+        assert_eq!(m & S_IFMT, 0o100000, "{program} is a file");
+        assert_ne!(m & 0o111, 0, "{program} is executable");
+    }
+    let inspect = unibeam_output(&["inspect", image.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("shell: /bin/sh (dash), because: os_mon"), "{text}");
+    assert!(text.contains("programs: df"), "{text}");
+
+    let out = dir.path().join("never.unibeam");
+    let o = unibeam_output(
+        &[
+            "build",
+            release.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--shell",
+            "never",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("warning: --shell never") && l.contains("os_mon")),
+        "{stderr}"
+    );
+    let entries = initramfs_entries(&out.join("initramfs.img"));
+    for (name, _) in &entries {
+        assert!(
+            !SHELL_PATHS.contains(&name.as_str()) && !name.ends_with("/df"),
+            "{name}"
+        );
+    }
+    assert_eq!(manifest(&out)["shell"]["included"], false);
+}

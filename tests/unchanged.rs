@@ -312,9 +312,15 @@ fn vm_args_args_file_chain_is_followed() {
         "## chained from vm.args\n-env GREETING chained\n",
     )
     .unwrap();
-    let (vm, _port, body) = boot(&copy, 8080, &[]);
+    // A start-script variable unibeam does not act on is named, not dropped silently.
+    let (vm, _port, body) = boot(&copy, 8080, &["-e", "RELX_MULTI_NODE=1"]);
     assert!(body.contains("greeting: chained"), "body: {body}");
     assert!(body.contains("(node hello@"), "vm.args still read: {body}");
+    assert!(
+        vm.output().contains("warning: -e RELX_MULTI_NODE: not acted on"),
+        "{}",
+        vm.output()
+    );
     stop_cleanly(vm);
 }
 

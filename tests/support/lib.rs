@@ -488,3 +488,17 @@ pub fn initramfs_entries(path: &Path) -> Vec<(String, u32)> {
     }
     entries
 }
+
+/// hello's release plus the host's os_mon application, in `dir`: the
+/// presence of `lib/os_mon-*` alone makes unibeam add a shell.
+pub fn os_mon_release(dir: &Path) -> PathBuf {
+    let release = dir.join("hello_os_mon");
+    copy_tree(&hello_release(), &release);
+    let os_mon = std::fs::read_dir("/usr/lib/erlang/lib")
+        .expect("/usr/lib/erlang/lib")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("os_mon-"))
+        .expect("no os_mon on this host: apt-get install erlang-os-mon (make deps)");
+    copy_tree(&os_mon, &release.join("lib").join(os_mon.file_name().unwrap()));
+    release
+}

@@ -52,25 +52,36 @@ pub fn decompress(data: &[u8]) -> Result<Vec<u8>, BeamError> {
     Ok(out)
 }
 
-/// Returns the file with only the kept chunks, its literal table stored
-/// rather than deflated (see [`store_literals`]).
-pub fn strip(data: &[u8], keep: Keep) -> Result<Vec<u8>, BeamError> {
+/// A chunk's id and data (padding left out).
+pub type Chunk<'a> = ([u8; 4], &'a [u8]);
+
+/// The file's chunks in order.
+pub fn chunks(data: &[u8]) -> Result<Vec<Chunk<'_>>, BeamError> {
     if data.len() < 12 || &data[0..4] != b"FOR1" || &data[8..12] != b"BEAM" {
         return Err(BeamError::NotBeam);
     }
-    let mut body = Vec::with_capacity(data.len());
-    body.extend_from_slice(b"BEAM");
+    let mut out = Vec::new();
     let mut rest = &data[12..];
     while rest.len() >= 8 {
         let id: [u8; 4] = rest[0..4].try_into().expect("4 bytes");
         let size = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
-        let end = 8 + padded(size);
         if rest.len() < 8 + size {
             return Err(BeamError::Truncated {
                 chunk: String::from_utf8_lossy(&id).into_owned(),
             });
         }
-        let data = &rest[8..8 + size];
+        out.push((id, &rest[8..8 + size]));
+        rest = &rest[(8 + padded(size)).min(rest.len())..];
+    }
+    Ok(out)
+}
+
+/// Returns the file with only the kept chunks, its literal table stored
+/// rather than deflated (see [`store_literals`]).
+pub fn strip(data: &[u8], keep: Keep) -> Result<Vec<u8>, BeamError> {
+    let mut body = Vec::with_capacity(data.len());
+    body.extend_from_slice(b"BEAM");
+    for (id, data) in chunks(data)? {
         let stored = if &id == LITERALS {
             store_literals(data)
         } else {
@@ -83,7 +94,6 @@ pub fn strip(data: &[u8], keep: Keep) -> Result<Vec<u8>, BeamError> {
             body.extend_from_slice(chunk);
             body.resize(padded(body.len()), 0);
         }
-        rest = &rest[end.min(rest.len())..];
     }
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend_from_slice(b"FOR1");
@@ -113,6 +123,97 @@ fn store_literals(chunk: &[u8]) -> Option<Vec<u8>> {
     encoder.write_all(&plain).ok()?;
     encoder.finish().ok()?;
     Some(out)
+}
+
+/// What a module names and holds: enough to tell which functions of other
+/// modules it calls and which constants it carries, without its code.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tables {
+    /// The atom table; `atoms[0]` is the module's own name.
+    pub atoms: Vec<String>,
+    /// Imported functions as module, function, arity.
+    pub imports: Vec<(String, String, u32)>,
+    /// Each literal in the external term format, version byte included.
+    pub literals: Vec<Vec<u8>>,
+}
+
+/// Reads the atom, import and literal tables of a (decompressed) `.beam`
+/// file. Tables it cannot read come back empty: they only inform a guess.
+pub fn tables(data: &[u8]) -> Result<Tables, BeamError> {
+    let mut t = Tables::default();
+    let all = chunks(data)?;
+    for (id, chunk) in &all {
+        match id {
+            b"AtU8" | b"Atom" => t.atoms = read_atoms(chunk).unwrap_or_default(),
+            b"LitT" => t.literals = read_literals(chunk).unwrap_or_default(),
+            _ => {}
+        }
+    }
+    if let Some((_, chunk)) = all.iter().find(|(id, _)| id == b"ImpT") {
+        t.imports = read_imports(chunk, &t.atoms).unwrap_or_default();
+    }
+    Ok(t)
+}
+
+fn be_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// A count, then each atom's length and bytes. OTP 26 and later write a
+/// negated count and compact-term lengths (`(len << 4)` below 16, two
+/// bytes up to 2047); OTP 25 one length byte.
+fn read_atoms(chunk: &[u8]) -> Option<Vec<String>> {
+    let count = be_u32(chunk, 0)? as i32;
+    let compact = count < 0;
+    let mut at = 4;
+    let mut atoms = Vec::new();
+    for _ in 0..count.unsigned_abs() {
+        let first = *chunk.get(at)? as usize;
+        let len = match compact {
+            false => first,
+            true if first & 0x08 == 0 => first >> 4,
+            true => ((first & 0xe0) << 3) | *chunk.get(at + 1)? as usize,
+        };
+        at += if compact && first & 0x08 != 0 { 2 } else { 1 };
+        atoms.push(String::from_utf8_lossy(chunk.get(at..at + len)?).into_owned());
+        at += len;
+    }
+    Some(atoms)
+}
+
+/// A count, then (module, function, arity) triples; atoms are 1-based.
+fn read_imports(chunk: &[u8], atoms: &[String]) -> Option<Vec<(String, String, u32)>> {
+    let count = be_u32(chunk, 0)? as usize;
+    let atom = |i: u32| atoms.get((i as usize).checked_sub(1)?).cloned();
+    (0..count)
+        .map(|i| {
+            let at = 4 + i * 12;
+            let (m, f, a) = (be_u32(chunk, at)?, be_u32(chunk, at + 4)?, be_u32(chunk, at + 8)?);
+            Some((atom(m)?, atom(f)?, a))
+        })
+        .collect()
+}
+
+/// The unpacked size then a zlib stream (a size of 0: no compression),
+/// holding a count and each literal's size and bytes.
+fn read_literals(chunk: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let size = be_u32(chunk, 0)? as usize;
+    let plain = if size == 0 {
+        chunk[4..].to_vec()
+    } else {
+        let mut out = Vec::with_capacity(size);
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&chunk[4..]), &mut out).ok()?;
+        out
+    };
+    let count = be_u32(&plain, 0)? as usize;
+    let mut at = 4;
+    let mut literals = Vec::new();
+    for _ in 0..count {
+        let len = be_u32(&plain, at)? as usize;
+        literals.push(plain.get(at + 4..at + 4 + len)?.to_vec());
+        at += 4 + len;
+    }
+    Some(literals)
 }
 
 #[cfg(test)]

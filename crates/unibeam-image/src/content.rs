@@ -35,7 +35,7 @@ const RUNTIME_ERTS_BINARIES: &[&str] = &["erlexec", "beam.smp", "erl_child_setup
 /// line-number chunks (see [`beam::Keep`]); the release's code and its
 /// third-party dependencies keep theirs, so its stack traces still name
 /// the line that failed.
-const PLATFORM_APPS: &[&str] = &[
+pub(crate) const PLATFORM_APPS: &[&str] = &[
     "asn1",
     "common_test",
     "compiler",

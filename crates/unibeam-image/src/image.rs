@@ -7,10 +7,11 @@ use crate::initramfs::{Node, Tree};
 use crate::kernel::{self, KernelError};
 use crate::layers::{self, Compression, LayerName};
 use crate::manifest::{
-    ImageManifest, InitramfsInfo, KernelInfo, ManifestError, ReleaseInfo, FORMAT, MANIFEST_FILE,
+    ImageManifest, InitramfsInfo, KernelInfo, ManifestError, ReleaseInfo, ShellInfo, FORMAT, MANIFEST_FILE,
 };
 use crate::modules::{self, ModuleError};
 use crate::release::{Release, ReleaseError};
+use crate::shell::{self, ShellError, ShellMode};
 use crate::strip;
 use std::collections::BTreeMap;
 use std::fs;
@@ -30,6 +31,8 @@ const GUEST_MODULE_DIR: &str = "/lib/modules";
 const HOST_ERLANG_ROOTS: &[&str] = &["/usr/lib/erlang", "/usr/local/lib/erlang"];
 /// Mount points init needs; they go into the base layer.
 const MOUNT_POINTS: &[&str] = &["/proc", "/sys", "/dev", "/tmp", "/etc", "/run"];
+/// Debian's dash: the POSIX shell images get when the release shells out.
+const HOST_DASH: &str = "/usr/bin/dash";
 
 #[derive(Debug, Error)]
 pub enum BuildError {
@@ -45,6 +48,10 @@ pub enum BuildError {
     Module(#[from] ModuleError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+    #[error("{0}: not found, and the release needs a shell ({1}); install it with `apt-get install dash`")]
+    NoDash(PathBuf, String),
     #[error("{0}: unibeam-init not found; build it with `make build` (or `cargo build --profile guest -p unibeam-init`) or set UNIBEAM_INIT")]
     InitMissing(PathBuf),
     #[error("{0}: exists and is not a unibeam image; choose another output directory")]
@@ -82,6 +89,8 @@ pub struct BuildOptions {
     pub kernel: kernel::KernelChoice,
     /// Interactive loads modules on first call: less work at boot.
     pub code_loading: CodeLoading,
+    /// Whether the image gets `/bin/sh` (dash) and the programs it runs.
+    pub shell: ShellMode,
 }
 
 /// Builds the image and returns its manifest. Nothing appears at
@@ -109,6 +118,8 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
         )?);
     }
     elf_roots.push(opts.init_binary.clone());
+    progress("looking for shell use");
+    let (shell_info, mut warnings) = add_shell(&mut tree, &release, opts.shell, &mut elf_roots)?;
     progress("resolving shared libraries");
     add_library_closure(&mut tree, &elf_roots, &release.root)?;
     tree.insert("/init", stripped_elf(&opts.init_binary)?);
@@ -119,7 +130,13 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
     let spec = boot_spec(&release, module_paths, opts.code_loading);
 
     let staging = staging_dir(&opts.output)?;
-    match write_image(&staging, tree, &kernel, &release, spec, opts, progress) {
+    let written = write_image(&staging, tree, &kernel, &release, spec, opts, progress).and_then(|mut m| {
+        m.shell = shell_info;
+        m.warnings = warnings;
+        write_manifest(&staging, &m)?;
+        Ok(m)
+    });
+    match written {
         Ok(manifest) => {
             replace_dir(&staging, &opts.output)?;
             Ok(manifest)
@@ -129,6 +146,69 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
             Err(e)
         }
     }
+}
+
+/// Adds dash as `/usr/bin/sh`, `/bin -> usr/bin` (Debian's usrmerge, so
+/// `/bin/sh` and `/bin/df` resolve) and the programs the release runs,
+/// when `mode` and the release call for them; their ELF files join
+/// `elf_roots`. Returns what the manifest records and the warnings.
+fn add_shell(
+    tree: &mut Tree,
+    release: &Release,
+    mode: ShellMode,
+    elf_roots: &mut Vec<PathBuf>,
+) -> Result<(ShellInfo, Vec<String>), BuildError> {
+    let host = shell::Host::system();
+    let need = shell::scan(&release.root, &host)?;
+    let with_shell = mode == ShellMode::Always || (mode == ShellMode::Auto && need.needed());
+    let mut warnings = Vec::new();
+    if mode == ShellMode::Never {
+        warnings.extend(need.never_warning());
+    }
+    if with_shell {
+        let dash = Path::new(HOST_DASH);
+        if !dash.is_file() {
+            return Err(BuildError::NoDash(dash.to_path_buf(), need.reasons.join("; ")));
+        }
+        tree.insert("/usr/bin/dash", stripped_elf(dash)?);
+        tree.insert("/usr/bin/sh", Node::Symlink("dash".into()));
+        elf_roots.push(dash.to_path_buf());
+    }
+    // System.cmd needs its programs even without a shell; `never` adds nothing.
+    let mut programs = Vec::new();
+    for name in need.programs.iter().filter(|_| mode != ShellMode::Never) {
+        let Some((name, host_path)) = host.program(name) else {
+            warnings.push(format!(
+                "{name}: not found on this host, so not in the image; the release runs it"
+            ));
+            continue;
+        };
+        let node = match fs::read(&host_path)
+            .map_err(io(&host_path))?
+            .starts_with(b"\x7fELF")
+        {
+            true => {
+                elf_roots.push(host_path.clone());
+                stripped_elf(&host_path)?
+            }
+            false => Node::HostFile {
+                source: host_path,
+                executable: true,
+            },
+        };
+        tree.insert(&format!("/usr/bin/{name}"), node);
+        programs.push(name);
+    }
+    if with_shell || !programs.is_empty() {
+        tree.insert("/bin", Node::Symlink("usr/bin".into()));
+    }
+    let info = ShellInfo {
+        mode,
+        included: with_shell,
+        reasons: need.reasons,
+        programs,
+    };
+    Ok((info, warnings))
 }
 
 /// Puts the kernel's guest modules into the tree, in load order; a kernel
@@ -308,11 +388,16 @@ fn write_image(
             .collect(),
         boot,
         files,
+        shell: ShellInfo::default(),
+        warnings: Vec::new(),
     };
-    let manifest_path = dir.join(MANIFEST_FILE);
-    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    fs::write(&manifest_path, json + "\n").map_err(io(&manifest_path))?;
     Ok(manifest)
+}
+
+fn write_manifest(dir: &Path, manifest: &ImageManifest) -> Result<(), BuildError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let json = serde_json::to_string_pretty(manifest).expect("manifest serialises");
+    fs::write(&manifest_path, json + "\n").map_err(io(&manifest_path))
 }
 
 /// A fresh sibling of `output`, so the final rename stays on one filesystem.

@@ -16,6 +16,7 @@ pub mod layers;
 pub mod manifest;
 pub mod modules;
 pub mod release;
+pub mod shell;
 pub mod strip;
 
 pub use image::{build_image, BuildError, BuildOptions};

@@ -4,6 +4,7 @@
 use crate::initramfs::{Node, Tree};
 use crate::kernel::KernelOrigin;
 use crate::layers::{FileRecord, LayerInfo};
+use crate::shell::ShellMode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -59,6 +60,19 @@ pub struct ReleaseInfo {
     pub version: String,
 }
 
+/// Whether the image has a POSIX shell, and why (see `shell::scan`).
+/// Images from before this field have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShellInfo {
+    pub mode: ShellMode,
+    /// Whether `/bin/sh` (dash) is in the image.
+    pub included: bool,
+    /// Why the release needs a shell, even when `mode` left it out.
+    pub reasons: Vec<String>,
+    /// Programs put in `/usr/bin` for the release to run.
+    pub programs: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageManifest {
     pub format: u32,
@@ -73,6 +87,12 @@ pub struct ImageManifest {
     pub boot: BootSpec,
     /// Every file in the image with its size and sha256: the image's SBOM.
     pub files: Vec<FileRecord>,
+    #[serde(default)]
+    pub shell: ShellInfo,
+    /// What will not work in the guest, one line each: `unibeam build`
+    /// prints them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ImageManifest {

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use unibeam_image::shell::ShellMode;
 use unibeam_image::{
     build_image, resolve_input, BuildOptions, Compression, ImageManifest, KernelChoice, Release, Selector,
 };
@@ -82,6 +83,25 @@ pub struct BuildFlags {
     /// use (the faster boot), `embedded` loads the whole release at boot
     #[arg(long, value_enum, default_value = "interactive")]
     code_loading: CodeLoadingArg,
+    /// Whether the image gets a POSIX shell (Debian's dash as /bin/sh).
+    /// `auto` reads the release's .beam files and adds one when it shells
+    /// out: the os_mon application is in it (its ports start through
+    /// /bin/sh and disksup runs df), or a module of the release or its
+    /// dependencies calls os:cmd/1,2, open_port({spawn, ...}) or
+    /// System.shell/1,2. OTP's and Elixir's own modules do not count. The
+    /// programs those modules name in string literals (such as uname in
+    /// "uname -s"), df for os_mon and what System.cmd/2,3 runs go into
+    /// /usr/bin. `never` leaves all of that out and warns about what will
+    /// fail; `unibeam inspect` shows what was decided and why
+    #[arg(long, value_enum, default_value = "auto")]
+    shell: ShellArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShellArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -163,9 +183,18 @@ pub fn build_to(release_dir: &Path, output: &Path, flags: &BuildFlags) -> Result
             CodeLoadingArg::Interactive => CodeLoading::Interactive,
             CodeLoadingArg::Embedded => CodeLoading::Embedded,
         },
+        shell: match flags.shell {
+            ShellArg::Auto => ShellMode::Auto,
+            ShellArg::Always => ShellMode::Always,
+            ShellArg::Never => ShellMode::Never,
+        },
     };
     let bar = paths::spinner("build");
     let result = build_image(&opts, &|step| bar.set_message(step.to_string()));
     bar.finish_and_clear();
-    result.with_context(|| format!("building an image from {}", release_dir.display()))
+    let manifest = result.with_context(|| format!("building an image from {}", release_dir.display()))?;
+    for warning in &manifest.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(manifest)
 }

@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use unibeam_image::manifest::ShellInfo;
 use unibeam_image::ImageManifest;
 
 pub const FAILURE_EXIT: u8 = 1;
@@ -87,6 +88,8 @@ fn as_json(m: &ImageManifest, files: bool) -> serde_json::Value {
         "initramfs": m.initramfs,
         "total_bytes": m.total_bytes(),
         "applications": apps,
+        "shell": m.shell,
+        "warnings": m.warnings,
     });
     if files {
         out["files"] = json!(m.files);
@@ -94,9 +97,24 @@ fn as_json(m: &ImageManifest, files: bool) -> serde_json::Value {
     out
 }
 
+/// `shell: /bin/sh (dash), because: os_mon (...); programs: df`
+fn shell_line(shell: &ShellInfo) -> String {
+    let because = shell.reasons.join("; ");
+    let mut line = match (shell.included, shell.reasons.is_empty()) {
+        (true, true) => format!("shell: /bin/sh (dash), because: --shell {}", shell.mode.label()),
+        (true, false) => format!("shell: /bin/sh (dash), because: {because}"),
+        (false, true) => "shell: none (nothing in the release shells out)".to_string(),
+        (false, false) => format!("shell: none (--shell {}), though: {because}", shell.mode.label()),
+    };
+    if !shell.programs.is_empty() {
+        line.push_str(&format!("; programs: {}", shell.programs.join(", ")));
+    }
+    line
+}
+
 fn as_text(m: &ImageManifest, files: bool) -> String {
     let mut out = format!(
-        "{} {} (ERTS {})\nkernel     {:>10}  {} ({})\ninitramfs  {:>10}  {} layers, {}, {} unpacked\ntotal      {:>10}\n\n",
+        "{} {} (ERTS {})\nkernel     {:>10}  {} ({})\ninitramfs  {:>10}  {} layers, {}, {} unpacked\ntotal      {:>10}\n",
         m.release.name,
         m.release.version,
         m.erts_version,
@@ -109,6 +127,8 @@ fn as_text(m: &ImageManifest, files: bool) -> String {
         mb(m.initramfs.uncompressed_bytes),
         mb(m.total_bytes()),
     );
+    out.push_str(&shell_line(&m.shell));
+    out.push_str("\n\n");
     out.push_str(&format!(
         "{:<8} {:>12} {:>12} {:>8}\n",
         "layer", "compressed", "unpacked", "entries"
