@@ -74,6 +74,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub release_dir: PathBuf,
+    /// Another of the release's versions than start_erl.data's.
+    pub release_version: Option<String>,
     pub output: PathBuf,
     /// The guest PID 1 binary to install as `/init`.
     pub init_binary: PathBuf,
@@ -97,7 +99,7 @@ pub struct BuildOptions {
 /// `opts.output` unless the whole build succeeded.
 pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<ImageManifest, BuildError> {
     progress("reading release");
-    let release = Release::open(&opts.release_dir)?;
+    let release = Release::open_version(&opts.release_dir, opts.release_version.as_deref())?;
     if !opts.init_binary.is_file() {
         return Err(BuildError::InitMissing(opts.init_binary.clone()));
     }
@@ -120,6 +122,7 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
     elf_roots.push(opts.init_binary.clone());
     progress("looking for shell use");
     let (shell_info, mut warnings) = add_shell(&mut tree, &release, opts.shell, &mut elf_roots)?;
+    warnings.splice(0..0, release.warnings.iter().cloned());
     progress("resolving shared libraries");
     add_library_closure(&mut tree, &elf_roots, &release.root)?;
     tree.insert("/init", stripped_elf(&opts.init_binary)?);
@@ -305,6 +308,9 @@ fn boot_spec(release: &Release, modules: Vec<String>, code_loading: CodeLoading)
             boot_script: release.boot_script.clone(),
             has_sys_config: release.has_sys_config,
             has_vm_args: release.has_vm_args,
+            sys_config_source: release.sys_config_source,
+            vm_args_source: release.vm_args_source,
+            env_sh: release.env_sh,
             code_loading,
             flavor: release.flavor,
         },

@@ -15,6 +15,7 @@ pub mod kpatch;
 pub mod layers;
 pub mod manifest;
 pub mod modules;
+pub mod relcheck;
 pub mod release;
 pub mod shell;
 pub mod strip;

@@ -62,6 +62,11 @@ pub struct BuildFlags {
     /// With a project directory that has several releases: which one
     #[arg(long = "release", value_name = "NAME")]
     release_name: Option<String>,
+    /// Which of the release's versions to boot, when releases/ holds
+    /// several (after upgrades) [default: the one releases/start_erl.data
+    /// names, as the start script boots]
+    #[arg(long, value_name = "VSN")]
+    release_version: Option<String>,
     /// When the release has no ERTS, take it from this host's Erlang install
     #[arg(long)]
     erts_from_host: bool,
@@ -134,7 +139,7 @@ fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
 
 pub fn build(args: BuildArgs) -> Result<ExitCode> {
     let input = resolve(&args.input, &args.flags)?;
-    let release = Release::open(&input.dir)?;
+    let release = flags_release(&input.dir, &args.flags)?;
     let output = args
         .output
         .unwrap_or_else(|| PathBuf::from(format!("{}-{}.unibeam", release.name, release.version)));
@@ -163,10 +168,16 @@ pub fn resolve(input: &Path, flags: &BuildFlags) -> Result<unibeam_image::Resolv
     )?)
 }
 
+/// The release `flags` pick in `dir`; shared with `run`.
+pub fn flags_release(dir: &Path, flags: &BuildFlags) -> Result<Release> {
+    Ok(Release::open_version(dir, flags.release_version.as_deref())?)
+}
+
 /// Builds `release_dir` into `output` with a spinner; shared with `run`.
 pub fn build_to(release_dir: &Path, output: &Path, flags: &BuildFlags) -> Result<ImageManifest> {
     let opts = BuildOptions {
         release_dir: release_dir.to_path_buf(),
+        release_version: flags.release_version.clone(),
         output: output.to_path_buf(),
         init_binary: paths::init_binary()?,
         cache_dir: paths::cache_dir()?,
