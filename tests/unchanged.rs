@@ -132,10 +132,22 @@ fn stock_rebar3_release_with_os_mon_mnesia_crypto_runs_unchanged() {
     assert!(mnesia.contains("is_running=yes"), "mnesia: {mnesia}");
 
     // cpu_sup and disksup run their port programs / df.
+    // cpu_sup's port program reads the guest's /proc/stat.
     let cpu = get_ok(port, "/cpu", &output);
-    eprintln!("/cpu: {cpu}");
+    let util: f64 = pairs(&cpu)
+        .get("util")
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("/cpu: {cpu}"));
+    assert!((0.0..=100.0).contains(&util), "/cpu: {cpu}");
+    // disksup runs `/bin/df -lk` through /bin/sh: the guest's /tmp (a tmpfs
+    // of half the guest's memory) is among its mounts.
     let disk = get_ok(port, "/disk", &output);
-    eprintln!("/disk: {disk}");
+    let tmp_kbytes: u64 = disk
+        .lines()
+        .find_map(|l| l.strip_prefix("/tmp "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no /tmp in /disk: {disk}"));
+    assert!((64 * 1024..=160 * 1024).contains(&tmp_kbytes), "/disk: {disk}");
 
     stop_cleanly(vm);
 }
