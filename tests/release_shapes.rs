@@ -60,7 +60,9 @@ fn an_args_file_by_absolute_path_is_refused() {
     append_vm_args(&release, &format!("-args_file {}\n", extra.display()));
     let line = one_line_failure(&build(&release, &[]));
     assert!(
-        line.contains("vm.args:") && line.contains("-args_file") && line.contains("relative to the release root"),
+        line.contains("vm.args:")
+            && line.contains("-args_file")
+            && line.contains("relative to the release root"),
         "{line}"
     );
 }
@@ -100,7 +102,10 @@ fn a_start_erl_data_version_that_leaves_the_release_is_refused() {
     )
     .unwrap();
     let line = one_line_failure(&build(&release, &[]));
-    assert!(line.contains("start_erl.data") && line.contains("not a plain name"), "{line}");
+    assert!(
+        line.contains("start_erl.data") && line.contains("not a plain name"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -116,7 +121,9 @@ fn files_no_start_script_reads_are_named() {
         "{found:?}"
     );
     assert!(
-        found.iter().any(|w| w.contains("bin/hooks") && w.contains("do not run")),
+        found
+            .iter()
+            .any(|w| w.contains("bin/hooks") && w.contains("do not run")),
         "{found:?}"
     );
     // hello as rebar3 made it warns about nothing.
@@ -141,4 +148,20 @@ fn a_stale_rendered_config_beside_a_template_is_not_used() {
     .unwrap();
     assert_eq!(manifest["boot"]["release"]["sys_config_source"], "template");
     assert_eq!(manifest["boot"]["release"]["vm_args_source"], "plain");
+}
+
+#[test]
+fn with_program_adds_a_program_the_scan_cannot_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = hello_copy(dir.path());
+    let out = build(&release, &["--with-program", "date"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = initramfs_entries(&release.with_extension("unibeam").join("initramfs.img"));
+    for path in ["usr/bin/date", "usr/bin/dash", "usr/bin/sh", "bin"] {
+        assert!(entries.iter().any(|(n, _)| n == path), "{path} missing");
+    }
+    let line = one_line_failure(&build(&release, &["--with-program", "no-such-program"]));
+    assert!(line.contains("--with-program no-such-program"), "{line}");
+    let line = one_line_failure(&build(&release, &["--with-program", "../../bin/date"]));
+    assert!(line.contains("no such program"), "{line}");
 }

@@ -52,6 +52,8 @@ pub enum BuildError {
     Shell(#[from] ShellError),
     #[error("{0}: not found, and the release needs a shell ({1}); install it with `apt-get install dash`")]
     NoDash(PathBuf, String),
+    #[error("--with-program {0}: no such program in /usr/bin or /bin on this host (a name, not a path or a shell builtin)")]
+    NoSuchProgram(String),
     #[error("{0}: unibeam-init not found; build it with `make build` (or `cargo build --profile guest -p unibeam-init`) or set UNIBEAM_INIT")]
     InitMissing(PathBuf),
     #[error("{0}: exists and is not a unibeam image; choose another output directory")]
@@ -93,6 +95,8 @@ pub struct BuildOptions {
     pub code_loading: CodeLoading,
     /// Whether the image gets `/bin/sh` (dash) and the programs it runs.
     pub shell: ShellMode,
+    /// Host programs to add whatever the scan finds (`--with-program`).
+    pub with_programs: Vec<String>,
 }
 
 /// Builds the image and returns its manifest. Nothing appears at
@@ -121,7 +125,7 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
     }
     elf_roots.push(opts.init_binary.clone());
     progress("looking for shell use");
-    let (shell_info, mut warnings) = add_shell(&mut tree, &release, opts.shell, &mut elf_roots)?;
+    let (shell_info, mut warnings) = add_shell(&mut tree, &release, opts, &mut elf_roots)?;
     warnings.splice(0..0, release.warnings.iter().cloned());
     progress("resolving shared libraries");
     add_library_closure(&mut tree, &elf_roots, &release.root)?;
@@ -158,11 +162,20 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
 fn add_shell(
     tree: &mut Tree,
     release: &Release,
-    mode: ShellMode,
+    opts: &BuildOptions,
     elf_roots: &mut Vec<PathBuf>,
 ) -> Result<(ShellInfo, Vec<String>), BuildError> {
+    let mode = opts.shell;
     let host = shell::Host::system();
-    let need = shell::scan(&release.root, &host)?;
+    let mut need = shell::scan(&release.root, &host)?;
+    for name in &opts.with_programs {
+        if host.program(name).is_none() {
+            return Err(BuildError::NoSuchProgram(name.clone()));
+        }
+        need.reasons.push(format!("--with-program {name}"));
+        need.failures.push(format!("--with-program {name} is left out"));
+        need.programs.insert(name.clone());
+    }
     let with_shell = mode == ShellMode::Always || (mode == ShellMode::Auto && need.needed());
     let mut warnings = Vec::new();
     if mode == ShellMode::Never {

@@ -100,6 +100,11 @@ pub struct BuildFlags {
     /// fail; `unibeam inspect` shows what was decided and why
     #[arg(long, value_enum, default_value = "auto")]
     shell: ShellArg,
+    /// A host program to put in the image's /usr/bin, for commands the scan
+    /// cannot see (a command string built at run time); with --shell auto
+    /// it brings the shell too (repeatable)
+    #[arg(long = "with-program", value_name = "NAME")]
+    with_programs: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -194,6 +199,7 @@ pub fn build_to(release_dir: &Path, output: &Path, flags: &BuildFlags) -> Result
             CodeLoadingArg::Interactive => CodeLoading::Interactive,
             CodeLoadingArg::Embedded => CodeLoading::Embedded,
         },
+        with_programs: flags.with_programs.clone(),
         shell: match flags.shell {
             ShellArg::Auto => ShellMode::Auto,
             ShellArg::Always => ShellMode::Always,
