@@ -87,6 +87,9 @@ impl BootSpec {
             ("ERL_INETRC", format!("{RUN_DIR}/erl_inetrc")),
             ("RELEASE_NAME", rel.name.clone()),
             ("RELEASE_VSN", rel.version.clone()),
+            // As container runtimes export it: vm.args.src files often say
+            // `-sname app@${HOSTNAME}`.
+            ("HOSTNAME", self.hostname.clone()),
         ] {
             env.set(k, v);
         }
