@@ -8,7 +8,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 elixir \
                 erlang-os-mon erlang-mnesia \
                 busybox-static cpio curl dash \
-                linux-source-6.1 make gcc libc6-dev bc bison flex libelf-dev xz-utils
+                linux-source-6.1 make gcc libc6-dev bc bison flex libelf-dev xz-utils \
+                g++ systemd
 HELLO := examples/hello/_build/prod/rel/hello
 HALT := tests/fixtures/halt/_build/prod/rel/halt
 HELLO_ELIXIR := examples/hello_elixir/_build/prod/rel/hello_elixir
@@ -23,7 +24,7 @@ RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
             $(MIXENV)/releases/start_erl.data
 sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
-.PHONY: all deps build releases kernel demo test test-debian-kernel bench lint clean
+.PHONY: all deps build releases kernel demo test test-debian-kernel bench lint fuzz clean
 
 all: build
 
@@ -89,6 +90,13 @@ bench: deps build releases kernel
 	$(CARGO) bench -p unibeam-e2e --bench image
 	$(CARGO) bench -p unibeam-e2e --bench runner
 	$(CARGO) bench -p unibeam-e2e --bench cluster
+
+# Every fuzz target for FUZZ_SECONDS each (fuzz/run.sh); fails on a crash.
+# g++ builds libFuzzer; stable Rust runs cargo-fuzz with RUSTC_BOOTSTRAP=1.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) fuzz/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -39,9 +39,14 @@ impl ElfInfo {
             path: path.to_path_buf(),
             cause,
         })?;
-        let parsed = match FileKind::parse(&*data) {
-            Ok(FileKind::Elf64) => parse::<elf::FileHeader64<Endianness>>(&data),
-            Ok(FileKind::Elf32) => parse::<elf::FileHeader32<Endianness>>(&data),
+        ElfInfo::parse(&data, path)
+    }
+
+    /// Reads `data`, the contents of `path` (named in errors).
+    pub fn parse(data: &[u8], path: &Path) -> Result<ElfInfo, ElfError> {
+        let parsed = match FileKind::parse(data) {
+            Ok(FileKind::Elf64) => parse::<elf::FileHeader64<Endianness>>(data),
+            Ok(FileKind::Elf32) => parse::<elf::FileHeader32<Endianness>>(data),
             _ => {
                 return Err(ElfError::Parse {
                     path: path.to_path_buf(),

@@ -53,7 +53,8 @@ fn message(kind: u8, xid: u32, mac: [u8; 6], request: Option<(Ipv4Addr, Ipv4Addr
 }
 
 /// A reply for our `xid`: its type and the lease it describes.
-fn parse_reply(data: &[u8], xid: u32) -> Option<(u8, Lease)> {
+/// `pub(crate)` for the fuzz target, which compiles this module in.
+pub(crate) fn parse_reply(data: &[u8], xid: u32) -> Option<(u8, Lease)> {
     if data.len() < 240 || data[0] != 2 || data[4..8] != xid.to_be_bytes() || data[236..240] != MAGIC_COOKIE {
         return None;
     }
