@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod sandbox;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -338,6 +339,11 @@ impl Vm {
             output,
             kept: Vec::new(),
         }
+    }
+
+    /// The command's pid, for signals other than Ctrl-C.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the command has ended (without waiting).
