@@ -3,7 +3,7 @@
 //! It mounts the pseudo-filesystems, loads the NIC's modules, configures
 //! the network, starts the release's BEAM as an unprivileged user,
 //! supervises it, applies the exit policy, and finally powers the VM off
-//! with the BEAM's exit status.
+//! with its verdict: the BEAM's exit status, an OOM kill, or its own failure.
 
 mod boot;
 mod clock;
@@ -17,8 +17,9 @@ mod stop;
 mod supervise;
 
 use platform::{Platform, Real};
+use power::Verdict;
 use std::time::Duration;
-use unibeam_spec::{BootSpec, ExitPolicy, BOOT_SPEC_PATH, INIT_FAILURE_STATUS};
+use unibeam_spec::{BootSpec, ExitPolicy, BOOT_SPEC_PATH};
 
 fn read_spec() -> Result<BootSpec, String> {
     let text = std::fs::read_to_string(BOOT_SPEC_PATH).map_err(|e| format!("{BOOT_SPEC_PATH}: {e}"))?;
@@ -34,7 +35,7 @@ fn allow_low_ports() {
 }
 
 /// Everything between the kernel handing over and the last BEAM exit.
-fn run(p: &mut impl Platform) -> Result<u8, String> {
+fn run(p: &mut impl Platform) -> Result<Verdict, String> {
     log!("started (kernel -> init)");
     let spec = read_spec()?;
     // Ctrl-Alt-Del then arrives as SIGINT instead of an instant reboot.
@@ -61,20 +62,26 @@ fn run(p: &mut impl Platform) -> Result<u8, String> {
             spec.release.version
         );
         let exit = supervise::supervise(p, beam, &mut events, timeout);
-        log!("BEAM exited with status {}", exit.status);
+        let verdict = if exit.oom_killed {
+            log!("BEAM killed by the kernel's OOM killer (status {})", exit.status);
+            Verdict::OomKilled(exit.status)
+        } else {
+            log!("BEAM exited with status {}", exit.status);
+            Verdict::Exited(exit.status)
+        };
         if let Some(slogan) = supervise::crash_slogan("/tmp/erl_crash.dump") {
             log!("crash dump: {slogan}");
         }
         if exit.stopped {
-            return Ok(exit.status);
+            return Ok(verdict);
         }
         match spec.instance.on_exit {
-            ExitPolicy::Poweroff => return Ok(exit.status),
+            ExitPolicy::Poweroff => return Ok(verdict),
             ExitPolicy::Reboot => log!("on-exit reboot: starting the BEAM again"),
             ExitPolicy::Hang => {
                 log!("on-exit hang: the VM stays up; stop it to power off");
                 events.wait_for_stop();
-                return Ok(exit.status);
+                return Ok(verdict);
             }
         }
     }
@@ -90,12 +97,12 @@ fn main() {
     // (Cargo.toml's `guest` profile), and a hook covers every thread.
     std::panic::set_hook(Box::new(|info| {
         log!("fatal: init panicked: {info}");
-        power::off(INIT_FAILURE_STATUS)
+        power::off(&Verdict::InitFailed(format!("init panicked: {info}")))
     }));
     let mut platform = Real;
-    let status = run(&mut platform).unwrap_or_else(|e| {
+    let verdict = run(&mut platform).unwrap_or_else(|e| {
         log!("fatal: {e}");
-        INIT_FAILURE_STATUS
+        Verdict::InitFailed(e)
     });
-    platform.power_off(status)
+    platform.power_off(&verdict)
 }

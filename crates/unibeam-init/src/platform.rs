@@ -25,8 +25,8 @@ pub trait Platform {
     /// Makes the root filesystem read-only; a failure is only a warning.
     fn seal_rootfs(&mut self) -> Result<(), String>;
     fn signal(&mut self, pid: i32, signal: Signal);
-    /// Reports `status` to the host and powers off; does not return on a VM.
-    fn power_off(&mut self, status: u8);
+    /// Reports the verdict to the host and powers off; does not return on a VM.
+    fn power_off(&mut self, verdict: &crate::power::Verdict);
 }
 
 /// The real kernel.
@@ -63,8 +63,8 @@ impl Platform for Real {
         let _ = kill(Pid::from_raw(pid), signal);
     }
 
-    fn power_off(&mut self, status: u8) {
-        crate::power::off(status)
+    fn power_off(&mut self, verdict: &crate::power::Verdict) {
+        crate::power::off(verdict)
     }
 }
 
@@ -102,8 +102,8 @@ pub mod recorder {
         fn signal(&mut self, pid: i32, signal: Signal) {
             self.calls.push(format!("signal {pid} {signal}"));
         }
-        fn power_off(&mut self, status: u8) {
-            self.calls.push(format!("power off {status}"));
+        fn power_off(&mut self, verdict: &crate::power::Verdict) {
+            self.calls.push(format!("power off {}", verdict.status()));
         }
     }
 }

@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use unibeam_spec::{BootSpec, FileContent, APPS_STARTED_MARKER, BEAM_UID, RUN_DIR};
+use unibeam_spec::{BootSpec, FileContent, APPS_STARTED_MARKER, BEAM_UID, INIT_FAILURE_STATUS, RUN_DIR};
 
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;
@@ -182,16 +182,77 @@ fn exit_code(status: WaitStatus) -> Option<u8> {
     }
 }
 
-/// Reaps every exited child; returns the BEAM's status if it was one of them.
-fn reap(beam: Pid) -> Option<u8> {
+/// Reaps every exited child; returns the BEAM's wait status if it was one
+/// of them.
+fn reap(beam: Pid) -> Option<WaitStatus> {
     let mut beam_status = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => return beam_status,
-            Ok(status) if status.pid() == Some(beam) => beam_status = exit_code(status).or(beam_status),
+            Ok(status) if status.pid() == Some(beam) && exit_code(status).is_some() => {
+                beam_status = Some(status)
+            }
             Ok(_) => {}
         }
     }
+}
+
+/// Whether the kernel's OOM killer ended `pid`. A SIGKILL alone does not
+/// say (init's own stop timeout sends one too), so the kernel's log must
+/// name the pid. The killer logs just after it signals, and the victim may
+/// be reaped first: the log is read again for a moment.
+fn killed_for_memory(pid: Pid) -> bool {
+    for _ in 0..10 {
+        if kernel_log_names_oom_kill(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Reads every record in /dev/kmsg, from the oldest the ring still holds.
+fn kernel_log_names_oom_kill(pid: Pid) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let kmsg = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg");
+    let Ok(mut kmsg) = kmsg else {
+        return false;
+    };
+    // One read returns one record; 8 KiB holds the longest printk allows.
+    let mut record = vec![0u8; 8192];
+    loop {
+        match kmsg.read(&mut record) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if record_names_oom_kill(&String::from_utf8_lossy(&record[..n]), pid) {
+                    return true;
+                }
+            }
+            // Records were overwritten while we read: go on with the next.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            // EAGAIN: none left.
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A /dev/kmsg record is `PRI,SEQ,USEC,FLAGS;MESSAGE`. Only the kernel
+/// logs with facility 0 (PRI / 8): a process writing to /dev/kmsg (root
+/// only) gets LOG_USER whatever it asks for.
+fn record_names_oom_kill(record: &str, pid: Pid) -> bool {
+    let Some((prefix, message)) = record.split_once(';') else {
+        return false;
+    };
+    let from_kernel = prefix
+        .split(',')
+        .next()
+        .and_then(|pri| pri.parse::<u32>().ok())
+        .is_some_and(|pri| pri >> 3 == 0);
+    let message = message.lines().next().unwrap_or_default();
+    from_kernel && message.contains(&format!("Killed process {pid} ("))
 }
 
 /// Event sources init waits on: its signals and the power buttons.
@@ -255,6 +316,8 @@ pub struct Exit {
     pub status: u8,
     /// A stop was asked for (signal or power button) before it exited.
     pub stopped: bool,
+    /// The kernel's OOM killer ended it.
+    pub oom_killed: bool,
 }
 
 /// Waits for the BEAM to exit, turning stop requests into a graceful stop.
@@ -264,10 +327,12 @@ pub fn supervise(p: &mut impl Platform, beam: Pid, events: &mut Events, timeout:
         if let Some(why) = events.next(stop.wait(Instant::now())) {
             stop.request(p, beam.as_raw(), Instant::now(), &why);
         }
-        if let Some(status) = reap(beam) {
+        if let Some(wait) = reap(beam) {
+            let sigkill = matches!(wait, WaitStatus::Signaled(_, Signal::SIGKILL, _));
             return Exit {
-                status,
+                status: exit_code(wait).unwrap_or(INIT_FAILURE_STATUS),
                 stopped: stop.requested(),
+                oom_killed: sigkill && killed_for_memory(beam),
             };
         }
         stop.enforce(p, Instant::now());
@@ -314,6 +379,26 @@ mod tests {
             Some(137)
         );
         assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn only_the_kernels_own_oom_record_for_the_beam_counts() {
+        let beam = Pid::from_raw(26);
+        let kernel = "3,612,2718281,-;Out of memory: Killed process 26 (beam.smp) \
+                      total-vm:1048576kB, anon-rss:40000kB\n";
+        assert!(record_names_oom_kill(kernel, beam));
+        assert!(
+            !record_names_oom_kill(kernel, Pid::from_raw(2)),
+            "another process was killed"
+        );
+        let written = "11,613,2718282,-;Out of memory: Killed process 26 (beam.smp)\n";
+        assert!(
+            !record_names_oom_kill(written, beam),
+            "facility 1: written to /dev/kmsg by a process"
+        );
+        assert!(!record_names_oom_kill("garbage", beam));
+        let continued = "6,614,1,-;eth0 up\n SUBSYSTEM=Killed process 26 (\n";
+        assert!(!record_names_oom_kill(continued, beam));
     }
 
     #[test]

@@ -80,11 +80,15 @@ fn boot_once(store: &Store, record: &mut InstanceRecord, cmd: &QemuCommand) -> R
     let code = exit_code(&outcome, qemu_code);
     match &outcome {
         Ok(Outcome::KernelPanic(line)) => note(format!("guest kernel panic: {line}"))?,
-        Ok(Outcome::OutOfMemory(line) | Outcome::OomKilled { line, .. }) => {
-            note(format!("guest out of memory, needs more --memory: {line}"))?
+        Ok(Outcome::OutOfMemory(line)) => note(format!("guest out of memory, needs more --memory: {line}"))?,
+        Ok(Outcome::OomKilled { .. }) => {
+            note("the guest's OOM killer ended the BEAM; it needs more --memory".into())?
         }
+        Ok(Outcome::InitFailed(reason)) => note(format!("the guest's init failed: {reason}"))?,
+        Ok(Outcome::NoStatus { detail }) => note(detail.clone())?,
+        // QEMU's own failure, with its message: `logs` shows it.
         Err(e) => note(e.to_string())?,
-        _ => {}
+        Ok(Outcome::Exited(_)) => {}
     }
     Ok(code)
 }
@@ -135,6 +139,20 @@ mod tests {
         assert!(!should_restart(two, 1, 2), "exactly two restarts");
         assert!(!should_restart(two, 0, 0), "success is not a failure");
         assert!(should_restart(Restart::OnFailure { max: None }, 3, 1000));
+    }
+
+    #[test]
+    fn qemus_own_failure_is_never_a_clean_exit() {
+        let failed = Err(crate::RunError::Qemu("qemu-system-x86_64: nope".into()));
+        assert_eq!(exit_code(&failed, 1), 125, "QEMU's exit 1 is not guest status 0");
+        assert_eq!(exit_code(&Ok(Outcome::Exited(0)), 1), 0);
+        assert_eq!(exit_code(&Ok(Outcome::OomKilled { status: 137 }), 19), 137);
+        assert_eq!(exit_code(&Ok(Outcome::InitFailed("x".into())), 251), 125);
+        let none = Ok(Outcome::NoStatus {
+            detail: String::new(),
+        });
+        assert_eq!(exit_code(&none, -1), 137, "QEMU killed");
+        assert_eq!(exit_code(&none, 0), 125);
     }
 
     #[test]

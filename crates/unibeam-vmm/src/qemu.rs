@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use thiserror::Error;
-use unibeam_spec::DEBUG_EXIT_PORT;
+use unibeam_spec::{DEBUG_EXIT_PORT, VERDICT_PORT};
 
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 
@@ -182,6 +182,10 @@ fn yes() -> bool {
     true
 }
 
+/// The file QEMU copies init's verdict port into, beside the QMP socket in
+/// the run's own directory (see `unibeam_spec::VERDICT_PORT`).
+pub const VERDICT_FILE: &str = "verdict";
+
 /// The QEMU id of the virtio keyboard that carries the power key for
 /// kernels without ACPI.
 pub const POWER_KEY_DEVICE: &str = "power-key";
@@ -268,6 +272,26 @@ pub fn check_cpus(machine: Machine, cpus: u32, acpi: bool) -> Result<(), QemuErr
 }
 
 impl QemuCommand {
+    /// Where init's verdict lands: only PID 1 can write it, unlike the
+    /// console, which the BEAM shares.
+    pub fn verdict_file(&self) -> PathBuf {
+        self.qmp_socket.with_file_name(VERDICT_FILE)
+    }
+
+    /// `-chardev file,...` for the verdict; QEMU reads a doubled comma in
+    /// an option value as a literal one.
+    fn verdict_chardev(&self) -> OsString {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let mut arg = b"file,id=verdict,path=".to_vec();
+        for &b in self.verdict_file().as_os_str().as_bytes() {
+            arg.push(b);
+            if b == b',' {
+                arg.push(b',');
+            }
+        }
+        OsString::from_vec(arg)
+    }
+
     pub fn power_button(&self) -> PowerButton {
         if self.acpi {
             PowerButton::Acpi
@@ -348,6 +372,8 @@ impl QemuCommand {
         push(&[
             "-device",
             &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=1"),
+            "-device",
+            &format!("isa-debugcon,iobase={VERDICT_PORT:#x},chardev=verdict"),
         ]);
         push(&[
             "-qmp",
@@ -358,6 +384,9 @@ impl QemuCommand {
         args.push(self.kernel.clone().into_os_string());
         args.push("-initrd".into());
         args.push(self.initrd.clone().into_os_string());
+        // QEMU creates every chardev before any device, wherever it stands.
+        args.push("-chardev".into());
+        args.push(self.verdict_chardev());
         args
     }
 
@@ -378,12 +407,6 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
-}
-
-/// Decodes QEMU's exit code when the guest used isa-debug-exit: a byte `s`
-/// written to the port makes QEMU exit with `(s << 1) | 1`.
-pub fn debug_exit_status(qemu_code: i32) -> Option<u8> {
-    (qemu_code & 1 == 1).then_some(((qemu_code >> 1) & 0x7f) as u8)
 }
 
 #[cfg(test)]
@@ -477,11 +500,20 @@ mod tests {
     }
 
     #[test]
-    fn debug_exit_codes_decode() {
-        assert_eq!(debug_exit_status(1), Some(0));
-        assert_eq!(debug_exit_status(7), Some(3));
-        assert_eq!(debug_exit_status(0), None);
-        assert_eq!(debug_exit_status(2), None);
+    fn the_verdict_port_goes_to_a_file_beside_the_qmp_socket() {
+        let mut cmd = command();
+        let args = cmd.args();
+        assert!(devices(&args).contains(&"isa-debugcon,iobase=0x508,chardev=verdict".to_string()));
+        assert_eq!(
+            value_after(&args, "-chardev"),
+            "file,id=verdict,path=/run/x/verdict"
+        );
+        cmd.qmp_socket = "/run/a,b/qmp.sock".into();
+        assert_eq!(
+            value_after(&cmd.args(), "-chardev"),
+            "file,id=verdict,path=/run/a,,b/verdict",
+            "a comma in the path is doubled"
+        );
     }
 
     #[test]

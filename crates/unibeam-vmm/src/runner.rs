@@ -1,19 +1,28 @@
 //! Runs one VM in the foreground: streams its console, turns Ctrl-C into a
 //! graceful ACPI stop, and reports how the guest ended.
+//!
+//! The verdict comes from channels the guest's app cannot write: init's
+//! verdict port (a file QEMU fills, see `unibeam_spec::VERDICT_PORT`),
+//! QEMU's own exit status and stderr, and the kernel's console lines only
+//! until init's first line. After that the console also carries the BEAM's
+//! output, so nothing on it decides anything.
 
-use crate::qemu::{debug_exit_status, PortForward, QemuCommand};
+use crate::qemu::{PortForward, QemuCommand};
 use crate::qmp::Qmp;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use unibeam_spec::EXIT_STATUS_MARKER;
+use unibeam_spec::{
+    INIT_STARTED_MARKER, VERDICT_EXITED, VERDICT_INIT_FAILED, VERDICT_OOM_KILLED, VERDICT_PREFIX,
+};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -30,31 +39,67 @@ pub enum RunError {
 pub enum Outcome {
     /// The BEAM exited and init reported its status.
     Exited(u8),
-    /// The guest kernel panicked; the panic line is quoted.
+    /// The guest kernel panicked before init started; the line is quoted.
     KernelPanic(String),
-    /// QEMU ended without a status from init (killed, or the guest reset).
+    /// QEMU ended without a verdict from init (killed, or the guest reset).
     NoStatus { detail: String },
-    /// The guest ran out of memory before the BEAM ran, or the kernel had
-    /// nothing left to kill. The console line is quoted.
+    /// The guest ran out of memory before init could start the BEAM. The
+    /// kernel's console line is quoted.
     OutOfMemory(String),
     /// The guest's OOM killer ended the BEAM, which exited with `status`
-    /// (137, as `docker run` reports it). The console line is quoted.
-    OomKilled { status: u8, line: String },
+    /// (137, as `docker run` reports it), as init saw it.
+    OomKilled { status: u8 },
+    /// init itself failed; its reason is quoted.
+    InitFailed(String),
 }
 
-/// Console lines that mean the guest's memory was too small.
+/// Kernel console lines that mean the guest's memory was too small, read
+/// only before init starts.
 const OUT_OF_MEMORY_LINES: [&str; 3] = [
     "Initramfs unpacking failed",
-    "Out of memory: Killed process",
+    "Out of memory",
     "deadlocked on memory",
 ];
 
-/// What the console reader learned while streaming.
+/// What the kernel said on the console before init's first line.
 #[derive(Debug, Default)]
 struct ConsoleFacts {
-    status: Option<u8>,
+    init_started: bool,
     panic_line: Option<String>,
     memory_line: Option<String>,
+}
+
+/// What init wrote to its verdict port: its last complete line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Exited(u8),
+    OomKilled(u8),
+    InitFailed(String),
+}
+
+impl Verdict {
+    /// The last complete verdict line in `text`. Only PID 1 can write the
+    /// port; a BEAM run with `--root` could, but init writes last.
+    fn parse(text: &str) -> Option<Verdict> {
+        let start = text.rfind(VERDICT_PREFIX)?;
+        let (line, _) = text[start + VERDICT_PREFIX.len()..].split_once('\n')?;
+        let mut words = line.splitn(3, ' ');
+        let kind = words.next()?;
+        let status: u8 = words.next()?.parse().ok()?;
+        match kind {
+            VERDICT_EXITED => Some(Verdict::Exited(status)),
+            VERDICT_OOM_KILLED => Some(Verdict::OomKilled(status)),
+            VERDICT_INIT_FAILED => Some(Verdict::InitFailed(
+                words.next().unwrap_or("no reason given").trim().to_string(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn read(path: &Path) -> Option<Verdict> {
+        let bytes = std::fs::read(path).ok()?;
+        Verdict::parse(&String::from_utf8_lossy(&bytes))
+    }
 }
 
 pub fn check_ports(forwards: &[PortForward]) -> Result<(), RunError> {
@@ -66,8 +111,8 @@ pub fn check_ports(forwards: &[PortForward]) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Copies the console to `out` as it arrives and notes init's status line
-/// and any kernel panic.
+/// Copies the console to `out` as it arrives and notes what the kernel
+/// says before init starts.
 fn stream_console(source: impl Read, mut out: impl Write, facts: Arc<Mutex<ConsoleFacts>>) {
     let mut reader = BufReader::new(source);
     let mut line = Vec::new();
@@ -84,8 +129,9 @@ fn stream_console(source: impl Read, mut out: impl Write, facts: Arc<Mutex<Conso
 
 fn note_line(line: &str, facts: &Mutex<ConsoleFacts>) {
     let mut facts = facts.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(rest) = line.split(EXIT_STATUS_MARKER).nth(1) {
-        facts.status = rest.trim().parse().ok();
+    if facts.init_started || line.contains(INIT_STARTED_MARKER) {
+        facts.init_started = true;
+        return;
     }
     let quoted = || line.split("] ").last().unwrap_or(line).trim().to_string();
     if facts.panic_line.is_none() && line.contains("Kernel panic") {
@@ -163,11 +209,21 @@ pub struct Booted {
     console: thread::JoinHandle<()>,
     stderr: thread::JoinHandle<String>,
     facts: Arc<Mutex<ConsoleFacts>>,
+    verdict_file: PathBuf,
 }
 
 /// Starts QEMU for `cmd` in its own process group, dying with its parent,
 /// and streams its console into `console`.
 pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<Booted, RunError> {
+    // A verdict left by an earlier boot must not speak for this one, even
+    // if this QEMU fails before it opens the file.
+    let verdict_file = cmd.verdict_file();
+    match std::fs::remove_file(&verdict_file) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(RunError::Qemu(format!("{}: {e}", verdict_file.display())))
+        }
+        _ => {}
+    }
     let mut command = Command::new(&cmd.binary);
     command
         .args(cmd.args())
@@ -206,6 +262,7 @@ pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<B
         console,
         stderr,
         facts,
+        verdict_file,
     })
 }
 
@@ -215,7 +272,8 @@ impl Booted {
         let _ = self.console.join();
         let qemu_stderr = self.stderr.join().unwrap_or_default();
         let facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
-        decide(code, &facts, qemu_stderr.trim())
+        let verdict = Verdict::read(&self.verdict_file);
+        decide(verdict, code, &facts, &qemu_stderr)
     }
 }
 
@@ -234,34 +292,56 @@ pub fn run_foreground(
     booted.finish(code)
 }
 
-fn decide(code: i32, facts: &ConsoleFacts, qemu_stderr: &str) -> Result<Outcome, RunError> {
-    // Init's own failure (125) or no status at all: the guest never got to
-    // run the BEAM. A BEAM the OOM killer ended keeps its status (137),
-    // as `docker run` does.
+/// How the run ended, from the trusted channels in order: init's verdict,
+/// the kernel's console before init, QEMU's own exit and stderr.
+fn decide(
+    verdict: Option<Verdict>,
+    qemu_code: i32,
+    facts: &ConsoleFacts,
+    qemu_stderr: &str,
+) -> Result<Outcome, RunError> {
+    match verdict {
+        Some(Verdict::Exited(status)) => return Ok(Outcome::Exited(status)),
+        Some(Verdict::OomKilled(status)) => return Ok(Outcome::OomKilled { status }),
+        // Unpacking that ran out of memory is why init found no boot.json.
+        Some(Verdict::InitFailed(reason)) => {
+            return Ok(match &facts.memory_line {
+                Some(line) => Outcome::OutOfMemory(line.clone()),
+                None => Outcome::InitFailed(reason),
+            })
+        }
+        None => {}
+    }
     if let Some(line) = &facts.memory_line {
-        let line = line.clone();
-        return Ok(match facts.status {
-            None | Some(125) => Outcome::OutOfMemory(line),
-            Some(status) => Outcome::OomKilled { status, line },
-        });
+        return Ok(Outcome::OutOfMemory(line.clone()));
     }
     if let Some(line) = &facts.panic_line {
         return Ok(Outcome::KernelPanic(line.clone()));
     }
-    if let Some(status) = facts.status.or_else(|| debug_exit_status(code)) {
-        return Ok(Outcome::Exited(status));
-    }
-    if code != 0 && !qemu_stderr.is_empty() {
-        let last = qemu_stderr.lines().last().unwrap_or_default();
-        return Err(RunError::Qemu(last.to_string()));
+    if qemu_code > 0 {
+        return Err(RunError::Qemu(qemu_message(qemu_code, qemu_stderr)));
     }
     Ok(Outcome::NoStatus {
-        // Seen when the guest ran out of memory before init could report.
         detail: format!(
-            "QEMU exited with code {code} and the guest reported no exit status; \
-             if the console shows no panic, try a larger --memory"
+            "QEMU exited with code {qemu_code} and the guest's init left no verdict; \
+             if the console shows a panic or an out-of-memory kill, try a larger --memory"
         ),
     })
+}
+
+/// QEMU's own error lines, on one line.
+fn qemu_message(code: i32, stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        // Also an image whose init predates the verdict port: its
+        // isa-debug-exit code is all it says.
+        format!(
+            "QEMU exited with code {code}, printed nothing and the guest's init left no verdict \
+             (an image built by an older unibeam needs `unibeam build` again)"
+        )
+    } else {
+        lines.join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -276,75 +356,193 @@ mod tests {
         facts.into_inner().unwrap()
     }
 
-    #[test]
-    fn marker_line_gives_the_exact_status() {
-        let facts = facts_of(&["boot\n", "unibeam-init: beam exited with status 200\n"]);
-        // 200 does not survive the debug-exit encoding; the marker does.
-        assert_eq!(decide(145, &facts, "").unwrap(), Outcome::Exited(200));
+    const INIT_FIRST_LINE: &str = "[    0.412] unibeam-init: started (kernel -> init)\n";
+
+    /// What an app can print once it runs: the kernel's, init's and the
+    /// OOM killer's lines.
+    const LOOKALIKES: [&str; 5] = [
+        "Kernel panic - not syncing: fake\n",
+        "Out of memory: Killed process 1 (beam.smp)\n",
+        "Initramfs unpacking failed: fake\n",
+        "deadlocked on memory\n",
+        "unibeam-init: beam exited with status 3\n",
+    ];
+
+    fn verdict(line: &str) -> Option<Verdict> {
+        Verdict::parse(line)
     }
 
     #[test]
-    fn debug_exit_code_is_the_fallback() {
+    fn spoofed_console_lines_with_a_clean_verdict_exit_0() {
+        let mut lines = vec!["[    0.1] Linux version 6.1\n", INIT_FIRST_LINE];
+        lines.extend(LOOKALIKES);
+        let facts = facts_of(&lines);
         assert_eq!(
-            decide(7, &ConsoleFacts::default(), "").unwrap(),
+            decide(verdict("unibeam-verdict exited 0\n"), 1, &facts, "").unwrap(),
+            Outcome::Exited(0)
+        );
+        // QEMU's exit code (isa-debug-exit's (0 << 1) | 1) is not read.
+        assert_eq!(
+            decide(verdict("unibeam-verdict exited 200\n"), 145, &facts, "").unwrap(),
+            Outcome::Exited(200),
+            "the exact status, top bit and all"
+        );
+    }
+
+    #[test]
+    fn lookalike_lines_after_init_with_no_verdict_decide_nothing() {
+        let mut lines = vec![INIT_FIRST_LINE];
+        lines.extend(LOOKALIKES);
+        let facts = facts_of(&lines);
+        assert!(facts.panic_line.is_none() && facts.memory_line.is_none());
+        assert!(matches!(
+            decide(None, 0, &facts, "").unwrap(),
+            Outcome::NoStatus { .. }
+        ));
+    }
+
+    #[test]
+    fn qemu_exit_1_with_stderr_and_no_verdict_is_qemus_failure() {
+        let stderr = "qemu-system-x86_64: cannot set up guest memory 'pc.ram': Cannot allocate memory\n";
+        let err = decide(None, 1, &ConsoleFacts::default(), stderr).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "QEMU failed: qemu-system-x86_64: cannot set up guest memory 'pc.ram': Cannot allocate memory"
+        );
+        let two = "qemu-system-x86_64: -netdev user,id=net0: first\n\nsecond\n";
+        let err = decide(None, 1, &ConsoleFacts::default(), two)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("first; second"), "{err}");
+        let silent = decide(None, 1, &ConsoleFacts::default(), "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            silent.contains("code 1") && silent.contains("no verdict"),
+            "{silent}"
+        );
+    }
+
+    #[test]
+    fn a_verdict_outweighs_qemus_warnings() {
+        let warning = "qemu-system-x86_64: warning: host doesn't support requested feature\n";
+        assert_eq!(
+            decide(
+                verdict("unibeam-verdict exited 3\n"),
+                7,
+                &ConsoleFacts::default(),
+                warning
+            )
+            .unwrap(),
             Outcome::Exited(3)
         );
     }
 
     #[test]
-    fn kernel_panic_is_quoted() {
-        let facts = facts_of(&["[    2.5] Kernel panic - not syncing: VFS: Unable to mount root fs\n"]);
+    fn a_panic_before_init_is_the_kernels_verdict() {
+        let facts = facts_of(&[
+            "[    2.5] Kernel panic - not syncing: VFS: Unable to mount root fs\n",
+            INIT_FIRST_LINE,
+        ]);
         assert_eq!(
-            decide(0, &facts, "").unwrap(),
+            decide(None, 0, &facts, "").unwrap(),
             Outcome::KernelPanic("Kernel panic - not syncing: VFS: Unable to mount root fs".into())
         );
     }
 
     #[test]
-    fn running_out_of_memory_is_named() {
-        let facts = facts_of(&[
-            "Initramfs unpacking failed: write error\n",
-            "[    0.5] unibeam-init: fatal: /unibeam/boot.json: No such file or directory\n",
-            "unibeam-init: beam exited with status 125\n",
-        ]);
-        assert_eq!(
-            decide(0, &facts, "").unwrap(),
-            Outcome::OutOfMemory("Initramfs unpacking failed: write error".into())
-        );
-        let panicked = facts_of(&[
-            "Out of memory and no killable processes...\n",
-            "deadlocked on memory\n",
-        ]);
+    fn panic_text_after_init_is_ignored() {
+        let facts = facts_of(&[INIT_FIRST_LINE, "[    9.9] Kernel panic - not syncing: fake\n"]);
         assert!(matches!(
-            decide(0, &panicked, "").unwrap(),
-            Outcome::OutOfMemory(_)
+            decide(None, 0, &facts, "").unwrap(),
+            Outcome::NoStatus { .. }
         ));
-        let killed = facts_of(&[
-            "[ 2.7] Out of memory: Killed process 26 (beam.smp)\n",
-            "unibeam-init: beam exited with status 137\n",
-        ]);
         assert_eq!(
-            decide(0, &killed, "").unwrap(),
-            Outcome::OomKilled {
-                status: 137,
-                line: "Out of memory: Killed process 26 (beam.smp)".into()
-            }
+            decide(verdict("unibeam-verdict exited 0\n"), 1, &facts, "").unwrap(),
+            Outcome::Exited(0)
         );
     }
 
     #[test]
-    fn qemu_errors_are_reported() {
-        let err = decide(
-            1 << 1,
-            &ConsoleFacts::default(),
-            "qemu: could not load kernel 'x'",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("could not load kernel"));
+    fn running_out_of_memory_is_named() {
+        // The kernel could not unpack the image: init then finds no boot.json.
+        let facts = facts_of(&[
+            "Initramfs unpacking failed: write error\n",
+            "[    0.5] unibeam-init: started (kernel -> init)\n",
+            "[    0.5] unibeam-init: fatal: /unibeam/boot.json: No such file or directory\n",
+        ]);
+        let failed = verdict("unibeam-verdict init-failed 125 /unibeam/boot.json: No such file\n");
+        assert_eq!(
+            decide(failed, 251, &facts, "").unwrap(),
+            Outcome::OutOfMemory("Initramfs unpacking failed: write error".into())
+        );
+        let panicked = facts_of(&[
+            "Out of memory and no killable processes...\n",
+            "Kernel panic - not syncing: System is deadlocked on memory\n",
+        ]);
         assert!(matches!(
-            decide(0, &ConsoleFacts::default(), "").unwrap(),
-            Outcome::NoStatus { .. }
+            decide(None, 0, &panicked, "").unwrap(),
+            Outcome::OutOfMemory(_)
         ));
+        assert_eq!(
+            decide(
+                verdict("unibeam-verdict oom-killed 137\n"),
+                19,
+                &ConsoleFacts::default(),
+                ""
+            )
+            .unwrap(),
+            Outcome::OomKilled { status: 137 }
+        );
+    }
+
+    #[test]
+    fn init_failures_are_reported_with_their_reason() {
+        let failed = verdict("unibeam-verdict init-failed 125 exec /erts/bin/erlexec: ENOENT\n");
+        assert_eq!(
+            decide(failed, 251, &facts_of(&[INIT_FIRST_LINE]), "").unwrap(),
+            Outcome::InitFailed("exec /erts/bin/erlexec: ENOENT".into())
+        );
+    }
+
+    #[test]
+    fn verdict_lines_parse_or_are_ignored() {
+        assert_eq!(verdict(""), None);
+        assert_eq!(verdict("unibeam-verdict exited 3"), None, "cut short");
+        assert_eq!(verdict("unibeam-verdict exited 300\n"), None);
+        assert_eq!(verdict("unibeam-verdict bored 3\n"), None);
+        assert_eq!(
+            verdict("unibeam-verdict exited 0\nunibeam-verdict exited 4\n"),
+            Some(Verdict::Exited(4)),
+            "the last line wins: init writes after everything else is dead"
+        );
+        assert_eq!(
+            verdict("junk without newlineunibeam-verdict oom-killed 137\n"),
+            Some(Verdict::OomKilled(137))
+        );
+    }
+
+    #[test]
+    fn a_stale_verdict_is_removed_before_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = QemuCommand {
+            binary: dir.path().join("no-such-qemu"),
+            accel: crate::Accel::Tcg,
+            machine: crate::Machine::Microvm,
+            memory_mib: 64,
+            cpus: 1,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            kernel_args: vec![],
+            forwards: vec![],
+            qmp_socket: dir.path().join("qmp.sock"),
+            private_net: None,
+            acpi: false,
+        };
+        std::fs::write(cmd.verdict_file(), "unibeam-verdict exited 0\n").unwrap();
+        assert!(boot(&cmd, io::sink()).is_err(), "no such QEMU");
+        assert!(!cmd.verdict_file().exists());
     }
 
     #[test]

@@ -237,13 +237,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "the guest ran out of memory ({line}); {}",
             more_memory(&args, &manifest)
         ),
-        Outcome::OomKilled { status, line } => {
+        Outcome::OomKilled { status } => {
             eprintln!(
-                "unibeam: the guest's OOM killer ended the BEAM ({line}); {}",
+                "unibeam: the guest's OOM killer ended the BEAM; {}",
                 more_memory(&args, &manifest)
             );
             Ok(ExitCode::from(status))
         }
+        Outcome::InitFailed(reason) => bail!("the guest's init failed: {reason}"),
     }
 }
 
