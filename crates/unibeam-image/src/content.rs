@@ -8,17 +8,29 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::safepath::{self, UnsafePath};
+
+/// The largest file an image may hold. The guest keeps every file in RAM
+/// (ramfs), and the build reads each one whole: a bigger file (a 2 GiB
+/// sparse file in priv/, say) is a mistake, refused before it is read.
+pub const MAX_FILE_BYTES: u64 = 512 << 20;
 
 #[derive(Debug, Error)]
 pub enum ContentError {
     #[error("{path}: broken symlink (its target {target} does not exist)")]
     BrokenSymlink { path: PathBuf, target: PathBuf },
+    #[error("{path}: symlink loop (through {target}); links must end at a file or directory")]
+    SymlinkLoop { path: PathBuf, target: PathBuf },
     #[error("{path}: symlink points outside the release (to {target}); refused, not followed")]
     SymlinkEscapes { path: PathBuf, target: PathBuf },
     #[error("{path}: cannot read: {cause}")]
     Unreadable { path: PathBuf, cause: std::io::Error },
     #[error("{path}: {cause}")]
     Beam { path: PathBuf, cause: BeamError },
+    #[error("{path:?}: {problem}; rename it")]
+    UnsafeName { path: PathBuf, problem: UnsafePath },
+    #[error("{}: {bytes} bytes, over the {} MiB a file in an image may have (the guest holds every file in RAM); leave it out of the release", path.display(), MAX_FILE_BYTES >> 20)]
+    TooBig { path: PathBuf, bytes: u64 },
 }
 
 /// Directories inside `lib/<app>/` that nothing loads at run time.
@@ -184,8 +196,14 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn guest(&self, rel: &Path) -> String {
-        format!("{}/{}", self.guest_root.trim_end_matches('/'), rel.display())
+    /// Where `rel` goes in the guest, its name kept byte for byte: a
+    /// name that is not UTF-8 is refused, never mangled into another.
+    fn guest(&self, path: &Path, rel: &Path) -> Result<String, ContentError> {
+        let rel = safepath::relative(rel).map_err(|problem| ContentError::UnsafeName {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        Ok(format!("{}/{rel}", self.guest_root.trim_end_matches('/')))
     }
 
     fn add(&mut self, path: &Path, rel: &Path) -> Result<(), ContentError> {
@@ -193,21 +211,27 @@ impl Walker<'_> {
             path: path.to_path_buf(),
             cause,
         })?;
+        let guest = self.guest(path, rel)?;
         if meta.file_type().is_symlink() {
             let target = self.check_symlink(path)?;
-            self.tree.insert(&self.guest(rel), Node::Symlink(target));
+            self.tree.insert(&guest, Node::Symlink(target));
         } else if meta.is_dir() {
-            self.tree.insert(&self.guest(rel), Node::Dir);
+            self.tree.insert(&guest, Node::Dir);
             self.walk(path)?;
         } else if meta.is_file() {
+            if meta.len() > MAX_FILE_BYTES {
+                return Err(ContentError::TooBig {
+                    path: path.to_path_buf(),
+                    bytes: meta.len(),
+                });
+            }
             let data = fs::read(path).map_err(|cause| ContentError::Unreadable {
                 path: path.to_path_buf(),
                 cause,
             })?;
             let executable = meta.permissions().mode() & 0o111 != 0;
             let data = self.transform(path, &self.in_release.join(rel), data)?;
-            self.tree
-                .insert(&self.guest(rel), Node::Bytes { data, executable });
+            self.tree.insert(&guest, Node::Bytes { data, executable });
         }
         Ok(())
     }
@@ -248,9 +272,15 @@ impl Walker<'_> {
                 target,
             });
         }
-        let real = fs::canonicalize(&resolved).map_err(|_| ContentError::BrokenSymlink {
-            path: path.to_path_buf(),
-            target: target.clone(),
+        let real = fs::canonicalize(&resolved).map_err(|e| match e.raw_os_error() {
+            Some(code) if code == nix::errno::Errno::ELOOP as i32 => ContentError::SymlinkLoop {
+                path: path.to_path_buf(),
+                target: target.clone(),
+            },
+            _ => ContentError::BrokenSymlink {
+                path: path.to_path_buf(),
+                target: target.clone(),
+            },
         })?;
         if !real.starts_with(&self.canonical_root) {
             return Err(ContentError::SymlinkEscapes {
@@ -258,7 +288,13 @@ impl Walker<'_> {
                 target,
             });
         }
-        Ok(target.to_string_lossy().into_owned())
+        match target.into_os_string().into_string() {
+            Ok(target) => Ok(target),
+            Err(_) => Err(ContentError::UnsafeName {
+                path: path.to_path_buf(),
+                problem: UnsafePath::NotUtf8,
+            }),
+        }
     }
 }
 
@@ -388,6 +424,37 @@ mod tests {
         let dir = release_with("lib/a", "a-1");
         let tree = add(dir.path()).unwrap();
         assert_eq!(tree.get("/release/lib/a"), Some(&Node::Symlink("a-1".into())));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_refused_not_mangled() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = release_with("lib/a", "a-1");
+        let priv_dir = dir.path().join("lib/a-1/priv");
+        fs::create_dir_all(&priv_dir).unwrap();
+        let names: [&[u8]; 2] = [b"caf\xe9", b"caf\xe8"];
+        for name in names {
+            fs::write(priv_dir.join(std::ffi::OsStr::from_bytes(name)), "x").unwrap();
+        }
+        match add(dir.path()) {
+            Err(e @ ContentError::UnsafeName { .. }) => {
+                assert!(e.to_string().to_lowercase().contains("caf\\xe8"), "{e}");
+                assert!(e.to_string().contains("not UTF-8"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_before_they_are_read() {
+        let dir = release_with("lib/a", "a-1");
+        let big = dir.path().join("lib/a-1/priv.img");
+        let file = fs::File::create(&big).unwrap();
+        file.set_len(MAX_FILE_BYTES + 1).unwrap(); // sparse: costs no disk
+        match add(dir.path()) {
+            Err(e @ ContentError::TooBig { .. }) => assert!(e.to_string().contains("priv.img"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

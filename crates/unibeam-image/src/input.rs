@@ -1,10 +1,18 @@
 //! Turns what the user points at (a release directory, a release tarball,
 //! or a rebar3/mix project) into a release directory on disk.
 
+use crate::content::MAX_FILE_BYTES;
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 use thiserror::Error;
+use unibeam_spec::safepath::{self, UnsafePath};
+
+/// Unpacked tarballs are `<scratch>/tarball-<pid>-<random>`: a later run
+/// removes those whose process is gone (interrupted, killed).
+pub const UNPACKED_PREFIX: &str = "tarball-";
 
 #[derive(Debug, Error)]
 pub enum InputError {
@@ -21,6 +29,18 @@ pub enum InputError {
         path: PathBuf,
         name: String,
         names: String,
+    },
+    #[error("{}: member {member}: {problem}; the tarball is refused", path.display())]
+    UnsafeMember {
+        path: PathBuf,
+        member: String,
+        problem: UnsafePath,
+    },
+    #[error("{}: member {member}: {why}; the tarball is refused", path.display())]
+    RefusedMember {
+        path: PathBuf,
+        member: String,
+        why: String,
     },
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: std::io::Error },
@@ -79,19 +99,10 @@ fn unpack_tarball(path: &Path, scratch: &Path) -> Result<TempDir, InputError> {
     };
     fs::create_dir_all(scratch).map_err(io)?;
     let dir = tempfile::Builder::new()
-        .prefix("tarball-")
+        .prefix(&format!("{UNPACKED_PREFIX}{}-", std::process::id()))
         .tempdir_in(scratch)
         .map_err(io)?;
-    let file = fs::File::open(path).map_err(|cause| InputError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    // unpack() refuses entries that would land outside `dir`.
-    archive.unpack(dir.path()).map_err(|e| InputError::BadTarball {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    unpack_members(path, dir.path())?;
     if !is_release_dir(dir.path()) {
         return Err(InputError::BadTarball {
             path: path.to_path_buf(),
@@ -99,6 +110,69 @@ fn unpack_tarball(path: &Path, scratch: &Path) -> Result<TempDir, InputError> {
         });
     }
     Ok(dir)
+}
+
+/// Unpacks every member of the tarball at `path` into `dir`, refusing the
+/// whole tarball at the first member that would land outside `dir` or
+/// under another name than the one it has: `tar`'s own unpack() silently
+/// skips `..` members and turns `/x` into `x`.
+fn unpack_members(path: &Path, dir: &Path) -> Result<(), InputError> {
+    let corrupt = |e: std::io::Error| InputError::BadTarball {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let file = fs::File::open(path).map_err(|cause| InputError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        let name = entry.path_bytes().into_owned();
+        let member = name.escape_ascii().to_string();
+        let refused = |why: &str| InputError::RefusedMember {
+            path: path.to_path_buf(),
+            member: member.clone(),
+            why: why.into(),
+        };
+        let kind = entry.header().entry_type();
+        match safepath::relative(Path::new(OsStr::from_bytes(&name))) {
+            // `./`, the root itself, as `tar -C dir .` writes it.
+            Err(UnsafePath::Empty) if kind.is_dir() => continue,
+            Err(problem) => {
+                return Err(InputError::UnsafeMember {
+                    path: path.to_path_buf(),
+                    member: member.clone(),
+                    problem,
+                })
+            }
+            Ok(_) => {}
+        }
+        if kind.is_hard_link() {
+            let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            if let Err(problem) = safepath::relative(Path::new(OsStr::from_bytes(&target))) {
+                return Err(refused(&format!("a hard link to {problem}")));
+            }
+        } else if !(kind.is_file() || kind.is_dir() || kind.is_symlink() || kind.is_contiguous() || kind.is_gnu_sparse()) {
+            return Err(refused("neither a file, a directory nor a link"));
+        }
+        if entry.size() > MAX_FILE_BYTES {
+            let why = format!(
+                "{} bytes, over the {} MiB a file in an image may have",
+                entry.size(),
+                MAX_FILE_BYTES >> 20
+            );
+            return Err(refused(&why));
+        }
+        // unpack_in also refuses a member that would be written through a
+        // symlink pointing outside (an error, or false).
+        match entry.unpack_in(dir) {
+            Ok(true) => {}
+            Ok(false) => return Err(refused("it would be written outside the release")),
+            Err(e) => return Err(refused(&e.to_string())),
+        }
+    }
+    Ok(())
 }
 
 fn find_in_project(project: &Path, selector: &Selector) -> Result<PathBuf, InputError> {
@@ -167,6 +241,47 @@ mod tests {
             .unwrap()
             .dir
             .ends_with("rel/b"));
+    }
+
+    /// A tarball whose one member has the raw name `name`.
+    fn tarball_with_member(dir: &Path, name: &[u8]) -> PathBuf {
+        let tarball = dir.join("bad-0.1.0.tar.gz");
+        let enc =
+            flate2::write::GzEncoder::new(fs::File::create(&tarball).unwrap(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(enc);
+        builder.append_dir_all(".", dir.join("src")).unwrap();
+        let mut header = tar::Header::new_old();
+        // set_path() refuses `..` and `/`: write the raw name field.
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_size(1);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, &b"x"[..]).unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+        tarball
+    }
+
+    #[test]
+    fn members_outside_the_release_refuse_the_tarball() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"../outside", "climb out"),
+            (b"/etc/cron.d/x", "absolute"),
+            (b"lib/../../x", "climb out"),
+            (b"priv/caf\xe9", "not UTF-8"),
+        ];
+        for (name, problem) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            fake_release(&dir.path().join("src"));
+            let tarball = tarball_with_member(dir.path(), name);
+            let scratch = dir.path().join("scratch");
+            let err = resolve(&tarball, &Selector::default(), &scratch).unwrap_err();
+            let text = err.to_string();
+            let shown = name.escape_ascii().to_string();
+            assert!(text.contains(&shown) && text.contains(problem), "{text}");
+            assert!(!dir.path().join("outside").exists());
+            assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "the unpacked dir is removed");
+        }
     }
 
     #[test]

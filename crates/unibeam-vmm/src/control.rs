@@ -3,12 +3,12 @@
 use crate::qemu::{PowerButton, QemuCommand};
 use crate::qmp::Qmp;
 use crate::state::{
-    write_atomic, InstanceRecord, StateError, Status, Store, QEMU_FILE, QMP_SOCKET, STOP_REQUESTED,
+    write_atomic, InstanceName, InstanceRecord, StateError, Status, Store, QEMU_FILE, QMP_SOCKET, STOP_REQUESTED,
 };
 use std::time::{Duration, Instant};
 
 /// Marks the instance so its monitor does not restart it.
-fn forbid_restart(store: &Store, name: &str) -> Result<(), StateError> {
+fn forbid_restart(store: &Store, name: &InstanceName) -> Result<(), StateError> {
     write_atomic(&store.dir(name).join(STOP_REQUESTED), b"")
 }
 
@@ -20,7 +20,7 @@ fn kill_qemu(record: &InstanceRecord) {
 }
 
 /// Waits until the monitor has recorded the exit (or nothing is left alive).
-fn wait_for_exit(store: &Store, name: &str, limit: Duration) -> Result<InstanceRecord, StateError> {
+fn wait_for_exit(store: &Store, name: &InstanceName, limit: Duration) -> Result<InstanceRecord, StateError> {
     let deadline = Instant::now() + limit;
     loop {
         let record = store.load(name)?;
@@ -34,7 +34,7 @@ fn wait_for_exit(store: &Store, name: &str, limit: Duration) -> Result<InstanceR
 
 /// The button the instance's kernel listens to; ACPI's when the command
 /// cannot be read (instances from before kernels without ACPI).
-fn power_button(store: &Store, name: &str) -> PowerButton {
+fn power_button(store: &Store, name: &InstanceName) -> PowerButton {
     std::fs::read(store.dir(name).join(QEMU_FILE))
         .ok()
         .and_then(|json| serde_json::from_slice::<QemuCommand>(&json).ok())
@@ -47,7 +47,7 @@ fn power_button(store: &Store, name: &str) -> PowerButton {
 /// The wait is for QEMU's exit as the monitor records it, not for QMP's
 /// SHUTDOWN event: our guest powers off through isa-debug-exit, which ends
 /// QEMU at once, without that event, and with the BEAM's status.
-pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<InstanceRecord, StateError> {
+pub fn stop(store: &Store, name: &InstanceName, timeout: Duration) -> Result<InstanceRecord, StateError> {
     let record = store.load(name)?;
     forbid_restart(store, name)?;
     if matches!(record.observed_status(), Status::Exited { .. }) {
@@ -68,9 +68,22 @@ pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<InstanceReco
 }
 
 /// SIGKILL to the instance's QEMU; no restart follows.
-pub fn kill(store: &Store, name: &str) -> Result<InstanceRecord, StateError> {
+pub fn kill(store: &Store, name: &InstanceName) -> Result<InstanceRecord, StateError> {
     let record = store.load(name)?;
     forbid_restart(store, name)?;
     kill_qemu(&record);
     wait_for_exit(store, name, Duration::from_secs(5))
+}
+
+/// For an instance whose record is gone or corrupt, so its pids are
+/// unknown: asks a QEMU still listening on its QMP socket to quit, so
+/// `rm -f` leaves no VM behind. Best effort; the monitor dies with its
+/// record's directory.
+pub fn quit_unrecorded(store: &Store, name: &InstanceName) {
+    let socket = store.dir(name).join(QMP_SOCKET);
+    if socket.exists() {
+        if let Ok(mut qmp) = Qmp::connect(&socket, Duration::from_millis(500)) {
+            let _ = qmp.quit();
+        }
+    }
 }

@@ -5,6 +5,7 @@ pub mod accel;
 pub mod control;
 pub mod logfile;
 pub mod monitor;
+pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod runner;

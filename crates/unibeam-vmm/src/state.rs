@@ -9,6 +9,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+pub use crate::process::{BootId, ProcessId};
+
 pub const RECORD_FILE: &str = "instance.json";
 pub const CONSOLE_LOG: &str = "console.log";
 pub const QMP_SOCKET: &str = "qmp.sock";
@@ -21,21 +23,109 @@ pub const STOP_REQUESTED: &str = "stop-requested";
 #[derive(Debug, Error)]
 pub enum StateError {
     #[error("instance name {0:?} is already in use; pick another --name or `unibeam rm {0}`")]
-    NameInUse(String),
+    NameInUse(InstanceName),
     #[error("no instance named {0:?}; `unibeam ps -a` lists them")]
-    NoSuchInstance(String),
-    #[error("instance name {0:?}: use letters, digits, '-', '_' and '.'")]
+    NoSuchInstance(InstanceName),
+    #[error("instance name {0:?}: use letters, digits, '-', '_' and '.', at most 64, not starting with '.'")]
     BadName(String),
+    #[error("instance {name} is broken ({why}); `unibeam rm -f {name}` removes it")]
+    Broken { name: InstanceName, why: String },
+    #[error("instance {name}: cannot write its record: {cause}")]
+    Encode {
+        name: InstanceName,
+        #[source]
+        cause: serde_json::Error,
+    },
     #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: io::Error },
-    #[error("{path}: corrupt instance record: {cause}")]
-    Corrupt { path: PathBuf, cause: serde_json::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
     move |cause| StateError::Io {
         path: path.to_path_buf(),
         cause,
+    }
+}
+
+/// An instance's name, checked once where it comes in (a flag, a record,
+/// a directory listing) and the only way a name reaches a path: it is one
+/// directory under the store, so it holds letters, digits, '-', '_' and
+/// '.', does not start with '.' (no `..`, no hidden staging dirs), and is
+/// at most 64 bytes. `../../x` and `/tmp/x` never get this far.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InstanceName(String);
+
+impl InstanceName {
+    pub fn parse(name: &str) -> Result<InstanceName, StateError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if valid {
+            Ok(InstanceName(name.to_string()))
+        } else {
+            Err(StateError::BadName(name.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for InstanceName {
+    type Err = StateError;
+    fn from_str(s: &str) -> Result<Self, StateError> {
+        InstanceName::parse(s)
+    }
+}
+
+impl TryFrom<String> for InstanceName {
+    type Error = StateError;
+    fn try_from(s: String) -> Result<Self, StateError> {
+        InstanceName::parse(&s)
+    }
+}
+
+impl From<InstanceName> for String {
+    fn from(name: InstanceName) -> String {
+        name.0
+    }
+}
+
+impl std::ops::Deref for InstanceName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for InstanceName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for InstanceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl PartialEq<str> for InstanceName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for InstanceName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -47,40 +137,6 @@ pub enum Status {
     Running,
     Restarting,
     Exited { code: i32 },
-}
-
-/// A process identity that survives pid reuse: pid plus its start time in
-/// clock ticks since boot (field 22 of /proc/<pid>/stat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessId {
-    pub pid: u32,
-    pub start_ticks: u64,
-}
-
-impl ProcessId {
-    pub fn of(pid: u32) -> Option<ProcessId> {
-        Some(ProcessId {
-            pid,
-            start_ticks: start_ticks(pid)?,
-        })
-    }
-
-    /// Still the same process, not a newer one that reused the pid.
-    pub fn alive(&self) -> bool {
-        start_ticks(self.pid) == Some(self.start_ticks)
-    }
-}
-
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields follow the last ')'.
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let state = fields.first()?;
-    if *state == "Z" || *state == "X" {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
 }
 
 /// Restart policy, as `--restart` takes it.
@@ -95,7 +151,7 @@ pub enum Restart {
 /// Everything `ps`, `inspect` and the monitor need to know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRecord {
-    pub name: String,
+    pub name: InstanceName,
     pub image: PathBuf,
     pub release: String,
     /// Seconds since the epoch.
@@ -108,6 +164,8 @@ pub struct InstanceRecord {
     #[serde(flatten)]
     pub status: Status,
     pub qemu: Option<ProcessId>,
+    /// The process that owns the instance: `run -d` while it prepares the
+    /// VM, then the monitor.
     pub monitor: Option<ProcessId>,
     /// The cluster `unibeam up` started this instance for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,20 +178,33 @@ pub struct Store {
     pub root: PathBuf,
 }
 
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
 /// Writes `data` to `path` through a temp file and a rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, data).map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// rename(2) that fails with `AlreadyExists` instead of replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from_c, to_c) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl Store {
@@ -146,67 +217,142 @@ impl Store {
         Some(base.join("unibeam/instances"))
     }
 
-    pub fn dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+    pub fn dir(&self, name: &InstanceName) -> PathBuf {
+        self.root.join(name.as_str())
     }
 
-    /// Claims `name`: mkdir is atomic, so of two racing `run --name X`
-    /// exactly one succeeds.
+    /// Claims the record's name. The record is written in a hidden staging
+    /// directory that is renamed into place without replacing anything, so
+    /// of two racing `run --name X` exactly one succeeds, and no one ever
+    /// sees the directory without its record.
     pub fn create(&self, record: &InstanceRecord) -> Result<PathBuf, StateError> {
-        if !valid_name(&record.name) {
-            return Err(StateError::BadName(record.name.clone()));
-        }
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let dir = self.dir(&record.name);
-        match fs::create_dir(&dir) {
-            Ok(()) => {
-                // The instance's initrd carries its secrets (the cookie).
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(StateError::NameInUse(record.name.clone()))
-            }
-            Err(e) => return Err(io_err(&dir)(e)),
+        let staging = self.root.join(format!(".{}.new-{}", record.name, std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        let claimed = self.stage(&staging, record).and_then(|()| match rename_noreplace(&staging, &dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
+            // Filesystems without RENAME_NOREPLACE: mkdir claims the name.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match fs::create_dir(&dir) {
+                Ok(()) => {
+                    let record_path = dir.join(RECORD_FILE);
+                    fs::rename(staging.join(RECORD_FILE), &record_path).map_err(io_err(&record_path))
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
+                Err(e) => Err(io_err(&dir)(e)),
+            },
+            Err(e) => Err(io_err(&dir)(e)),
+        });
+        let _ = fs::remove_dir_all(&staging);
+        claimed.map(|()| dir)
+    }
+
+    fn stage(&self, staging: &Path, record: &InstanceRecord) -> Result<(), StateError> {
+        fs::create_dir(staging).map_err(io_err(staging))?;
+        // The instance's initrd carries its secrets (the cookie).
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(staging, fs::Permissions::from_mode(0o700)).map_err(io_err(staging))?;
+        write_atomic(&staging.join(RECORD_FILE), &encode(record)?)
+    }
+
+    /// Why `name` cannot be claimed: taken, or taken by a broken instance.
+    fn in_use(&self, name: &InstanceName) -> StateError {
+        match self.load(name) {
+            Err(broken @ StateError::Broken { .. }) => broken,
+            _ => StateError::NameInUse(name.clone()),
         }
-        self.save(record)?;
-        Ok(dir)
     }
 
     pub fn save(&self, record: &InstanceRecord) -> Result<(), StateError> {
-        let json = serde_json::to_vec_pretty(record).expect("record serialises");
-        write_atomic(&self.dir(&record.name).join(RECORD_FILE), &json)
+        write_atomic(&self.dir(&record.name).join(RECORD_FILE), &encode(record)?)
     }
 
-    pub fn load(&self, name: &str) -> Result<InstanceRecord, StateError> {
-        let path = self.dir(name).join(RECORD_FILE);
-        let data = fs::read(&path).map_err(|_| StateError::NoSuchInstance(name.to_string()))?;
-        serde_json::from_slice(&data).map_err(|cause| StateError::Corrupt { path, cause })
+    /// The record of `name`. A directory whose record is missing, corrupt
+    /// or names another instance is `Broken`, which `rm -f` removes.
+    pub fn load(&self, name: &InstanceName) -> Result<InstanceRecord, StateError> {
+        let dir = self.dir(name);
+        let path = dir.join(RECORD_FILE);
+        let broken = |why: String| StateError::Broken {
+            name: name.clone(),
+            why,
+        };
+        let data = match fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+                return Err(StateError::NoSuchInstance(name.clone()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(broken(format!("no {RECORD_FILE}"))),
+            Err(e) => return Err(broken(format!("{RECORD_FILE}: {e}"))),
+        };
+        let record: InstanceRecord =
+            serde_json::from_slice(&data).map_err(|e| broken(format!("corrupt {RECORD_FILE}: {e}")))?;
+        if record.name != *name {
+            return Err(broken(format!("{RECORD_FILE} names instance {:?}", record.name.as_str())));
+        }
+        Ok(record)
     }
 
-    /// Every instance, by name; unreadable records are skipped.
-    pub fn list(&self) -> Vec<InstanceRecord> {
-        let mut names: Vec<String> = fs::read_dir(&self.root)
+    /// Every instance directory by name, with its record or why it has
+    /// none. Records whose processes are gone (killed, or left by a host
+    /// that crashed or rebooted) are rewritten as exited on the way.
+    pub fn list_all(&self) -> Vec<(InstanceName, Result<InstanceRecord, StateError>)> {
+        let mut names: Vec<InstanceName> = fs::read_dir(&self.root)
             .into_iter()
             .flatten()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| InstanceName::parse(e.file_name().to_str()?).ok())
             .collect();
         names.sort();
-        names.iter().filter_map(|n| self.load(n).ok()).collect()
+        names
+            .into_iter()
+            .map(|n| {
+                let loaded = self.load(&n).map(|r| self.reconcile(r));
+                (n, loaded)
+            })
+            .collect()
     }
 
-    pub fn remove(&self, name: &str) -> Result<(), StateError> {
-        let dir = self.dir(name);
-        if !dir.exists() {
-            return Err(StateError::NoSuchInstance(name.to_string()));
-        }
-        fs::remove_dir_all(&dir).map_err(io_err(&dir))
+    /// Every instance with a readable record, by name.
+    pub fn list(&self) -> Vec<InstanceRecord> {
+        self.list_all().into_iter().filter_map(|(_, r)| r.ok()).collect()
     }
+
+    /// Writes down an exit nobody was left to record. Only when neither
+    /// QEMU nor the owner is alive, so no one else writes the record.
+    fn reconcile(&self, mut record: InstanceRecord) -> InstanceRecord {
+        let observed = record.observed_status();
+        if observed != record.status && matches!(observed, Status::Exited { .. }) {
+            record.status = observed;
+            record.qemu = None;
+            record.monitor = None;
+            let _ = self.save(&record);
+        }
+        record
+    }
+
+    pub fn remove(&self, name: &InstanceName) -> Result<(), StateError> {
+        let dir = self.dir(name);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StateError::NoSuchInstance(name.clone())),
+            Err(e) => Err(io_err(&dir)(e)),
+        }
+    }
+}
+
+fn encode(record: &InstanceRecord) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec_pretty(record).map_err(|cause| StateError::Encode {
+        name: record.name.clone(),
+        cause,
+    })
 }
 
 impl InstanceRecord {
     /// The status with liveness checked: a record that says running while
-    /// its QEMU is gone (killed, crashed, pid reused) is shown as exited.
+    /// its QEMU is gone (killed, crashed, pid reused, host rebooted) is
+    /// shown as exited.
     pub fn observed_status(&self) -> Status {
         match &self.status {
             Status::Running | Status::Starting | Status::Restarting => {
@@ -227,9 +373,13 @@ impl InstanceRecord {
 mod tests {
     use super::*;
 
-    fn record(name: &str) -> InstanceRecord {
+    fn name(n: &str) -> InstanceName {
+        InstanceName::parse(n).unwrap()
+    }
+
+    fn record(n: &str) -> InstanceRecord {
         InstanceRecord {
-            name: name.into(),
+            name: name(n),
             image: "/img".into(),
             release: "hello 0.1.0".into(),
             created: 1,
@@ -245,47 +395,97 @@ mod tests {
         }
     }
 
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("instances");
+        (dir, Store { root })
+    }
+
     #[test]
     fn names_are_claimed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store {
-            root: dir.path().join("instances"),
-        };
+        let (_dir, store) = store();
         store.create(&record("web")).unwrap();
         assert!(matches!(
             store.create(&record("web")),
             Err(StateError::NameInUse(_))
         ));
-        assert!(matches!(
-            store.create(&record("../x")),
-            Err(StateError::BadName(_))
-        ));
-        assert_eq!(store.load("web").unwrap().name, "web");
+        assert_eq!(store.load(&name("web")).unwrap().name, "web");
         assert_eq!(store.list().len(), 1);
-        store.remove("web").unwrap();
-        assert!(matches!(store.load("web"), Err(StateError::NoSuchInstance(_))));
+        let hidden: Vec<_> = fs::read_dir(&store.root).unwrap().flatten().collect();
+        assert_eq!(hidden.len(), 1, "no staging directory stays behind");
+        store.remove(&name("web")).unwrap();
+        assert!(matches!(
+            store.load(&name("web")),
+            Err(StateError::NoSuchInstance(_))
+        ));
     }
 
     #[test]
-    fn our_own_process_is_alive_and_a_stale_identity_is_not() {
-        let me = ProcessId::of(std::process::id()).unwrap();
-        assert!(me.alive());
-        let reused = ProcessId {
-            start_ticks: me.start_ticks + 1,
-            ..me
-        };
-        assert!(!reused.alive(), "same pid, other start time: not our process");
+    fn names_that_would_leave_the_store_do_not_parse() {
+        let long = "x".repeat(65);
+        for bad in ["../x", "../../x", "/tmp/x", "a/b", "..", ".", ".hidden", "", "a b", long.as_str()] {
+            assert!(
+                matches!(InstanceName::parse(bad), Err(StateError::BadName(_))),
+                "{bad:?} parsed"
+            );
+        }
+        assert!(serde_json::from_str::<InstanceName>("\"../x\"").is_err());
+        assert_eq!(name("web-1.a_b").as_str(), "web-1.a_b");
     }
 
     #[test]
-    fn dead_running_instances_show_as_exited() {
+    fn broken_instances_are_listed_and_removable() {
+        let (_dir, store) = store();
+        store.create(&record("good")).unwrap();
+        fs::create_dir(store.root.join("empty")).unwrap();
+        fs::create_dir(store.root.join("garbled")).unwrap();
+        fs::write(store.root.join("garbled").join(RECORD_FILE), "{not json").unwrap();
+        store.create(&record("other")).unwrap();
+        fs::rename(store.root.join("other"), store.root.join("renamed")).unwrap();
+        let listed: Vec<_> = store
+            .list_all()
+            .into_iter()
+            .map(|(n, r)| (n.to_string(), r.map_err(|e| e.to_string())))
+            .collect();
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        let why = |n: &str| listed.iter().find(|(m, _)| m == n).unwrap().1.clone().unwrap_err();
+        assert!(why("empty").contains("no instance.json"), "{}", why("empty"));
+        assert!(why("garbled").contains("corrupt instance.json"));
+        assert!(why("renamed").contains("names instance \"other\""));
+        assert!(why("empty").contains("unibeam rm -f empty"));
+        assert!(matches!(
+            store.create(&record("empty")),
+            Err(StateError::Broken { .. })
+        ));
+        store.remove(&name("garbled")).unwrap();
+        assert!(!store.root.join("garbled").exists());
+    }
+
+    #[test]
+    fn records_that_cannot_be_encoded_leave_nothing() {
+        use std::os::unix::ffi::OsStrExt;
+        let (_dir, store) = store();
+        let mut r = record("latin1");
+        r.image = PathBuf::from(std::ffi::OsStr::from_bytes(b"/images/caf\xe9"));
+        assert!(matches!(store.create(&r), Err(StateError::Encode { .. })));
+        assert_eq!(fs::read_dir(&store.root).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dead_running_instances_show_as_exited_and_are_reconciled() {
+        let (_dir, store) = store();
         let mut r = record("web");
         r.status = Status::Running;
         r.qemu = Some(ProcessId {
             pid: u32::MAX - 1,
             start_ticks: 5,
+            boot: None,
         });
         assert_eq!(r.observed_status(), Status::Exited { code: 137 });
+        store.create(&r).unwrap();
+        assert_eq!(store.list()[0].status, Status::Exited { code: 137 });
+        let on_disk = store.load(&name("web")).unwrap();
+        assert_eq!((on_disk.status, on_disk.qemu), (Status::Exited { code: 137 }, None));
         r.qemu = ProcessId::of(std::process::id());
         assert_eq!(r.observed_status(), Status::Running);
     }

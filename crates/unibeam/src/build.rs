@@ -143,11 +143,13 @@ fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
 }
 
 pub fn build(args: BuildArgs) -> Result<ExitCode> {
+    let guard = crate::scratch::guard_build(&paths::cache_dir()?.join("unpacked"))?;
     let input = resolve(&args.input, &args.flags)?;
     let release = flags_release(&input.dir, &args.flags)?;
     let output = args
         .output
         .unwrap_or_else(|| PathBuf::from(format!("{}-{}.unibeam", release.name, release.version)));
+    guard.building(&output);
     let manifest = build_to(&input.dir, &output, &args.flags)?;
     println!(
         "built {} {} -> {} ({})",
@@ -166,11 +168,9 @@ pub fn resolve(input: &Path, flags: &BuildFlags) -> Result<unibeam_image::Resolv
         profile: Some(flags.profile.clone()),
         release: flags.release_name.clone(),
     };
-    Ok(resolve_input(
-        input,
-        &selector,
-        &paths::cache_dir()?.join("unpacked"),
-    )?)
+    let unpacked = paths::cache_dir()?.join("unpacked");
+    crate::scratch::sweep_unpacked(&unpacked);
+    Ok(resolve_input(input, &selector, &unpacked)?)
 }
 
 /// The release `flags` pick in `dir`; shared with `run`.

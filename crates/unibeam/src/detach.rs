@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use unibeam_vmm::monitor::now_secs;
 use unibeam_vmm::runner::check_ports;
-use unibeam_vmm::state::{write_atomic, InstanceRecord, Restart, Status, Store, QEMU_FILE};
+use unibeam_vmm::state::{write_atomic, InstanceName, InstanceRecord, ProcessId, Restart, Status, Store, QEMU_FILE};
 
 /// `no`, `always`, `on-failure` or `on-failure:N`.
 pub fn parse_restart(s: &str) -> Result<Restart, String> {
@@ -28,7 +28,7 @@ pub fn parse_restart(s: &str) -> Result<Restart, String> {
 }
 
 /// A default instance name: the target's file name plus 4 random hex digits.
-fn generated_name(args: &RunArgs) -> String {
+fn generated_name(args: &RunArgs) -> Result<InstanceName> {
     let base = args
         .target
         .file_name()
@@ -42,7 +42,8 @@ fn generated_name(args: &RunArgs) -> String {
     let mut byte = [0u8; 2];
     let _ =
         std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut byte));
-    format!("{base}-{:02x}{:02x}", byte[0], byte[1])
+    let base = if base.is_empty() { "vm".into() } else { base };
+    Ok(format!("{base}-{:02x}{:02x}", byte[0], byte[1]).parse()?)
 }
 
 pub fn run_detached(args: &RunArgs) -> Result<ExitCode> {
@@ -53,14 +54,21 @@ pub fn run_detached(args: &RunArgs) -> Result<ExitCode> {
 /// Starts the instance and returns its name once QEMU runs.
 pub fn start_detached(args: &RunArgs) -> Result<String> {
     let store = store()?;
-    let name = args
-        .instance
-        .name()
-        .map(String::from)
-        .unwrap_or_else(|| generated_name(args));
+    let name = match args.instance.name() {
+        Some(name) => name.parse()?,
+        None => generated_name(args)?,
+    };
+    let image = std::fs::canonicalize(&args.target).unwrap_or_else(|_| args.target.clone());
+    // The record is JSON: it holds UTF-8 paths only.
+    if image.to_str().is_none() {
+        bail!(
+            "{}: the image path is not UTF-8, which an instance record cannot hold; rename it",
+            image.display()
+        );
+    }
     let record = InstanceRecord {
         name: name.clone(),
-        image: std::fs::canonicalize(&args.target).unwrap_or_else(|_| args.target.clone()),
+        image,
         release: String::new(),
         created: now_secs(),
         started: None,
@@ -74,7 +82,8 @@ pub fn start_detached(args: &RunArgs) -> Result<String> {
         restarts: 0,
         status: Status::Starting,
         qemu: None,
-        monitor: None,
+        // We own it until the monitor takes over: `ps` shows it starting.
+        monitor: ProcessId::of(std::process::id()),
         cluster: args.instance.cluster().map(String::from),
     };
     // Claiming the name first makes two racing `run --name X` safe.
@@ -83,12 +92,12 @@ pub fn start_detached(args: &RunArgs) -> Result<String> {
     if started.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    started
+    started.map(String::from)
 }
 
-fn start(args: &RunArgs, store: &Store, mut record: InstanceRecord, dir: &std::path::Path) -> Result<String> {
+fn start(args: &RunArgs, store: &Store, mut record: InstanceRecord, dir: &std::path::Path) -> Result<InstanceName> {
     check_ports(&args.publish)?;
-    let (cmd, manifest) = prepare(args, dir, Some(&record.name))?;
+    let (cmd, manifest) = prepare(args, dir, Some(record.name.as_str()))?;
     record.release = format!("{} {}", manifest.release.name, manifest.release.version);
     record.accel = cmd.accel.to_string();
     store.save(&record)?;
@@ -97,7 +106,7 @@ fn start(args: &RunArgs, store: &Store, mut record: InstanceRecord, dir: &std::p
     let mut monitor = Command::new(exe);
     monitor
         .arg("monitor")
-        .arg(&record.name)
+        .arg(record.name.as_str())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -121,7 +130,7 @@ fn start(args: &RunArgs, store: &Store, mut record: InstanceRecord, dir: &std::p
     Ok(record.name)
 }
 
-fn wait_until_running(store: &Store, name: &str, limit: Duration) -> Result<InstanceRecord> {
+fn wait_until_running(store: &Store, name: &InstanceName, limit: Duration) -> Result<InstanceRecord> {
     let deadline = Instant::now() + limit;
     loop {
         let record = store.load(name)?;
@@ -134,7 +143,7 @@ fn wait_until_running(store: &Store, name: &str, limit: Duration) -> Result<Inst
 }
 
 /// `unibeam monitor NAME`: the detached process that owns one instance.
-pub fn monitor(name: &str) -> Result<ExitCode> {
+pub fn monitor(name: &InstanceName) -> Result<ExitCode> {
     let store = store()?;
     let path = store.dir(name).join(QEMU_FILE);
     let cmd = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("{}", path.display()))?)

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use unibeam_cluster::Plan;
 use unibeam_vmm::control;
-use unibeam_vmm::state::Store;
+use unibeam_vmm::state::{InstanceName, Store};
 
 pub const FAILURE_EXIT: u8 = 1;
 
@@ -42,12 +42,12 @@ pub fn tear_down(store: &Store, name: &str) -> Result<usize> {
 }
 
 /// Members from the plan, plus any instance labelled with the cluster.
-fn members(store: &Store, name: &str) -> Vec<String> {
+fn members(store: &Store, name: &str) -> Vec<InstanceName> {
     let plan_path = cluster_dir(store, name).join(PLAN_FILE);
-    let mut names: Vec<String> = std::fs::read(&plan_path)
+    let mut names: Vec<InstanceName> = std::fs::read(&plan_path)
         .ok()
         .and_then(|data| serde_json::from_slice::<Plan>(&data).ok())
-        .map(|p| p.members.into_iter().map(|m| m.instance).collect())
+        .map(|p| p.members.iter().filter_map(|m| m.instance.parse().ok()).collect())
         .unwrap_or_default();
     for r in store.list() {
         if r.cluster.as_deref() == Some(name) && !names.contains(&r.name) {

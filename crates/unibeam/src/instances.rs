@@ -10,7 +10,7 @@ use std::time::Duration;
 use unibeam_vmm::control;
 use unibeam_vmm::logfile::rotated;
 use unibeam_vmm::monitor::now_secs;
-use unibeam_vmm::state::{InstanceRecord, Status, Store, CONSOLE_LOG};
+use unibeam_vmm::state::{InstanceName, InstanceRecord, StateError, Status, Store, CONSOLE_LOG};
 
 pub const FAILURE_EXIT: u8 = 1;
 
@@ -63,16 +63,33 @@ pub fn observed_json(record: &InstanceRecord) -> serde_json::Value {
     value
 }
 
+/// Why an instance directory has no usable record, as `ps -a` shows it.
+fn broken_why(e: &StateError) -> String {
+    match e {
+        StateError::Broken { why, .. } => why.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub fn ps(args: PsArgs) -> Result<ExitCode> {
-    let mut records: Vec<InstanceRecord> = store()?
-        .list()
-        .into_iter()
-        .filter(|r| args.all || !matches!(r.observed_status(), Status::Exited { .. }))
-        .collect();
+    let mut records: Vec<InstanceRecord> = Vec::new();
+    // A broken instance is dead as far as anyone can tell: -a shows it.
+    let mut broken: Vec<(InstanceName, String)> = Vec::new();
+    for (name, loaded) in store()?.list_all() {
+        match loaded {
+            Ok(r) if args.all || !matches!(r.observed_status(), Status::Exited { .. }) => records.push(r),
+            Ok(_) => {}
+            Err(e) if args.all => broken.push((name, broken_why(&e))),
+            Err(_) => {}
+        }
+    }
     // Standalone instances first, then one group per cluster.
     records.sort_by(|a, b| (&a.cluster, &a.name).cmp(&(&b.cluster, &b.name)));
     if args.format == Format::Json {
-        let all: Vec<_> = records.iter().map(observed_json).collect();
+        let mut all: Vec<_> = records.iter().map(observed_json).collect();
+        all.extend(broken.iter().map(|(name, why)| {
+            serde_json::json!({ "name": name.as_str(), "state": "broken", "why": why })
+        }));
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -102,13 +119,16 @@ pub fn ps(args: PsArgs) -> Result<ExitCode> {
             r.accel
         );
     }
+    for (name, why) in &broken {
+        println!("{:<20} {:<22} broken: {why}", name.as_str(), "-");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Show an instance's console log.
 #[derive(Args)]
 pub struct LogsArgs {
-    name: String,
+    name: InstanceName,
     /// Keep printing new output until the instance exits
     #[arg(short, long)]
     follow: bool,
@@ -155,7 +175,7 @@ pub fn logs(args: LogsArgs) -> Result<ExitCode> {
 
 /// Prints what is appended to the log, across rotations, until the
 /// instance has exited and nothing is left to read.
-fn follow(store: &Store, name: &str, log: &Path) -> Result<()> {
+fn follow(store: &Store, name: &InstanceName, log: &Path) -> Result<()> {
     let mut file = std::fs::File::open(log).ok();
     let mut pos = file
         .as_ref()
@@ -192,7 +212,7 @@ fn follow(store: &Store, name: &str, log: &Path) -> Result<()> {
 /// Stop an instance: power button, then QMP quit, then SIGKILL.
 #[derive(Args)]
 pub struct StopArgs {
-    name: String,
+    name: InstanceName,
     /// Seconds to wait for the guest to power off before forcing it
     #[arg(short = 't', long = "time", default_value_t = 30)]
     time: u64,
@@ -207,7 +227,7 @@ pub fn stop(args: StopArgs) -> Result<ExitCode> {
 /// Kill an instance's QEMU at once (SIGKILL); it is not restarted.
 #[derive(Args)]
 pub struct KillArgs {
-    name: String,
+    name: InstanceName,
 }
 
 pub fn kill(args: KillArgs) -> Result<ExitCode> {
@@ -219,7 +239,7 @@ pub fn kill(args: KillArgs) -> Result<ExitCode> {
 /// Remove an exited instance and everything it left on disk.
 #[derive(Args)]
 pub struct RmArgs {
-    name: String,
+    name: InstanceName,
     /// Kill it first if it is still running
     #[arg(short, long)]
     force: bool,
@@ -231,9 +251,18 @@ pub fn rm(args: RmArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Removes an instance's directory, killing it first when `force`.
-pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
-    let record = store.load(name)?;
+/// Removes an instance's directory, killing it first when `force`. A
+/// broken instance (record missing or corrupt) goes only with `force`:
+/// nothing tells whether its VM still runs.
+pub fn remove(store: &Store, name: &InstanceName, force: bool) -> Result<()> {
+    let record = match store.load(name) {
+        Err(StateError::Broken { .. }) if force => {
+            control::quit_unrecorded(store, name);
+            store.remove(name)?;
+            return Ok(());
+        }
+        loaded => loaded?,
+    };
     if !matches!(record.observed_status(), Status::Exited { .. }) {
         if !force {
             bail!("instance {name} is running; `unibeam stop {name}` first, or `unibeam rm -f`");

@@ -1,12 +1,18 @@
-//! The private directory of a foreground `run`: the instance's initrd
-//! (about 12 MiB for hello), the QMP socket, and the image when `run` was
-//! given a release. It is removed when `run` ends; a `run` killed with
-//! SIGKILL cannot do that, so each new `run` first removes the
-//! directories of runs whose process is gone.
+//! Scratch files and their cleanup. A foreground `run` works in
+//! `/tmp/unibeam-run-<pid>-*` (the instance's initrd, about 12 MiB for
+//! hello, the QMP socket, and the image when `run` was given a release); a
+//! tarball is unpacked into `~/.cache/unibeam/unpacked/tarball-<pid>-*`;
+//! `build` writes into `.<output>.partial-<pid>` beside its output. Each
+//! is removed when its process ends normally; `build` also removes its own
+//! on SIGINT, SIGTERM and SIGHUP. A process killed with SIGKILL cannot, so
+//! the next command first removes those whose process is gone.
 
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
+use unibeam_image::image::staging_name;
+use unibeam_image::input::UNPACKED_PREFIX;
 
 const PREFIX: &str = "unibeam-run-";
 
@@ -14,35 +20,93 @@ const PREFIX: &str = "unibeam-run-";
 /// after sweeping those that dead runs left there.
 pub fn runtime_dir() -> Result<TempDir> {
     let base = std::env::temp_dir();
-    sweep_stale(&base);
+    sweep(&base, PREFIX, &|pid| !process_exists(pid));
     tempfile::Builder::new()
         .prefix(&format!("{PREFIX}{}-", std::process::id()))
         .tempdir_in(&base)
         .with_context(|| format!("creating a runtime directory in {}", base.display()))
 }
 
-/// Removes `unibeam-run-<pid>-*` directories in `base` whose pid no longer
-/// runs. A live pid keeps its directory even if it was reused by another
+/// Removes the unpacked tarballs of processes that are gone.
+pub fn sweep_unpacked(unpacked: &Path) {
+    sweep(unpacked, UNPACKED_PREFIX, &|pid| !process_exists(pid));
+}
+
+/// The directory `output`'s staging dirs are in, and their name up to the pid.
+fn staging_parts(output: &Path) -> (PathBuf, String) {
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = staging_name(output, 0);
+    let prefix = name.strip_suffix('0').unwrap_or(&name).to_string();
+    (parent, prefix)
+}
+
+/// Where an interrupted `build` has things of its own to remove.
+#[derive(Clone, Default)]
+pub struct BuildGuard {
+    staging: Arc<Mutex<Option<(PathBuf, String)>>>,
+}
+
+/// Arranges for this `build`'s unpacked tarball and, once
+/// [`BuildGuard::building`] names it, its staging dir to be removed on
+/// SIGINT, SIGTERM or SIGHUP; the process then exits as the signal would
+/// have ended it.
+pub fn guard_build(unpacked: &Path) -> Result<BuildGuard> {
+    let guard = BuildGuard::default();
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .context("installing the interrupt handler")?;
+    let (unpacked, staging) = (unpacked.to_path_buf(), guard.staging.clone());
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let me = |pid: i32| pid == std::process::id() as i32;
+            sweep(&unpacked, UNPACKED_PREFIX, &me);
+            if let Some((parent, prefix)) = staging.lock().ok().and_then(|s| s.clone()) {
+                sweep(&parent, &prefix, &me);
+            }
+            std::process::exit(128 + signal);
+        }
+    });
+    Ok(guard)
+}
+
+impl BuildGuard {
+    /// The build now writes `output`: staging dirs that dead builds of it
+    /// left are swept, and this one's is removed if we are interrupted.
+    pub fn building(&self, output: &Path) {
+        let (parent, prefix) = staging_parts(output);
+        sweep(&parent, &prefix, &|pid| !process_exists(pid));
+        if let Ok(mut staging) = self.staging.lock() {
+            *staging = Some((parent, prefix));
+        }
+    }
+}
+
+/// Removes the `<prefix><pid>[-...]` directories in `base` whose pid `gone`
+/// says to. A live pid keeps its directory even if it was reused by another
 /// program: leaving a stale directory is harmless, removing a live one is
 /// not. Failures are ignored; another user's directories are not ours.
-fn sweep_stale(base: &Path) {
+fn sweep(base: &Path, prefix: &str, gone: &dyn Fn(i32) -> bool) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = owner_pid(&name.to_string_lossy()) else {
+        let Some(pid) = owner_pid(&name.to_string_lossy(), prefix) else {
             continue;
         };
-        if !process_exists(pid) {
+        if gone(pid) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
 
-/// The pid in a runtime directory's name, if it is one.
-fn owner_pid(name: &str) -> Option<i32> {
-    let (pid, _random) = name.strip_prefix(PREFIX)?.split_once('-')?;
+/// The pid in a scratch directory's name: `<prefix><pid>`, alone or
+/// followed by `-<random>`.
+fn owner_pid(name: &str, prefix: &str) -> Option<i32> {
+    let rest = name.strip_prefix(prefix)?;
+    let pid = rest.split_once('-').map_or(rest, |(pid, _random)| pid);
     pid.parse().ok().filter(|&pid| pid > 0)
 }
 
@@ -65,11 +129,15 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_pid_from_runtime_directory_names_only() {
-        assert_eq!(owner_pid("unibeam-run-4242-Ab3dEf"), Some(4242));
-        assert_eq!(owner_pid("unibeam-run-Ab3dEf"), None);
-        assert_eq!(owner_pid("unibeam-run-0-x"), None);
-        assert_eq!(owner_pid("other-4242-x"), None);
+    fn reads_the_pid_from_scratch_directory_names_only() {
+        assert_eq!(owner_pid("unibeam-run-4242-Ab3dEf", PREFIX), Some(4242));
+        assert_eq!(owner_pid("unibeam-run-Ab3dEf", PREFIX), None);
+        assert_eq!(owner_pid("unibeam-run-0-x", PREFIX), None);
+        assert_eq!(owner_pid("other-4242-x", PREFIX), None);
+        let (_, staging) = staging_parts(Path::new("out/hello.unibeam"));
+        assert_eq!(owner_pid(".hello.unibeam.partial-77", &staging), Some(77));
+        assert_eq!(owner_pid(".other.unibeam.partial-77", &staging), None);
+        assert_eq!(owner_pid("tarball-77-xYz", UNPACKED_PREFIX), Some(77));
     }
 
     #[test]
@@ -82,9 +150,22 @@ mod tests {
             std::fs::create_dir(dir).unwrap();
             std::fs::write(dir.join("initrd.img"), b"x").unwrap();
         }
-        sweep_stale(base.path());
+        sweep(base.path(), PREFIX, &|pid| !process_exists(pid));
         assert!(!dead.exists(), "a dead run's directory stayed");
         assert!(live.exists(), "a live run's directory was removed");
         assert!(unrelated.exists(), "a directory without a pid was removed");
+    }
+
+    #[test]
+    fn staging_dirs_of_dead_builds_are_swept() {
+        let base = tempfile::tempdir().unwrap();
+        let output = base.path().join("hello.unibeam");
+        let dead = base.path().join(staging_name(&output, dead_pid() as u32));
+        let live = base.path().join(staging_name(&output, std::process::id()));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::create_dir(&live).unwrap();
+        let (parent, prefix) = staging_parts(&output);
+        sweep(&parent, &prefix, &|pid| !process_exists(pid));
+        assert!(!dead.exists() && live.exists());
     }
 }
