@@ -116,9 +116,9 @@ fn stop_kills_a_sigstopped_qemu_soon_after_its_timeout() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("frozen exited"), "stop printed: {said}");
     assert!(!alive(qemu), "the stopped QEMU survived `stop`");
-    // The QMP greeting never comes from a stopped QEMU: the power button
-    // (3 s), QMP quit and SIGKILL must all fit in a few seconds more.
-    assert!(took < Duration::from_secs(3 + 10), "stop -t 3 took {took:?}");
+    // The QMP greeting never comes from a stopped QEMU: whatever stop
+    // tries first, SIGKILL must follow within a few seconds of -t.
+    assert!(took < Duration::from_secs(3 + 5), "stop -t 3 took {took:?}");
     s.assert_ps_truthful();
     s.ok(&["rm", "frozen"]);
     s.assert_clean();
@@ -187,6 +187,10 @@ fn ctrl_c_during_boot_stops_a_foreground_run_gracefully() {
     // anything listens, and must be pressed again until it is heard.
     vm.wait_for_output("started (kernel -> init)", 1, BOOT_TIMEOUT);
     vm.interrupt();
+    assert!(
+        !vm.output().contains("applications started"),
+        "too late: the app was up before Ctrl-C"
+    );
     let status = vm.wait(Duration::from_secs(90));
     let out = vm.output();
     assert!(out.contains("stopping the VM gracefully"), "{out}");
