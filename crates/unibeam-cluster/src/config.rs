@@ -74,18 +74,18 @@ fn default_ticktime() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// A release directory, tarball or project to build.
-    pub release: Option<PathBuf>,
+    pub release: Option<Spanned<PathBuf>>,
     /// An image directory from `unibeam build`.
-    pub image: Option<PathBuf>,
+    pub image: Option<Spanned<PathBuf>>,
     #[serde(default = "one")]
     pub replicas: u32,
     /// `HOST:GUEST`; replica i publishes HOST + i - 1.
     #[serde(default)]
     pub ports: Vec<Spanned<String>>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<Spanned<String>, String>,
     /// e.g. "128M".
-    pub memory: Option<String>,
+    pub memory: Option<Spanned<String>>,
     /// `no`, `on-failure[:N]` or `always`.
     #[serde(default = "always")]
     pub restart: Spanned<String>,
@@ -148,13 +148,47 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// Reads and checks `path`; relative paths inside stay relative to it.
+/// Reads and checks `path`, and that every image and release it names is
+/// there; relative paths inside stay relative to it.
 pub fn load(path: &Path) -> Result<Compose, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Io {
         path: path.to_path_buf(),
         cause,
     })?;
-    parse(path, &text)
+    let compose = parse(path, &text)?;
+    check_sources(&Checker { path, text: &text }, &compose)?;
+    Ok(compose)
+}
+
+/// An image must hold image.json; a release must at least exist (building
+/// it says what else is wrong, still before any VM starts).
+fn check_sources(check: &Checker, compose: &Compose) -> Result<(), ConfigError> {
+    let base = compose.path.parent().unwrap_or(Path::new("."));
+    for (name, svc) in &compose.file.services {
+        let svc = svc.get_ref();
+        if let Some(image) = &svc.image {
+            let dir = base.join(image.get_ref());
+            if !dir.join("image.json").is_file() {
+                return Err(check.error(
+                    image.span(),
+                    format!(
+                        "service {name}: image: {} is not a unibeam image (no image.json); build it with `unibeam build`",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(release) = &svc.release {
+            let path = base.join(release.get_ref());
+            if let Err(e) = std::fs::metadata(&path) {
+                return Err(check.error(
+                    release.span(),
+                    format!("service {name}: release: {}: {e}", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<Compose, ConfigError> {
@@ -182,6 +216,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Compose, ConfigError> {
     for (svc, spanned) in &file.services {
         check_service(&check, svc, spanned)?;
     }
+    check_host_ports(&check, &file)?;
     Ok(Compose {
         path: path.to_path_buf(),
         name,
@@ -244,6 +279,19 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<Service>) -> Res
         crate::plan::parse_port(port.get_ref())
             .map_err(|m| check.error(port.span(), format!("service {name}: ports: {m}")))?;
     }
+    if let Some(memory) = &s.memory {
+        crate::plan::parse_memory(memory.get_ref())
+            .map_err(|m| check.error(memory.span(), format!("service {name}: memory: {m}")))?;
+    }
+    for key in s.env.keys() {
+        let k = key.get_ref();
+        if k.is_empty() || k.contains(|c: char| c.is_whitespace() || c == '=' || c == '\0') {
+            return Err(check.error(
+                key.span(),
+                format!("service {name}: env: key {k:?}: a variable name has no white space, '=' or NUL"),
+            ));
+        }
+    }
     let restart = s.restart.get_ref();
     let known = ["no", "always", "on-failure"].contains(&restart.as_str())
         || restart
@@ -254,6 +302,47 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<Service>) -> Res
             s.restart.span(),
             format!("service {name}: restart: expected no, on-failure[:N] or always, found {restart:?}"),
         ));
+    }
+    Ok(())
+}
+
+/// Every host port each replica publishes must be a port, and only one
+/// service's: QEMU would fail on the second, after the first VMs started.
+fn check_host_ports(check: &Checker, file: &ClusterFile) -> Result<(), ConfigError> {
+    // In file order, so the second of two users is the one named.
+    let mut ports: Vec<(&str, u32, &Spanned<String>)> = file
+        .services
+        .iter()
+        .flat_map(|(name, svc)| {
+            let replicas = svc.get_ref().replicas;
+            svc.get_ref()
+                .ports
+                .iter()
+                .map(move |p| (name.as_str(), replicas, p))
+        })
+        .collect();
+    ports.sort_by_key(|(_, _, p)| p.span().start);
+    let mut taken: BTreeMap<u32, (&str, u32)> = BTreeMap::new();
+    for (name, replicas, port) in ports {
+        let (host, _) = crate::plan::parse_port(port.get_ref()).map_err(|m| check.error(port.span(), m))?;
+        let last = u32::from(host) + replicas - 1;
+        if last > u32::from(u16::MAX) {
+            return Err(check.error(
+                port.span(),
+                format!(
+                    "service {name}: ports: {:?} with {replicas} replicas publishes up to port {last}, beyond 65535",
+                    port.get_ref()
+                ),
+            ));
+        }
+        for (i, host) in (u32::from(host)..=last).enumerate() {
+            if let Some((other, replica)) = taken.insert(host, (name, i as u32 + 1)) {
+                return Err(check.error(
+                    port.span(),
+                    format!("service {name}: ports: host port {host} is already published by service {other} (replica {replica})"),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -324,6 +413,69 @@ memory = "128M"
         let e = error_of("[services.web]\nreplicas = 2\n");
         assert!(e.contains("exactly one of `release` or `image`"), "{e}");
         assert!(error_of("[cluster]\n").contains("services"));
+    }
+
+    #[test]
+    fn every_field_is_checked_where_it_is() {
+        let svc = "[services.web]\nrelease = \"x\"\n";
+        let e = error_of(&format!("{svc}memory = \"lots\"\n"));
+        assert!(
+            e.starts_with("unibeam.toml:3:10: service web: memory: \"lots\""),
+            "{e}"
+        );
+        let e = error_of(&format!("{svc}memory = \"8M\"\n"));
+        assert!(e.contains("too little"), "{e}");
+        let e = error_of(&format!("{svc}env = {{ \"BAD KEY\" = \"v\" }}\n"));
+        assert!(
+            e.starts_with("unibeam.toml:3:9: service web: env: key \"BAD KEY\""),
+            "{e}"
+        );
+        let e = error_of(&format!("{svc}env = {{ \"A=B\" = \"v\" }}\n"));
+        assert!(e.contains("\"A=B\""), "{e}");
+    }
+
+    #[test]
+    fn host_ports_are_one_service_s_and_stay_ports() {
+        let e = error_of("[services.web]\nrelease = \"x\"\nreplicas = 3\nports = [\"65534:80\"]\n");
+        assert!(e.starts_with("unibeam.toml:4:10: ") && e.contains("65536"), "{e}");
+        let two = "[services.web]\nrelease = \"x\"\nreplicas = 2\nports = [\"8080:80\"]\n\
+                   [services.api]\nrelease = \"y\"\nports = [\"8081:80\"]\n";
+        let e = error_of(two);
+        assert!(
+            e.starts_with("unibeam.toml:7:10: service api: ports: host port 8081"),
+            "{e}"
+        );
+        assert!(e.contains("service web (replica 2)"), "{e}");
+        let e = error_of("[services.web]\nrelease = \"x\"\nports = [\"8080:80\", \"8080:81\"]\n");
+        assert!(e.starts_with("unibeam.toml:3:21: "), "{e}");
+    }
+
+    #[test]
+    fn images_and_releases_must_be_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("unibeam.toml");
+        std::fs::create_dir(dir.path().join("img")).unwrap();
+        std::fs::write(dir.path().join("img/image.json"), "{}").unwrap();
+        std::fs::write(
+            &file,
+            "[services.a]\nimage = \"img\"\n[services.b]\nimage = \"nope\"\n",
+        )
+        .unwrap();
+        let e = load(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("unibeam.toml:4:9: service b: image: ") && e.contains("nope"),
+            "{e}"
+        );
+        std::fs::write(
+            &file,
+            "[services.a]\nimage = \"img\"\n[services.b]\nrelease = \"gone\"\n",
+        )
+        .unwrap();
+        let e = load(&file).unwrap_err().to_string();
+        assert!(
+            e.contains(":4:11: service b: release: ") && e.contains("gone"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,6 +43,27 @@ pub fn parse_port(s: &str) -> Result<(u16, u16), String> {
     Ok((port(host)?, port(guest)?))
 }
 
+/// `256M`, `1G`, `512` (MiB) → MiB, at least the 24 MiB a guest needs;
+/// `run --memory` and unibeam.toml's `memory` both read it.
+pub fn parse_memory(s: &str) -> Result<u32, String> {
+    let upper = s.trim().to_ascii_uppercase();
+    let (digits, factor) = match upper.strip_suffix('G') {
+        Some(d) => (d, 1024),
+        None => (upper.strip_suffix('M').unwrap_or(&upper), 1),
+    };
+    let mib = digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{s:?} is not a memory size; use e.g. 256M or 1G"))?;
+    if mib < 24 {
+        return Err(format!(
+            "{s:?} is too little memory; the guest needs at least 24M"
+        ));
+    }
+    Ok(mib)
+}
+
 /// One VM to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {

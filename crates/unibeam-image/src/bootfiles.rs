@@ -11,8 +11,9 @@
 //! The image on disk stays as built: compressed, and bootable as is by any
 //! loader that takes a bzImage and an initramfs.
 
-use crate::layers::{sha256_hex, write_atomically, LayerInfo};
-use crate::manifest::unpack_layers;
+use crate::layers::{write_atomically, LayerInfo};
+use crate::manifest::{unpack_layers, ImageManifest};
+use crate::verify::{self, Verified, VerifyError};
 use object::elf;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::Endianness;
@@ -27,6 +28,8 @@ pub enum BootFilesError {
     Io { path: PathBuf, cause: io::Error },
     #[error("{path}: {cause}; rebuild the image")]
     Corrupt { path: PathBuf, cause: String },
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
 }
 
 /// The kernel QEMU should load, and the image's layers unpacked.
@@ -37,21 +40,28 @@ pub struct BootFiles {
     pub layers: Vec<u8>,
 }
 
-/// Unpacks (or finds in `cache`) what booting `kernel` and `initramfs`
-/// needs; with `pvh` false the bzImage is booted as it is.
+/// Checks the image in `image_dir` against its `manifest` (verify.rs),
+/// then unpacks (or finds in `cache`) what booting it needs; with `pvh`
+/// false the bzImage is booted as it is. Every boot comes through here.
 pub fn prepare(
-    kernel: &Path,
-    initramfs: &Path,
-    layers: &[LayerInfo],
+    image_dir: &Path,
+    manifest: &ImageManifest,
     cache: &Path,
     pvh: bool,
 ) -> Result<BootFiles, BootFilesError> {
+    let kernel = image_dir.join(&manifest.kernel.file);
+    let initramfs = image_dir.join(&manifest.initramfs.file);
+    let layers = &manifest.initramfs.layers;
+    let (bz, packed) = (
+        verify::kernel(&kernel, &manifest.kernel)?,
+        verify::layers(&initramfs, layers)?,
+    );
     let dir = cache.join("boot");
     fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    let vmlinux = if pvh { cached_vmlinux(kernel, &dir)? } else { None };
+    let vmlinux = if pvh { cached_vmlinux(&bz, &dir)? } else { None };
     Ok(BootFiles {
-        kernel: vmlinux.unwrap_or_else(|| kernel.to_path_buf()),
-        layers: cached_layers(initramfs, layers, &dir)?,
+        kernel: vmlinux.unwrap_or(kernel),
+        layers: cached_layers(&initramfs, packed, layers, &dir)?,
     })
 }
 
@@ -66,14 +76,20 @@ fn store(path: &Path, data: &[u8]) -> Result<(), BootFilesError> {
     write_atomically(path, data).map_err(io_at(path))
 }
 
-fn cached_layers(initramfs: &Path, layers: &[LayerInfo], dir: &Path) -> Result<Vec<u8>, BootFilesError> {
-    let packed = fs::read(initramfs).map_err(io_at(initramfs))?;
-    let path = dir.join(format!("{}.cpio", &sha256_hex(&packed)[..32]));
+/// The layers unpacked, from the cache under `packed`'s verified key, else
+/// unpacked now.
+fn cached_layers(
+    initramfs: &Path,
+    packed: Verified,
+    layers: &[LayerInfo],
+    dir: &Path,
+) -> Result<Vec<u8>, BootFilesError> {
+    let path = dir.join(format!("{}.cpio", &packed.key[..32]));
     if let Ok(data) = fs::read(&path) {
         mark_used(&path);
         return Ok(data);
     }
-    let data = unpack_layers(&packed, layers).map_err(|e| BootFilesError::Corrupt {
+    let data = unpack_layers(&packed.bytes, layers).map_err(|e| BootFilesError::Corrupt {
         path: initramfs.to_path_buf(),
         cause: e.to_string(),
     })?;
@@ -114,9 +130,8 @@ fn prune_unpacked(dir: &Path, keep: usize) {
 /// The PVH-capable ELF inside `kernel`, from the cache or extracted now;
 /// `None` when the kernel cannot be entered that way (no PVH note, or a
 /// compression we do not unpack), and QEMU boots the bzImage as is.
-fn cached_vmlinux(kernel: &Path, dir: &Path) -> Result<Option<PathBuf>, BootFilesError> {
-    let bz = fs::read(kernel).map_err(io_at(kernel))?;
-    let key = &sha256_hex(&bz)[..32];
+fn cached_vmlinux(bz: &Verified, dir: &Path) -> Result<Option<PathBuf>, BootFilesError> {
+    let key = &bz.key[..32];
     let path = dir.join(format!("{key}.vmlinux"));
     let none = dir.join(format!("{key}.no-pvh"));
     if path.is_file() {
@@ -125,7 +140,7 @@ fn cached_vmlinux(kernel: &Path, dir: &Path) -> Result<Option<PathBuf>, BootFile
     if none.is_file() {
         return Ok(None);
     }
-    match pvh_vmlinux(&bz) {
+    match pvh_vmlinux(&bz.bytes) {
         Some(elf) => {
             store(&path, &elf)?;
             Ok(Some(path))

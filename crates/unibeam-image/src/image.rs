@@ -56,8 +56,8 @@ pub enum BuildError {
     NoSuchProgram(String),
     #[error("{0}: unibeam-init not found; build it with `make build` (or `cargo build --profile guest -p unibeam-init`) or set UNIBEAM_INIT")]
     InitMissing(PathBuf),
-    #[error("{0}: exists and is not a unibeam image; choose another output directory")]
-    OutputOccupied(PathBuf),
+    #[error("{path}: {why}; unibeam replaces only an image it made: choose another -o, or move it away yourself")]
+    OutputOccupied { path: PathBuf, why: String },
     #[error("{path}: the release has no ERTS; rebuild it with {{include_erts, true}} (mix: include_erts: true), or pass --erts-from-host to take ERTS {version} from this host")]
     NoErts { path: PathBuf, version: String },
     #[error("--erts-from-host: this host has no erts-{version} (looked in {looked}); install the Erlang/OTP that built the release")]
@@ -134,7 +134,8 @@ pub fn build_image(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Image
 
     let kernel = kernel::resolve(&opts.kernel, &opts.cache_dir, progress)?;
     let module_paths = add_modules(&mut tree, &kernel)?;
-    let spec = boot_spec(&release, module_paths, opts.code_loading);
+    let mut spec = boot_spec(&release, module_paths, opts.code_loading);
+    spec.release.start_files = release.start_files(GUEST_RELEASE_ROOT)?;
 
     let staging = staging_dir(&opts.output)?;
     let written = write_image(&staging, tree, &kernel, &release, spec, opts, progress).and_then(|mut m| {
@@ -324,10 +325,12 @@ fn boot_spec(release: &Release, modules: Vec<String>, code_loading: CodeLoading)
             sys_config_source: release.sys_config_source,
             vm_args_source: release.vm_args_source,
             env_sh: release.env_sh,
+            start_files: Vec::new(),
             code_loading,
             flavor: release.flavor,
         },
         instance: InstanceSpec::default(),
+        launch: None,
     }
 }
 
@@ -390,6 +393,7 @@ fn write_image(
             release: kernel.release.clone(),
             file: KERNEL_FILE.into(),
             bytes: kernel_bytes,
+            sha256: Some(crate::manifest::file_sha256(&kernel_path).map_err(io(&kernel_path))?),
             acpi: kernel.acpi,
             apic_bus_khz: kernel.apic_bus_khz,
         },
@@ -419,32 +423,90 @@ fn write_manifest(dir: &Path, manifest: &ImageManifest) -> Result<(), BuildError
     fs::write(&manifest_path, json + "\n").map_err(io(&manifest_path))
 }
 
-/// A fresh sibling of `output`, so the final rename stays on one filesystem.
+/// The files of an image, the only ones a rebuild may replace.
+const IMAGE_FILES: &[&str] = &[KERNEL_FILE, INITRAMFS_FILE, MANIFEST_FILE];
+
+/// Whether `output` may be replaced: missing, an empty directory, or an
+/// image unibeam made (its own files, image.json parsing as a manifest,
+/// and nothing else). Anything else is the user's and is refused.
+fn check_replaceable(output: &Path) -> Result<(), BuildError> {
+    let occupied = |why: String| BuildError::OutputOccupied {
+        path: output.to_path_buf(),
+        why,
+    };
+    let meta = match fs::symlink_metadata(output) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(output)(e)),
+        Ok(meta) => meta,
+    };
+    if !meta.is_dir() {
+        return Err(occupied("exists and is not a directory".into()));
+    }
+    let mut names = Vec::new();
+    for entry in fs::read_dir(output).map_err(io(output))? {
+        let entry = entry.map_err(io(output))?;
+        let name = entry.file_name();
+        let ours = name.to_str().is_some_and(|n| IMAGE_FILES.contains(&n))
+            && entry.file_type().is_ok_and(|t| t.is_file());
+        if !ours {
+            let why = format!("holds {:?}, which is not part of a unibeam image", name);
+            return Err(occupied(why));
+        }
+        names.push(name);
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let manifest = output.join(MANIFEST_FILE);
+    let parses = fs::read(&manifest)
+        .ok()
+        .is_some_and(|data| serde_json::from_slice::<ImageManifest>(&data).is_ok());
+    if !parses {
+        return Err(occupied(format!("holds no {MANIFEST_FILE} that unibeam wrote")));
+    }
+    Ok(())
+}
+
+/// A fresh sibling of `output`, so the final rename stays on one
+/// filesystem; `.<name>.partial-<pid>`, so a later build can tell whose it
+/// is and sweep it when that process is gone. Refuses at once an output
+/// that is not ours to replace, before any work is done.
 fn staging_dir(output: &Path) -> Result<PathBuf, BuildError> {
+    check_replaceable(output)?;
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let name = output.file_name().unwrap_or_default().to_string_lossy();
-    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let staging = parent.join(staging_name(output, std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir(&staging).map_err(io(&staging))?;
     Ok(staging)
 }
 
+/// The name of `output`'s staging directory while process `pid` builds it.
+pub fn staging_name(output: &Path, pid: u32) -> String {
+    let name = output.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.partial-{pid}")
+}
+
 /// Moves a finished image into place, replacing an older image but never
-/// anything else.
+/// anything else: only unibeam's own files are removed, and the directory
+/// itself only once it is empty.
 fn replace_dir(staging: &Path, output: &Path) -> Result<(), BuildError> {
+    if let Err(e) = check_replaceable(output) {
+        let _ = fs::remove_dir_all(staging);
+        return Err(e);
+    }
     if output.exists() {
-        let is_empty_dir = fs::read_dir(output)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        if !output.join(MANIFEST_FILE).is_file() && !is_empty_dir {
-            let _ = fs::remove_dir_all(staging);
-            return Err(BuildError::OutputOccupied(output.to_path_buf()));
+        for file in IMAGE_FILES {
+            let path = output.join(file);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+                _ => {}
+            }
         }
-        fs::remove_dir_all(output).map_err(io(output))?;
+        fs::remove_dir(output).map_err(io(output))?;
     }
     fs::rename(staging, output).map_err(io(output))
 }
@@ -453,30 +515,60 @@ fn replace_dir(staging: &Path, output: &Path) -> Result<(), BuildError> {
 mod tests {
     use super::*;
 
+    fn occupied(out: &Path) -> String {
+        let staging = staging_dir(out).map(|_| ());
+        match staging {
+            Err(e @ BuildError::OutputOccupied { .. }) => e.to_string(),
+            other => panic!("{} was not refused: {other:?}", out.display()),
+        }
+    }
+
     #[test]
-    fn replace_dir_refuses_foreign_directories() {
+    fn foreign_directories_are_refused_before_the_build() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
         fs::write(out.join("precious.txt"), "keep me").unwrap();
+        assert!(occupied(&out).contains("precious.txt"));
+        // A user's directory with a file named image.json in it.
+        fs::write(out.join(MANIFEST_FILE), "{}").unwrap();
+        assert!(occupied(&out).contains("precious.txt"));
+        fs::remove_file(out.join("precious.txt")).unwrap();
+        assert!(occupied(&out).contains("no image.json that unibeam wrote"));
+        fs::remove_file(out.join(MANIFEST_FILE)).unwrap();
+        fs::create_dir(out.join(KERNEL_FILE)).unwrap();
+        assert!(occupied(&out).contains("vmlinuz"), "a directory is not our file");
+        let file = dir.path().join("file");
+        fs::write(&file, "x").unwrap();
+        assert!(occupied(&file).contains("not a directory"));
+        let entries: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(entries.len(), 2, "no staging dir is left: {entries:?}");
+    }
+
+    #[test]
+    fn replace_dir_refuses_what_appeared_during_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
         let staging = staging_dir(&out).unwrap();
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("precious.txt"), "keep me").unwrap();
         assert!(matches!(
             replace_dir(&staging, &out),
-            Err(BuildError::OutputOccupied(_))
+            Err(BuildError::OutputOccupied { .. })
         ));
         assert!(out.join("precious.txt").exists());
         assert!(!staging.exists());
     }
 
     #[test]
-    fn replace_dir_swaps_an_older_image() {
+    fn replace_dir_fills_an_empty_directory() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("img");
         fs::create_dir(&out).unwrap();
-        fs::write(out.join(MANIFEST_FILE), "{}").unwrap();
         let staging = staging_dir(&out).unwrap();
-        fs::write(staging.join("new"), "x").unwrap();
+        assert_eq!(staging.file_name().unwrap().to_str().unwrap(), staging_name(&out, std::process::id()));
+        fs::write(staging.join(KERNEL_FILE), "x").unwrap();
         replace_dir(&staging, &out).unwrap();
-        assert!(out.join("new").exists() && !out.join(MANIFEST_FILE).exists());
+        assert!(out.join(KERNEL_FILE).exists() && !staging.exists());
     }
 }

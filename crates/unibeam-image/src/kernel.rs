@@ -25,6 +25,22 @@ pub enum KernelError {
     NoSpecialised,
     #[error("{0}: holds no boot/vmlinuz-* kernel")]
     NoVmlinuz(PathBuf),
+    #[error("--kernel {path}: {problem}, not a Linux kernel (a bzImage such as /boot/vmlinuz-*, or an ELF vmlinux)")]
+    NotAKernel { path: PathBuf, problem: String },
+}
+
+/// What a kernel file is, from its first bytes: a bzImage (the setup
+/// header's `HdrS` at 0x202) or an ELF vmlinux; else why it is neither.
+pub fn kernel_format(bytes: &[u8]) -> Result<&'static str, String> {
+    if bytes.is_empty() {
+        Err("the file is empty".into())
+    } else if bytes.get(0x202..0x206) == Some(b"HdrS") {
+        Ok("bzImage")
+    } else if bytes.starts_with(b"\x7fELF") {
+        Ok("ELF")
+    } else {
+        Err("it has neither a bzImage header nor an ELF one".into())
+    }
 }
 
 /// Where the kernel came from, recorded in image.json.
@@ -107,7 +123,16 @@ pub fn resolve(choice: &KernelChoice, cache: &Path, progress: &dyn Fn(&str)) -> 
         KernelChoice::Specialised => crate::kbuild::cached(cache).ok_or(KernelError::NoSpecialised),
         KernelChoice::Debian => debian_cloud(cache, progress),
         KernelChoice::File(path) => {
-            fs::File::open(path).map_err(io(path))?;
+            // Enough for the bzImage header; an empty or foreign file is
+            // named here, not by QEMU's failure at the first boot.
+            let mut head = Vec::with_capacity(0x206);
+            fs::File::open(path)
+                .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 0x206), &mut head))
+                .map_err(io(path))?;
+            kernel_format(&head).map_err(|problem| KernelError::NotAKernel {
+                path: path.clone(),
+                problem,
+            })?;
             Ok(Kernel {
                 image: path.clone(),
                 modules_dir: None,
@@ -338,7 +363,13 @@ mod tests {
             err.to_string().starts_with(&missing.display().to_string()),
             "{err}"
         );
+        fs::write(&missing, "").unwrap();
+        let err = resolve(&KernelChoice::File(missing.clone()), cache.path(), &|_| {}).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
         fs::write(&missing, "k").unwrap();
+        let err = resolve(&KernelChoice::File(missing.clone()), cache.path(), &|_| {}).unwrap_err();
+        assert!(err.to_string().contains("not a Linux kernel"), "{err}");
+        fs::write(&missing, b"\x7fELF\x02\x01\x01").unwrap();
         let k = resolve(&KernelChoice::File(missing.clone()), cache.path(), &|_| {}).unwrap();
         assert!(k.modules_dir.is_none());
         assert_eq!(k.origin.label(), "file");

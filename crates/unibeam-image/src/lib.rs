@@ -6,6 +6,7 @@ pub mod bootfiles;
 pub mod content;
 pub mod deb;
 pub mod elf;
+pub mod erlfiles;
 pub mod image;
 pub mod initramfs;
 pub mod input;
@@ -19,6 +20,7 @@ pub mod relcheck;
 pub mod release;
 pub mod shell;
 pub mod strip;
+pub mod verify;
 
 pub use image::{build_image, BuildError, BuildOptions};
 pub use input::{resolve as resolve_input, InputError, ResolvedInput, Selector};

@@ -13,7 +13,7 @@ use thiserror::Error;
 use unibeam_spec::{BootSpec, BOOT_SPEC_PATH};
 
 pub const MANIFEST_FILE: &str = "image.json";
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, Error)]
 pub enum ManifestError {
@@ -23,6 +23,15 @@ pub enum ManifestError {
     Malformed { path: PathBuf, cause: serde_json::Error },
     #[error("{path}: image format {found}, this unibeam reads {FORMAT}; rebuild the image")]
     Format { path: PathBuf, found: u32 },
+    /// A size, offset or file name that the image's files contradict:
+    /// image.json was edited or damaged, or belongs to other files.
+    #[error("{path}: {field} = {value} {problem}; rebuild the image")]
+    Inconsistent {
+        path: PathBuf,
+        field: String,
+        value: String,
+        problem: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +40,10 @@ pub struct KernelInfo {
     pub release: String,
     pub file: String,
     pub bytes: u64,
+    /// Of the kernel file, checked before every boot. Images from before
+    /// this field have only their layers checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Whether the kernel has ACPI (see `Kernel::acpi`). Images from
     /// before this field booted ACPI kernels only.
     #[serde(default = "yes")]
@@ -109,7 +122,84 @@ impl ImageManifest {
         if found != FORMAT {
             return Err(ManifestError::Format { path, found });
         }
-        serde_json::from_value(value).map_err(|cause| ManifestError::Malformed { path, cause })
+        let manifest: ImageManifest =
+            serde_json::from_value(value).map_err(|cause| ManifestError::Malformed {
+                path: path.clone(),
+                cause,
+            })?;
+        manifest.check_against_files(image_dir)?;
+        Ok(manifest)
+    }
+
+    /// Checks every size, offset and file name image.json gives against
+    /// the files on disk, so nothing later allocates or slices by a number
+    /// the files do not bear out.
+    fn check_against_files(&self, image_dir: &Path) -> Result<(), ManifestError> {
+        let bad = |field: &str, value: &dyn std::fmt::Display, problem: String| ManifestError::Inconsistent {
+            path: image_dir.join(MANIFEST_FILE),
+            field: field.to_string(),
+            value: value.to_string(),
+            problem,
+        };
+        let on_disk = |field: &str, file: &str| -> Result<u64, ManifestError> {
+            if !is_plain_file_name(file) {
+                return Err(bad(
+                    field,
+                    &format!("{file:?}"),
+                    "is not a file name inside the image".into(),
+                ));
+            }
+            let meta = fs::metadata(image_dir.join(file));
+            meta.map(|m| m.len())
+                .map_err(|e| bad(field, &format!("{file:?}"), format!("cannot be read ({e})")))
+        };
+        let kernel_len = on_disk("kernel.file", &self.kernel.file)?;
+        if self.kernel.bytes != kernel_len {
+            let problem = format!("but {} has {kernel_len} bytes", self.kernel.file);
+            return Err(bad("kernel.bytes", &self.kernel.bytes, problem));
+        }
+        let initramfs_len = on_disk("initramfs.file", &self.initramfs.file)?;
+        if self.initramfs.bytes != initramfs_len {
+            let problem = format!("but {} has {initramfs_len} bytes", self.initramfs.file);
+            return Err(bad("initramfs.bytes", &self.initramfs.bytes, problem));
+        }
+        let mut next = 0u64;
+        for (i, layer) in self.initramfs.layers.iter().enumerate() {
+            let field = |name: &str| format!("initramfs.layers[{i}].{name}");
+            if layer.offset != next {
+                let problem = format!(
+                    "but the {} layer starts at byte {next}, after the one before",
+                    layer.name.as_str()
+                );
+                return Err(bad(&field("offset"), &layer.offset, problem));
+            }
+            next = match layer.offset.checked_add(layer.bytes) {
+                Some(end) if end <= initramfs_len => end,
+                _ => {
+                    let problem = format!(
+                        "runs past the end of {} ({initramfs_len} bytes)",
+                        self.initramfs.file
+                    );
+                    return Err(bad(&field("bytes"), &layer.bytes, problem));
+                }
+            };
+            // Not checkable without unpacking, which stops at the real end
+            // anyway (unpack_layers); this only refuses sizes no layer
+            // format reaches, zstd's 1:32768 on zeros being the best.
+            if layer.uncompressed_bytes > layer.bytes.saturating_mul(MAX_RATIO).max(1 << 20) {
+                let problem = format!("is more than {MAX_RATIO} times the layer's {} bytes", layer.bytes);
+                return Err(bad(
+                    &field("uncompressed_bytes"),
+                    &layer.uncompressed_bytes,
+                    problem,
+                ));
+            }
+        }
+        if next != initramfs_len {
+            let problem = format!("but {} has {initramfs_len} bytes", self.initramfs.file);
+            return Err(bad("initramfs.layers (bytes, added up)", &next, problem));
+        }
+        Ok(())
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -138,7 +228,8 @@ impl ImageManifest {
                 continue;
             };
             let entry = apps.entry(app.to_string()).or_default();
-            entry.0 += file.bytes;
+            // SBOM sizes are not checkable against the packed files.
+            entry.0 = entry.0.saturating_add(file.bytes);
             entry.1 += 1;
         }
         apps
@@ -150,25 +241,70 @@ impl ImageManifest {
 /// host unpacks 14 MB in milliseconds; the guest kernel under TCG needs
 /// most of a second for it (0.6 s against 1.0 s to init in
 /// docs/benchmarks.md). The image on disk stays compressed.
+/// Each layer must unpack to exactly the `uncompressed_bytes` image.json
+/// gives, and is never unpacked beyond it.
 pub fn unpack_layers(initramfs: &[u8], layers: &[LayerInfo]) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let total = layers.iter().map(|l| l.uncompressed_bytes as usize + 3).sum();
-    let mut out = Vec::with_capacity(total);
+    let error = std::io::Error::other;
+    // A hint only: `read` checked these numbers against the files, and a
+    // bigger total is never reserved up front.
+    let total = layers.iter().fold(0u64, |sum, l| {
+        sum.saturating_add(l.uncompressed_bytes).saturating_add(3)
+    });
+    let mut out = Vec::with_capacity(usize::try_from(total.min(MAX_RESERVE)).unwrap_or(0));
     for layer in layers {
-        let (start, len) = (layer.offset as usize, layer.bytes as usize);
-        let data = initramfs
-            .get(start..start + len)
-            .ok_or_else(|| std::io::Error::other(format!("layer {:?} lies past the end", layer.name)))?;
+        let name = layer.name.as_str();
+        let data = usize::try_from(layer.offset)
+            .ok()
+            .zip(usize::try_from(layer.bytes).ok())
+            .and_then(|(start, len)| initramfs.get(start..start.checked_add(len)?))
+            .ok_or_else(|| error(format!("the {name} layer lies past the end")))?;
+        let before = out.len();
+        // One byte more than promised tells a longer layer from an exact one.
+        let limit = layer.uncompressed_bytes.saturating_add(1);
         if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            zstd::stream::copy_decode(data, &mut out)?;
+            zstd::stream::Decoder::new(data)?
+                .take(limit)
+                .read_to_end(&mut out)?;
         } else if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            xz2::read::XzDecoder::new(data).read_to_end(&mut out)?;
+            xz2::read::XzDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out)?;
         } else {
             out.extend_from_slice(data);
+        }
+        let got = (out.len() - before) as u64;
+        if got != layer.uncompressed_bytes {
+            return Err(error(format!(
+                "the {name} layer unpacks to {got}{} bytes, image.json says {}",
+                if got > layer.uncompressed_bytes {
+                    " or more"
+                } else {
+                    ""
+                },
+                layer.uncompressed_bytes
+            )));
         }
         out.resize(out.len().next_multiple_of(4), 0);
     }
     Ok(out)
+}
+
+/// The most unpacking reserves before it has seen the data.
+const MAX_RESERVE: u64 = 64 << 20;
+
+/// How much bigger than its compressed size a layer may claim to unpack
+/// to (see `check_against_files`).
+const MAX_RATIO: u64 = 1 << 20;
+
+/// A name in the image directory itself: no `/`, not `.` or `..`.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+/// The sha256 of a file, as image.json records them.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    Ok(crate::layers::sha256_hex(&fs::read(path)?))
 }
 
 /// Appends the per-instance layer, the boot spec as an uncompressed newc
@@ -233,6 +369,111 @@ mod tests {
         assert_eq!(out.len() % 4, 0);
         layers[2].bytes += 100;
         assert!(unpack_layers(&initramfs, &layers).is_err());
+    }
+
+    /// An image dir whose image.json, after `edit`, is read back.
+    fn read_edited(edit: impl FnOnce(&mut serde_json::Value)) -> Result<ImageManifest, ManifestError> {
+        use crate::layers::LayerName;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("vmlinuz"), b"kernel").unwrap();
+        fs::write(dir.path().join("initramfs.img"), b"basebytesapp").unwrap();
+        let layer = |name, offset, bytes| LayerInfo {
+            name,
+            offset,
+            bytes,
+            uncompressed_bytes: bytes,
+            entries: 1,
+            key: String::new(),
+            sha256: String::new(),
+        };
+        let mut m = serde_json::json!({
+            "format": FORMAT,
+            "created_by": "test",
+            "release": {"name": "hello", "version": "0.1.0"},
+            "erts_version": "13.1.5",
+            "kernel": {"origin": {"kind": "file", "path": "/k"}, "release": "custom", "file": "vmlinuz", "bytes": 6},
+            "initramfs": {"file": "initramfs.img", "compression": "none", "bytes": 12, "uncompressed_bytes": 12,
+                "layers": [layer(LayerName::Base, 0, 9), layer(LayerName::App, 9, 3)]},
+            "modules": [],
+            "boot": BootSpec::sample(),
+            "files": [],
+        });
+        edit(&mut m);
+        fs::write(dir.path().join(MANIFEST_FILE), m.to_string()).unwrap();
+        ImageManifest::read(dir.path())
+    }
+
+    #[test]
+    fn sizes_and_offsets_must_fit_the_files() {
+        assert!(read_edited(|_| {}).is_ok());
+        let huge = serde_json::json!(1u64 << 63);
+        let field_of = |edit: &dyn Fn(&mut serde_json::Value)| match read_edited(edit) {
+            Err(ManifestError::Inconsistent { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field_of(&|m| m["kernel"]["bytes"] = huge.clone()), "kernel.bytes");
+        assert_eq!(
+            field_of(&|m| m["initramfs"]["bytes"] = huge.clone()),
+            "initramfs.bytes"
+        );
+        let layers = |i: usize, f: &'static str| {
+            let huge = huge.clone();
+            move |m: &mut serde_json::Value| m["initramfs"]["layers"][i][f] = huge.clone()
+        };
+        assert_eq!(field_of(&layers(1, "offset")), "initramfs.layers[1].offset");
+        assert_eq!(field_of(&layers(0, "bytes")), "initramfs.layers[0].bytes");
+        assert_eq!(field_of(&layers(1, "bytes")), "initramfs.layers[1].bytes");
+        assert_eq!(
+            field_of(&layers(0, "uncompressed_bytes")),
+            "initramfs.layers[0].uncompressed_bytes"
+        );
+        assert_eq!(
+            field_of(&|m| m["kernel"]["file"] = "../../etc/passwd".into()),
+            "kernel.file"
+        );
+        assert_eq!(
+            field_of(&|m| m["initramfs"]["file"] = "nope".into()),
+            "initramfs.file"
+        );
+        let short = |m: &mut serde_json::Value| m["initramfs"]["layers"][1]["bytes"] = 2.into();
+        assert_eq!(field_of(&short), "initramfs.layers (bytes, added up)");
+        let err = read_edited(|m| m["kernel"]["bytes"] = 7.into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("image.json: kernel.bytes = 7 but vmlinuz has 6 bytes; rebuild the image"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn layers_unpack_to_exactly_their_recorded_size() {
+        use crate::layers::{Compression, LayerName};
+        let raw = b"070701 a layer".repeat(100);
+        let packed = Compression::Zstd(3).compress(&raw).unwrap();
+        let mut layer = LayerInfo {
+            name: LayerName::Deps,
+            offset: 0,
+            bytes: packed.len() as u64,
+            uncompressed_bytes: raw.len() as u64,
+            entries: 1,
+            key: String::new(),
+            sha256: String::new(),
+        };
+        assert!(unpack_layers(&packed, std::slice::from_ref(&layer)).is_ok());
+        layer.uncompressed_bytes = 10;
+        let err = unpack_layers(&packed, std::slice::from_ref(&layer))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unpacks to 11 or more bytes, image.json says 10"),
+            "{err}"
+        );
+        layer.uncompressed_bytes = u64::MAX;
+        assert!(
+            unpack_layers(&packed, std::slice::from_ref(&layer)).is_err(),
+            "no huge reservation"
+        );
     }
 
     #[test]

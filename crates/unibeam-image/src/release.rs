@@ -32,9 +32,15 @@ pub enum ReleaseError {
     NoErtsVersion { rel: PathBuf, version: String },
     #[error(transparent)]
     Check(#[from] crate::relcheck::CheckError),
+    #[error(transparent)]
+    ErlFile(#[from] crate::erlfiles::ErlFileError),
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: std::io::Error },
 }
+
+/// A plain sys.config up to this size travels in image.json too, for
+/// `RELX_REPLACE_OS_VARS`; bigger ones are read in the guest as they are.
+const MAX_INLINE_SYS_CONFIG: u64 = 256 * 1024;
 
 /// A release on the host, as relx lays it out.
 #[derive(Debug, Clone)]
@@ -73,8 +79,8 @@ impl Release {
             return Err(ReleaseError::NotADirectory(dir.to_path_buf()));
         }
         let start_erl = dir.join("releases/start_erl.data");
-        let text =
-            fs::read_to_string(&start_erl).map_err(|_| ReleaseError::NotARelease(dir.to_path_buf()))?;
+        let text = crate::erlfiles::read_start_erl_data(&start_erl)?
+            .ok_or_else(|| ReleaseError::NotARelease(dir.to_path_buf()))?;
         let (current_erts, current) =
             parse_start_erl_data(&text).ok_or_else(|| ReleaseError::BadStartErlData {
                 path: start_erl.clone(),
@@ -91,12 +97,15 @@ impl Release {
             });
         }
         let name = release_name(&rel_dir)?;
-        let erts_version = if version == current {
-            current_erts
+        let (erts_version, named_in) = if version == current {
+            (current_erts, start_erl)
         } else {
-            rel_erts_version(&rel_dir.join(format!("{name}.rel")), &version)?
+            let rel = rel_dir.join(format!("{name}.rel"));
+            (rel_erts_version(&rel, &version)?, rel)
         };
+        crate::erlfiles::check_erts_named(dir, &erts_version, &named_in)?;
         let boot_script = boot_script(&rel_dir, &name)?;
+        crate::erlfiles::check_boot_file(&rel_dir.join(format!("{boot_script}.boot")))?;
         let has_erts = dir.join(format!("erts-{erts_version}/bin/erlexec")).is_file();
         let (sys_config_source, has_sys_config) = config_source(&rel_dir, "sys.config");
         let (vm_args_source, has_vm_args) = config_source(&rel_dir, "vm.args");
@@ -123,6 +132,39 @@ impl Release {
     /// `releases/<vsn>/` on the host.
     pub fn release_dir(&self) -> PathBuf {
         self.root.join("releases").join(&self.version)
+    }
+
+    /// The texts of the files a start script reads, by their path under
+    /// `guest_root`: vm.args's family and its `-args_file` chain, the
+    /// `.src`/`.orig` forms of sys.config, the plain one when it is small
+    /// (for `RELX_REPLACE_OS_VARS`), and env.sh. `run` plans the BEAM's
+    /// command line from them on the host.
+    pub fn start_files(&self, guest_root: &str) -> Result<Vec<(String, String)>, ReleaseError> {
+        let rel_dir = self.release_dir();
+        let mut paths: Vec<PathBuf> = ["vm.args", "vm.args.src", "vm.args.orig", "sys.config.src", "sys.config.orig", "env.sh"]
+            .iter()
+            .map(|name| rel_dir.join(name))
+            .collect();
+        let plain_sys_config = rel_dir.join("sys.config");
+        if fs::metadata(&plain_sys_config).is_ok_and(|m| m.len() <= MAX_INLINE_SYS_CONFIG) {
+            paths.push(plain_sys_config);
+        }
+        if self.has_vm_args {
+            let vm_args = rel_dir.join(self.vm_args_source.file_name("vm.args"));
+            let mut chain = std::collections::BTreeSet::new();
+            crate::relcheck::check_args_files(&self.root, &vm_args, &mut chain)?;
+            paths.extend(chain);
+        }
+        let mut files = Vec::new();
+        for path in paths.into_iter().filter(|p| p.is_file()) {
+            let text = fs::read_to_string(&path).map_err(|cause| ReleaseError::Io {
+                path: path.clone(),
+                cause,
+            })?;
+            let inside = path.strip_prefix(&self.root).expect("start files are inside the release");
+            files.push((format!("{guest_root}/{}", inside.display()), text));
+        }
+        Ok(files)
     }
 
     /// Guest-relative name of the ERTS directory, `erts-<vsn>`.
@@ -234,7 +276,7 @@ mod tests {
         fs::write(root.join("erts-13.1.5/bin/erlexec"), b"").unwrap();
         fs::write(root.join("releases/start_erl.data"), "13.1.5 0.1.0\n").unwrap();
         fs::write(root.join("releases/0.1.0/hello.rel"), "").unwrap();
-        fs::write(root.join("releases/0.1.0/start.boot"), "").unwrap();
+        fs::write(root.join("releases/0.1.0/start.boot"), crate::erlfiles::MINIMAL_BOOT).unwrap();
         fs::write(root.join("releases/0.1.0/vm.args"), "").unwrap();
     }
 
@@ -273,7 +315,7 @@ mod tests {
     fn named_boot_script_wins() {
         let dir = tempfile::tempdir().unwrap();
         fake_release(dir.path());
-        fs::write(dir.path().join("releases/0.1.0/hello.boot"), "").unwrap();
+        fs::write(dir.path().join("releases/0.1.0/hello.boot"), crate::erlfiles::MINIMAL_BOOT).unwrap();
         assert_eq!(Release::open(dir.path()).unwrap().boot_script, "hello");
     }
 

@@ -1,10 +1,10 @@
 //! Per-instance settings of `unibeam run`, turned into the boot spec that
 //! travels to the guest in the config layer (never on a command line).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use unibeam_spec::{BootSpec, ClusterSpec, ExitPolicy, PrivateNic};
 use unibeam_vmm::PrivateNet;
 
@@ -116,6 +116,105 @@ fn valid_long_name(node: &str) -> bool {
     !name.is_empty() && plain(name) && host.contains('.') && plain(host)
 }
 
+/// What the BEAM takes for `-sname`/`-name` (net_kernel): NAME of letters,
+/// digits, '_' and '-', then optionally `@HOST`, a host name or IPv4
+/// address; at most 255 bytes, an atom's limit.
+fn check_node_name(node: &str) -> Result<(), String> {
+    let (name, host) = match node.split_once('@') {
+        Some((name, host)) => (name, Some(host)),
+        None => (node, None),
+    };
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let host_char = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    let why = if node.len() > 255 {
+        format!("{} bytes, the BEAM takes at most 255", node.len())
+    } else if name.is_empty() {
+        "the name before '@' is empty".into()
+    } else if let Some(c) = name.chars().find(|c| !name_char(*c)) {
+        format!("{c:?} in the name; use letters, digits, '_' and '-'")
+    } else if host.is_some_and(str::is_empty) {
+        "the host after '@' is empty".into()
+    } else if let Some(c) = host.and_then(|h| h.chars().find(|c| !host_char(*c))) {
+        format!("{c:?} in the host; use a host name or an IPv4 address")
+    } else {
+        return Ok(());
+    };
+    Err(format!("--node-name {node:?}: {why} (NAME or NAME@HOST)"))
+}
+
+/// The cookie in `path`, as the BEAM reads `.erlang.cookie`: one word of
+/// printable ASCII, at most 255 characters (an atom's limit).
+fn read_cookie(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--cookie-file {}", path.display()))?;
+    let cookie = text.trim();
+    let at = path.display();
+    if cookie.is_empty() || cookie.contains(char::is_whitespace) {
+        bail!("--cookie-file {at}: the cookie must be one word");
+    }
+    if let Some(c) = cookie.chars().find(|c| !c.is_ascii_graphic()) {
+        bail!(
+            "--cookie-file {at}: the cookie holds {c:?}, which the BEAM refuses (it takes printable ASCII)"
+        );
+    }
+    if cookie.len() > 255 {
+        bail!(
+            "--cookie-file {at}: the cookie is {} characters long; the BEAM takes at most 255",
+            cookie.len()
+        );
+    }
+    check_cookie_mode(path)?;
+    Ok(cookie.to_string())
+}
+
+/// The cookie is the cluster's password. A file others can write lets
+/// them choose it: refused. One others can read gives it away: warned
+/// (once, though the file is read twice).
+fn check_cookie_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("--cookie-file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "--cookie-file {0}: writable by others (mode {mode:03o}), so anyone could choose the cookie; `chmod 600 {0}`",
+            path.display()
+        );
+    }
+    if mode & 0o044 != 0 {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "warning: --cookie-file {0}: readable by others (mode {mode:03o}); `chmod 600 {0}`",
+                path.display()
+            )
+        });
+    }
+    Ok(())
+}
+
+/// The overrides in `path`, checked to be what `-config` reads.
+fn read_sys_config(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--sys-config {}", path.display()))?;
+    unibeam_image::erlfiles::check_config(&text)
+        .map_err(|e| anyhow!("--sys-config {}:{e}", path.display()))?;
+    Ok(text)
+}
+
+/// Every value of `run` that can be wrong on its own, checked before
+/// anything is built, claimed or started.
+pub(crate) fn check_run_args(args: &crate::run::RunArgs) -> Result<()> {
+    for p in &args.publish {
+        if p.host_ip.is_ipv6() {
+            bail!(
+                "-p {}:{}:{}: IPv6 is not supported; publish on an IPv4 address such as 127.0.0.1 or 0.0.0.0",
+                p.host_ip,
+                p.host_port,
+                p.guest_port
+            );
+        }
+    }
+    args.instance.check()
+}
+
 fn valid_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -173,17 +272,35 @@ impl InstanceArgs {
         Ok(())
     }
 
-    /// Writes these settings into `spec`.
-    pub fn apply(&self, spec: &mut BootSpec) -> Result<()> {
+    /// Checks every value, reading the files they name, without changing
+    /// anything: `run` and `up` call it before they start anything.
+    pub fn check(&self) -> Result<()> {
         if let Some(name) = &self.name {
             if !valid_hostname(name) {
                 bail!("--name {name:?}: use letters, digits, '-', '_' and '.', at most 64");
             }
         }
-        if let Some(hostname) = self.hostname.as_ref().or(self.name.as_ref()) {
+        if let Some(hostname) = &self.hostname {
             if !valid_hostname(hostname) {
                 bail!("--hostname {hostname:?}: use letters, digits, '-', '_' and '.', at most 64");
             }
+        }
+        if let Some(node) = &self.node_name {
+            check_node_name(node).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(path) = &self.cookie_file {
+            read_cookie(path)?;
+        }
+        if let Some(path) = &self.sys_config {
+            read_sys_config(path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes these settings into `spec`.
+    pub fn apply(&self, spec: &mut BootSpec) -> Result<()> {
+        self.check()?;
+        if let Some(hostname) = self.hostname.as_ref().or(self.name.as_ref()) {
             spec.hostname = hostname.clone();
         }
         let inst = &mut spec.instance;
@@ -194,18 +311,10 @@ impl InstanceArgs {
         inst.extra_vm_args = self.vm_args.clone();
         inst.node_name = self.node_name.clone();
         if let Some(path) = &self.cookie_file {
-            let cookie =
-                std::fs::read_to_string(path).with_context(|| format!("--cookie-file {}", path.display()))?;
-            let cookie = cookie.trim();
-            if cookie.is_empty() || cookie.contains(char::is_whitespace) {
-                bail!("--cookie-file {}: the cookie must be one word", path.display());
-            }
-            inst.cookie = Some(cookie.to_string());
+            inst.cookie = Some(read_cookie(path)?);
         }
         if let Some(path) = &self.sys_config {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("--sys-config {}", path.display()))?;
-            inst.sys_config_overrides = Some(text);
+            inst.sys_config_overrides = Some(read_sys_config(path)?);
         }
         inst.stop_timeout_s = self.stop_timeout;
         inst.on_exit = match self.on_exit {
@@ -245,6 +354,39 @@ mod tests {
         assert!(valid_long_name("web-1@10.77.0.2"));
         assert!(!valid_long_name("web-1"));
         assert!(!valid_long_name("web'1@10.77.0.2"));
+    }
+
+    #[test]
+    fn node_names_are_checked_as_the_beam_would() {
+        for good in ["web", "web-1@10.77.0.2", "a_b@host.example", "x@localhost"] {
+            assert_eq!(check_node_name(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("bad name", "' ' in the name"),
+            ("web@", "host after '@' is empty"),
+            ("@host", "name before '@' is empty"),
+            ("we!b@10.0.0.1", "'!' in the name"),
+            ("web@ho st", "' ' in the host"),
+        ] {
+            let err = check_node_name(bad).unwrap_err();
+            assert!(err.contains(why) && err.contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(check_node_name(&"a".repeat(256)).unwrap_err().contains("255"));
+    }
+
+    #[test]
+    fn cookies_are_checked_as_the_beam_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cookie");
+        let err = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            read_cookie(&path).unwrap_err().to_string()
+        };
+        assert!(err(&"x".repeat(256)).contains("256 characters"));
+        assert!(err("caf\u{e9}").contains("'\u{e9}'"));
+        assert!(err("two words").contains("one word"));
+        std::fs::write(&path, format!("{}\n", "x".repeat(255))).unwrap();
+        assert_eq!(read_cookie(&path).unwrap().len(), 255);
     }
 
     #[test]

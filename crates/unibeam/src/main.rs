@@ -3,6 +3,7 @@
 mod build;
 mod detach;
 mod down;
+mod generate;
 mod inspect;
 mod instance;
 mod instances;
@@ -10,6 +11,7 @@ mod kernel;
 mod paths;
 mod run;
 mod scratch;
+mod start;
 mod timeline;
 mod up;
 
@@ -42,19 +44,41 @@ enum Verb {
     Stop(instances::StopArgs),
     Kill(instances::KillArgs),
     Rm(instances::RmArgs),
+    Start(start::StartArgs),
     Inspect(inspect::InspectArgs),
     Up(up::UpArgs),
     Down(down::DownArgs),
     Kernel(kernel::KernelArgs),
+    Generate(generate::GenerateArgs),
     /// Owns one detached instance (started by `run -d`)
     #[command(hide = true)]
     Monitor {
-        name: String,
+        name: unibeam_vmm::state::InstanceName,
     },
 }
 
+/// clap's error as one line: what is wrong and with which argument,
+/// without the usage text and the help hint around it.
+pub(crate) fn clap_one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ").trim_start_matches("error: ").to_string()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("unibeam: error: {}", clap_one_line(&e));
+            return ExitCode::from(e.exit_code().clamp(1, 255) as u8);
+        }
+    };
     let (result, failure_code) = match cli.command {
         Verb::Build(args) => (build::build(args), build::FAILURE_EXIT),
         Verb::Run(args) => (run::run(args), run::FAILURE_EXIT),
@@ -67,6 +91,8 @@ fn main() -> ExitCode {
         Verb::Stop(args) => (instances::stop(args), instances::FAILURE_EXIT),
         Verb::Kill(args) => (instances::kill(args), instances::FAILURE_EXIT),
         Verb::Rm(args) => (instances::rm(args), instances::FAILURE_EXIT),
+        Verb::Start(args) => (start::start(args), start::FAILURE_EXIT),
+        Verb::Generate(args) => (generate::generate(args), instances::FAILURE_EXIT),
         Verb::Monitor { name } => (detach::monitor(&name), instances::FAILURE_EXIT),
     };
     match result {

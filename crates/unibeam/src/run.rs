@@ -98,22 +98,7 @@ pub(crate) struct RunLine {
 
 /// `256M`, `1G`, `512` (MiB) → MiB.
 fn parse_memory(s: &str) -> Result<u32, String> {
-    let upper = s.trim().to_ascii_uppercase();
-    let (digits, factor) = match upper.strip_suffix('G') {
-        Some(d) => (d, 1024),
-        None => (upper.strip_suffix('M').unwrap_or(&upper), 1),
-    };
-    let mib = digits
-        .parse::<u32>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .ok_or_else(|| format!("{s:?} is not a memory size; use e.g. 256M or 1G"))?;
-    if mib < 24 {
-        return Err(format!(
-            "{s:?} is too little memory; the guest needs at least 24M"
-        ));
-    }
-    Ok(mib)
+    unibeam_cluster::plan::parse_memory(s)
 }
 
 /// An image dir as given, or a release built into `scratch` (layers come
@@ -157,6 +142,9 @@ pub(crate) fn prepare(
     }
     args.instance.apply(&mut boot)?;
     boot.instance.memory_mib = args.memory;
+    for warning in boot.plan_launch() {
+        eprintln!("warning: {warning}");
+    }
     let machine = match args.machine {
         MachineArg::Microvm => Machine::Microvm,
         MachineArg::Pc => Machine::Pc,
@@ -164,13 +152,7 @@ pub(crate) fn prepare(
     check_cpus(machine, args.cpus, manifest.kernel.acpi)?;
     boot.modules.retain(|m| machine.needs_module(m));
     let cache = paths::cache_dir()?;
-    let files = bootfiles::prepare(
-        &image_dir.join(&manifest.kernel.file),
-        &image_dir.join(&manifest.initramfs.file),
-        &manifest.initramfs.layers,
-        &cache,
-        !args.bzimage,
-    )?;
+    let files = bootfiles::prepare(&image_dir, &manifest, &cache, !args.bzimage)?;
     let kernel = files.kernel;
     let choice = match args.accel {
         AccelArg::Auto => AccelChoice::Auto,
@@ -209,6 +191,8 @@ fn kernel_args(machine: Machine, accel: Accel, kernel: &KernelInfo) -> Vec<Strin
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    // Before anything is built, claimed or started.
+    instance::check_run_args(&args)?;
     if args.detach {
         return crate::detach::run_detached(&args);
     }

@@ -95,23 +95,32 @@ fn start_all(compose: &Compose, plan: &Plan, dir: &Path, store: &Store, timeout:
     for (name, svc) in &compose.file.services {
         let svc = svc.get_ref();
         let image = match (&svc.image, &svc.release) {
-            (Some(image), _) => base.join(image),
-            (None, Some(release)) => build_service(name, &base.join(release), dir)?,
+            (Some(image), _) => base.join(image.get_ref()),
+            (None, Some(release)) => build_service(name, &base.join(release.get_ref()), dir)?,
             (None, None) => unreachable!("config::parse checks for a source"),
         };
         images.insert(name.clone(), image);
     }
+    // Every member's settings are checked, and its ports found free,
+    // before the first VM starts: a mistake then leaves nothing running.
+    let mut lines = Vec::new();
+    for member in &plan.members {
+        let svc = compose.file.services[&member.service].get_ref();
+        let line = run_line(plan, member, svc, &images[&member.service], &cookie);
+        let parsed = RunLine::try_parse_from(&line)
+            .map_err(|e| anyhow::anyhow!("{}: {}", member.instance, crate::clap_one_line(&e)))?;
+        crate::instance::check_run_args(&parsed.args).with_context(|| member.instance.clone())?;
+        unibeam_vmm::runner::check_ports(&parsed.args.publish).with_context(|| member.instance.clone())?;
+        lines.push(parsed);
+    }
     let total = plan.members.len();
-    for (i, member) in plan.members.iter().enumerate() {
+    for (i, (member, parsed)) in plan.members.iter().zip(lines).enumerate() {
         eprintln!(
             "unibeam: starting {} ({}/{total}) as {}",
             member.instance,
             i + 1,
             member.node
         );
-        let svc = compose.file.services[&member.service].get_ref();
-        let line = run_line(plan, member, svc, &images[&member.service], &cookie);
-        let parsed = RunLine::try_parse_from(&line).context("preparing the instance's settings")?;
         detach::start_detached(&parsed.args)?;
     }
     wait_ready(store, plan, timeout)
@@ -147,7 +156,7 @@ fn run_line(
     add("--net-ticktime", plan.net_ticktime_s.to_string());
     add("--restart", svc.restart.get_ref().clone());
     if let Some(memory) = &svc.memory {
-        add("--memory", memory.clone());
+        add("--memory", memory.get_ref().clone());
     }
     if m.meshed {
         for peer in plan.peers() {
@@ -158,7 +167,7 @@ fn run_line(
         add("-p", port.clone());
     }
     for (k, v) in &svc.env {
-        add("-e", format!("{k}={v}"));
+        add("-e", format!("{}={v}", k.get_ref()));
     }
     line
 }
@@ -171,16 +180,23 @@ fn wait_ready(store: &Store, plan: &Plan, timeout: Duration) -> Result<()> {
     let mut seen = vec![false; plan.members.len()];
     loop {
         for (m, seen) in plan.members.iter().zip(&mut seen) {
-            if let Status::Exited { code } = store.load(&m.instance)?.observed_status() {
+            let instance: unibeam_vmm::state::InstanceName = m.instance.parse()?;
+            if let Status::Exited { code } = store.load(&instance)?.observed_status() {
                 bar.finish_and_clear();
-                bail!(
-                    "{} exited with status {code} while starting; `unibeam logs {}` shows why",
-                    m.instance,
-                    m.instance
-                );
+                // `up` removes what it started; the log that says why stays.
+                let kept = cluster_dir(store, &plan.name).with_extension(format!("{}.log", m.instance));
+                let log = store.dir(&instance).join(unibeam_vmm::state::CONSOLE_LOG);
+                match std::fs::copy(&log, &kept) {
+                    Ok(_) => bail!(
+                        "{} exited with status {code} while starting; its console log is kept in {}",
+                        m.instance,
+                        kept.display()
+                    ),
+                    Err(_) => bail!("{} exited with status {code} while starting", m.instance),
+                }
             }
             if !*seen {
-                let log = std::fs::read(store.dir(&m.instance).join(unibeam_vmm::state::CONSOLE_LOG))
+                let log = std::fs::read(store.dir(&instance).join(unibeam_vmm::state::CONSOLE_LOG))
                     .unwrap_or_default();
                 *seen = String::from_utf8_lossy(&log).contains(READY_LINE);
             }
