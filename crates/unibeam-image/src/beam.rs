@@ -108,13 +108,10 @@ pub fn strip(data: &[u8], keep: Keep) -> Result<Vec<u8>, BeamError> {
 /// 50 KB less for hello, at the price of ~0.3 MB more unpacked. `None`
 /// leaves a chunk that is not the usual zlib form untouched.
 fn store_literals(chunk: &[u8]) -> Option<Vec<u8>> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let (size, deflated) = chunk.split_at_checked(4)?;
     let size = u32::from_be_bytes(size.try_into().ok()?) as usize;
-    let mut plain = Vec::with_capacity(size);
-    flate2::read::ZlibDecoder::new(deflated)
-        .read_to_end(&mut plain)
-        .ok()?;
+    let plain = inflate_literals(deflated, size)?;
     if plain.len() != size {
         return None;
     }
@@ -123,6 +120,22 @@ fn store_literals(chunk: &[u8]) -> Option<Vec<u8>> {
     encoder.write_all(&plain).ok()?;
     encoder.finish().ok()?;
     Some(out)
+}
+
+/// zlib packs at most about 1032 bytes into one.
+const ZLIB_MAX_RATIO: usize = 1032;
+
+/// A literal table's zlib stream, which claims `size` bytes unpacked: the
+/// claim reserves no more than the stream can hold, and at most one byte
+/// past it is unpacked (enough to tell a longer stream).
+fn inflate_literals(deflated: &[u8], size: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut plain = Vec::with_capacity(size.min(deflated.len().saturating_mul(ZLIB_MAX_RATIO)));
+    flate2::read::ZlibDecoder::new(deflated)
+        .take(size as u64 + 1)
+        .read_to_end(&mut plain)
+        .ok()?;
+    Some(plain)
 }
 
 /// What a module names and holds: enough to tell which functions of other
@@ -201,9 +214,7 @@ fn read_literals(chunk: &[u8]) -> Option<Vec<Vec<u8>>> {
     let plain = if size == 0 {
         chunk[4..].to_vec()
     } else {
-        let mut out = Vec::with_capacity(size);
-        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&chunk[4..]), &mut out).ok()?;
-        out
+        inflate_literals(&chunk[4..], size)?
     };
     let count = be_u32(&plain, 0)? as usize;
     let mut at = 4;
@@ -262,6 +273,62 @@ mod tests {
         z.write_all(plain).unwrap();
         z.finish().unwrap();
         chunk
+    }
+
+    /// The largest allocation each thread asked for: tells memory reserved
+    /// by what a file claims from memory its data fills. It applies to
+    /// every test of this crate, and only tracks.
+    struct Tracking;
+
+    thread_local! {
+        static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    // SAFETY: every call is forwarded to the system allocator as it came;
+    // the thread-local is a const-initialised Cell, which never allocates.
+    unsafe impl std::alloc::GlobalAlloc for Tracking {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            LARGEST.with(|l| l.set(l.get().max(layout.size())));
+            // SAFETY: the caller's contract, passed on.
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+            LARGEST.with(|l| l.set(l.get().max(new_size)));
+            // SAFETY: the caller's contract, passed on.
+            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Tracking = Tracking;
+
+    /// Found by the `beam` fuzz target: a literal table that claims 4 GiB
+    /// unpacked made `tables` and `strip` reserve 4 GiB, which aborts the
+    /// build where memory is not overcommitted.
+    #[test]
+    fn a_literal_table_claiming_gigabytes_reserves_no_gigabytes() {
+        let mut chunk = 0xffff_fff0u32.to_be_bytes().to_vec();
+        chunk.extend_from_slice(&literal_chunk(&[0, 0, 0, 0], flate2::Compression::best())[4..]);
+        let input = beam(&[
+            (b"AtU8", &[0xff, 0xff, 0xff, 0xff, 0x30, b'a', b'b', b'c']),
+            (b"LitT", &chunk),
+        ]);
+        LARGEST.with(|l| l.set(0));
+        let t = tables(&input).unwrap();
+        assert_eq!(t.atoms, ["abc"]);
+        assert_eq!(strip(&input, Keep { lines: false }).unwrap().len(), input.len());
+        let largest = LARGEST.with(|l| l.get());
+        assert!(
+            largest < 1 << 20,
+            "reserved {largest} bytes for a {}-byte file",
+            input.len()
+        );
     }
 
     #[test]
