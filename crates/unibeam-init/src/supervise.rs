@@ -91,11 +91,15 @@ fn forward_output(pipe: impl Read + Send + 'static) {
 /// Starts erlexec the way the release's own start script would.
 pub fn spawn_beam(spec: &BootSpec) -> Result<Pid, String> {
     let rel = &spec.release;
-    let launch = spec.beam_launch(&|path: &str| fs::read_to_string(path).ok());
+    // `run` worked the command out on the host; init only carries it out.
+    let launch = spec
+        .launch
+        .as_ref()
+        .ok_or("boot.json has no launch plan: run the image with this unibeam's `run`")?;
     for warning in &launch.warnings {
         log!("warning: {warning}");
     }
-    prepare_files(spec, &launch)?;
+    prepare_files(spec, launch)?;
     let (reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let writer_err = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;
     let mut command = Command::new(&launch.program);

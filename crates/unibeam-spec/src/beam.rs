@@ -64,6 +64,12 @@ pub struct ReleaseSpec {
     /// mix's `releases/<vsn>/env.sh` is there, to be read at boot.
     #[serde(default)]
     pub env_sh: bool,
+    /// The texts of the files the start script reads (vm.args and its
+    /// chain, the `.src`/`.orig` forms, env.sh), by guest path: `run`
+    /// works out the BEAM's command line from them on the host, so init
+    /// never parses them.
+    #[serde(default)]
+    pub start_files: Vec<(String, String)>,
     pub code_loading: CodeLoading,
     pub flavor: Flavor,
 }
@@ -95,7 +101,7 @@ impl ConfigSource {
 }
 
 /// A file init writes before exec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedFile {
     pub path: String,
     pub content: FileContent,
@@ -103,14 +109,14 @@ pub struct PreparedFile {
     pub private: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileContent {
     Text(String),
     CopyOf(String),
 }
 
 /// Everything init needs to exec the BEAM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BeamLaunch {
     pub program: String,
     pub args: Vec<String>,
@@ -143,6 +149,11 @@ impl ReleaseSpec {
             } => format!("{RUN_DIR}/{}.runtime", self.name),
             _ => format!("{}/sys", self.release_dir()),
         }
+    }
+
+    /// A start file's text, by guest path.
+    pub fn start_file(&self, path: &str) -> Option<String> {
+        self.start_files.iter().find(|(p, _)| p == path).map(|(_, t)| t.clone())
     }
 
     pub(crate) fn is_mix(&self) -> bool {

@@ -7,8 +7,6 @@
 //! is reported by line and skipped. Our own reader: no crate parses this
 //! POSIX-shell subset without also running commands.
 
-use std::collections::BTreeMap;
-
 /// One piece of a shell word.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
@@ -60,29 +58,35 @@ impl EnvScript {
     /// it exported) and returns the new environment. Variables assigned
     /// without `export` are visible to later lines only, as in sh.
     pub fn apply(&self, env: &[(String, String)]) -> Vec<(String, String)> {
-        let mut vars: BTreeMap<String, String> = env.iter().cloned().collect();
-        let mut exported: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+        // Name, value (None: exported before it was set), exported. A
+        // list, not a map: env.sh sets a handful of variables, and the
+        // guest's init stays smaller without a map type.
+        let mut vars: Vec<(String, Option<String>, bool)> =
+            env.iter().map(|(k, v)| (k.clone(), Some(v.clone()), true)).collect();
         for step in &self.steps {
-            let (name, export) = match step {
-                Step::Assign { name, value, export } => {
-                    let text = expand(value, &vars);
-                    vars.insert(name.clone(), text);
-                    (name, *export)
-                }
-                Step::Export(name) => (name, true),
+            let (name, value, export) = match step {
+                Step::Assign { name, value, export } => (name, Some(expand(value, &vars)), *export),
+                Step::Export(name) => (name, None, true),
             };
-            if export && !exported.contains(name) {
-                exported.push(name.clone());
+            match vars.iter_mut().find(|(k, ..)| k == name) {
+                Some(var) => {
+                    var.1 = value.or(var.1.take());
+                    var.2 |= export;
+                }
+                None => vars.push((name.clone(), value, export)),
             }
         }
-        exported
-            .into_iter()
-            .filter_map(|k| vars.get(&k).map(|v| (k, v.clone())))
+        vars.into_iter()
+            .filter_map(|(k, v, exported)| Some((k, v.filter(|_| exported)?)))
             .collect()
     }
 }
 
-fn expand(pieces: &[Piece], vars: &BTreeMap<String, String>) -> String {
+fn lookup<'a>(vars: &'a [(String, Option<String>, bool)], name: &str) -> Option<&'a str> {
+    vars.iter().find(|(k, ..)| k == name).and_then(|(_, v, _)| v.as_deref())
+}
+
+fn expand(pieces: &[Piece], vars: &[(String, Option<String>, bool)]) -> String {
     let mut out = String::new();
     for piece in pieces {
         match piece {
@@ -91,10 +95,10 @@ fn expand(pieces: &[Piece], vars: &BTreeMap<String, String>) -> String {
                 name,
                 default,
                 empty_too,
-            } => match (vars.get(name), default) {
+            } => match (lookup(vars, name), default) {
                 (Some(v), _) if !(*empty_too && v.is_empty()) => out.push_str(v),
                 (_, Some(word)) => out.push_str(&expand(word, vars)),
-                (value, None) => out.push_str(value.map_or("", String::as_str)),
+                (value, None) => out.push_str(value.unwrap_or("")),
             },
         }
     }

@@ -10,6 +10,7 @@ mod envsh;
 mod launch;
 mod render;
 mod startenv;
+pub mod safepath;
 
 pub use beam::{
     BeamLaunch, CodeLoading, ConfigSource, FileContent, Flavor, PreparedFile, ReleaseSpec,
@@ -72,6 +73,10 @@ pub struct BootSpec {
     pub release: ReleaseSpec,
     #[serde(default)]
     pub instance: InstanceSpec,
+    /// What init execs, worked out by `run` on the host from the release
+    /// and the instance (see [`BootSpec::plan_launch`]).
+    #[serde(default)]
+    pub launch: Option<BeamLaunch>,
 }
 
 /// IPv4 set-up of one interface: static, or leased by DHCP.
@@ -212,11 +217,24 @@ impl BootSpec {
                 sys_config_source: ConfigSource::Plain,
                 vm_args_source: ConfigSource::Plain,
                 env_sh: false,
+                start_files: Vec::new(),
                 code_loading: CodeLoading::Embedded,
                 flavor: Flavor::Relx,
             },
             instance: InstanceSpec::default(),
+            launch: None,
         }
+    }
+
+    /// Works out what init execs from the image's start files and the
+    /// instance's settings, and keeps it in the spec; returns what the
+    /// release asks for that was skipped or defaulted.
+    pub fn plan_launch(&mut self) -> Vec<String> {
+        let release = self.release.clone();
+        let launch = self.beam_launch(&|path: &str| release.start_file(path));
+        let warnings = launch.warnings.clone();
+        self.launch = Some(launch);
+        warnings
     }
 
     pub fn to_json(&self) -> String {

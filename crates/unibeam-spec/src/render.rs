@@ -3,15 +3,12 @@
 //! environment, and `-args_file` chains read into one text so that the
 //! lines an instance overrides are dropped from every file of the chain.
 
-use std::collections::BTreeMap;
-
 /// relx's `replace_os_vars`: every `${NAME}` becomes the variable's value,
 /// or nothing when it is unset; `${NAME:-default}` becomes `default` when
 /// the variable is unset or empty. Unlike relx's awk loop, a value that
 /// itself holds `${...}` is not expanded again (relx would loop forever on
 /// `X='${X}'`).
 pub fn replace_os_vars(text: &str, env: &[(String, String)]) -> String {
-    let vars: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -30,7 +27,7 @@ pub fn replace_os_vars(text: &str, env: &[(String, String)]) -> String {
             Some((name, default)) => (name, Some(default)),
             None => (inner, None),
         };
-        let value = vars.get(name).copied().unwrap_or("");
+        let value = env.iter().rev().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
         out.push_str(match default {
             Some(default) if value.is_empty() => default,
             _ => value,
