@@ -58,14 +58,28 @@ impl EnvScript {
     /// it exported) and returns the new environment. Variables assigned
     /// without `export` are visible to later lines only, as in sh.
     pub fn apply(&self, env: &[(String, String)]) -> Vec<(String, String)> {
+        self.apply_bounded(env).0
+    }
+
+    /// [`apply`](Self::apply), and the variables whose assignment was
+    /// skipped because the value would be longer than [`MAX_VALUE`].
+    pub fn apply_bounded(&self, env: &[(String, String)]) -> (Vec<(String, String)>, Vec<String>) {
         // Name, value (None: exported before it was set), exported. A
         // list, not a map: env.sh sets a handful of variables, and the
         // guest's init stays smaller without a map type.
         let mut vars: Vec<(String, Option<String>, bool)> =
             env.iter().map(|(k, v)| (k.clone(), Some(v.clone()), true)).collect();
+        let mut skipped: Vec<String> = Vec::new();
         for step in &self.steps {
             let (name, value, export) = match step {
-                Step::Assign { name, value, export } => (name, Some(expand(value, &vars)), *export),
+                Step::Assign { name, value, export } => {
+                    let mut text = String::new();
+                    let fits = expand(value, &vars, &mut text);
+                    if !fits && !skipped.contains(name) {
+                        skipped.push(name.clone());
+                    }
+                    (name, fits.then_some(text), *export)
+                }
                 Step::Export(name) => (name, None, true),
             };
             match vars.iter_mut().find(|(k, ..)| k == name) {
@@ -76,18 +90,25 @@ impl EnvScript {
                 None => vars.push((name.clone(), value, export)),
             }
         }
-        vars.into_iter()
+        let vars = vars
+            .into_iter()
             .filter_map(|(k, v, exported)| Some((k, v.filter(|_| exported)?)))
-            .collect()
+            .collect();
+        (vars, skipped)
     }
 }
+
+/// The longest value an assignment makes: Linux refuses a longer
+/// environment string at exec (MAX_ARG_STRLEN), and without a bound
+/// `A=$A$A` lines double a value per line.
+pub const MAX_VALUE: usize = 128 << 10;
 
 fn lookup<'a>(vars: &'a [(String, Option<String>, bool)], name: &str) -> Option<&'a str> {
     vars.iter().find(|(k, ..)| k == name).and_then(|(_, v, _)| v.as_deref())
 }
 
-fn expand(pieces: &[Piece], vars: &[(String, Option<String>, bool)]) -> String {
-    let mut out = String::new();
+/// Appends the expansion to `out`; false once it would exceed [`MAX_VALUE`].
+fn expand(pieces: &[Piece], vars: &[(String, Option<String>, bool)], out: &mut String) -> bool {
     for piece in pieces {
         match piece {
             Piece::Text(t) => out.push_str(t),
@@ -97,12 +118,21 @@ fn expand(pieces: &[Piece], vars: &[(String, Option<String>, bool)]) -> String {
                 empty_too,
             } => match (lookup(vars, name), default) {
                 (Some(v), _) if !(*empty_too && v.is_empty()) => out.push_str(v),
-                (_, Some(word)) => out.push_str(&expand(word, vars)),
+                (_, Some(word)) => {
+                    if !expand(word, vars, out) {
+                        return false;
+                    }
+                }
                 (value, None) => out.push_str(value.unwrap_or("")),
             },
         }
+        // A piece adds at most MAX_VALUE (no value is longer), so this
+        // check keeps `out` under twice that.
+        if out.len() > MAX_VALUE {
+            return false;
+        }
     }
-    out
+    true
 }
 
 /// The steps of one line; None when the line is not in the subset.
@@ -303,6 +333,21 @@ mod tests {
 
     fn get(env: &[(String, String)], key: &str) -> Option<String> {
         env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    /// Found by the `envsh` fuzz target: `A=$A$A` doubles A per line, so
+    /// 40 such lines asked for a terabyte and aborted the process.
+    #[test]
+    fn values_stop_growing_at_what_linux_passes_to_a_program() {
+        let text = format!("A=xxxxxxxx\nexport A\n{}B=$A\n", "A=$A$A\n".repeat(20));
+        let script = EnvScript::parse(&text);
+        let applied = script.apply(&[]);
+        let a = get(&applied, "A").unwrap();
+        assert!(a.len() <= MAX_VALUE, "A has {} bytes", a.len());
+        assert_eq!(a.len(), 128 << 10, "the last assignment that fit stands");
+        assert_eq!(get(&applied, "B"), None, "B is not exported, and not set");
+        let (_, skipped) = script.apply_bounded(&[]);
+        assert_eq!(skipped, ["A"]);
     }
 
     #[test]

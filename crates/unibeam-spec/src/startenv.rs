@@ -131,7 +131,14 @@ impl BootSpec {
             warnings.push(format!("{path}:{line}: skipped `{content}` ({ENV_SH_SUBSET})"));
         }
         let before = env.vars.clone();
-        env.vars = script.apply(&env.vars);
+        let skipped;
+        (env.vars, skipped) = script.apply_bounded(&env.vars);
+        for name in skipped {
+            let max = crate::envsh::MAX_VALUE;
+            warnings.push(format!(
+                "{path}: {name} would be longer than {max} bytes, more than Linux passes to a program; that assignment is skipped"
+            ));
+        }
         for (k, v) in &env.vars {
             if !before.iter().any(|(bk, bv)| bk == k && bv == v) {
                 env.given.push(k.clone());
