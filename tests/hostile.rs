@@ -99,8 +99,9 @@ fn run_detached_refuses_an_image_path_that_is_not_utf8() {
 fn instance_names_that_leave_the_state_directory_are_refused() {
     let sandbox = Sandbox::new();
     std::fs::create_dir_all(sandbox.instances()).unwrap();
-    // A directory outside that looks like an instance: the target.
-    let victim = sandbox.root().join("victim");
+    // A directory outside that looks like an instance, where
+    // instances/../../victim leads: the target.
+    let victim = sandbox.state().join("victim");
     std::fs::create_dir(&victim).unwrap();
     let record = serde_json::json!({
         "name": "victim", "image": "/img", "release": "hello 0.1.0", "created": 1,

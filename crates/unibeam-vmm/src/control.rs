@@ -5,6 +5,8 @@ use crate::qmp::Qmp;
 use crate::state::{
     write_atomic, InstanceName, InstanceRecord, StateError, Status, Store, QEMU_FILE, QMP_SOCKET, STOP_REQUESTED,
 };
+use crate::process::ProcessId;
+use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 
 /// Marks the instance so its monitor does not restart it.
@@ -76,14 +78,73 @@ pub fn kill(store: &Store, name: &InstanceName) -> Result<InstanceRecord, StateE
 }
 
 /// For an instance whose record is gone or corrupt, so its pids are
-/// unknown: asks a QEMU still listening on its QMP socket to quit, so
-/// `rm -f` leaves no VM behind. Best effort; the monitor dies with its
-/// record's directory.
-pub fn quit_unrecorded(store: &Store, name: &InstanceName) {
-    let socket = store.dir(name).join(QMP_SOCKET);
-    if socket.exists() {
-        if let Ok(mut qmp) = Qmp::connect(&socket, Duration::from_millis(500)) {
-            let _ = qmp.quit();
+/// unknown: its QEMU is the qemu-system process whose command line names
+/// the instance's directory, and its monitor is that QEMU's parent. Both
+/// get SIGKILL and are waited for, so `rm -f` leaves no VM behind and no
+/// monitor that would write into the directory being removed.
+pub fn kill_unrecorded(store: &Store, name: &InstanceName) {
+    let mut needle = store.dir(name).into_os_string().into_vec();
+    needle.push(b'/');
+    let qemus: Vec<u32> = pids().filter(|&pid| is_qemu_of(pid, &needle)).collect();
+    let mut victims = Vec::new();
+    for &qemu in &qemus {
+        if let Some(monitor) = parent(qemu).filter(|&p| is_monitor_of(p, name)) {
+            victims.push(monitor);
         }
+        victims.push(qemu);
+    }
+    let identities: Vec<ProcessId> = victims.iter().filter_map(|&pid| ProcessId::of(pid)).collect();
+    for id in &identities {
+        // SAFETY: kill(2) on a pid whose identity we just took from /proc.
+        unsafe { libc::kill(id.pid as libc::pid_t, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while identities.iter().any(ProcessId::alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+}
+
+fn cmdline(pid: u32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+}
+
+fn is_qemu_of(pid: u32, dir: &[u8]) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    comm.starts_with("qemu-system") && cmdline(pid).windows(dir.len()).any(|w| w == dir)
+}
+
+/// `unibeam monitor NAME`, as detach.rs starts it.
+fn is_monitor_of(pid: u32, name: &InstanceName) -> bool {
+    let args: Vec<Vec<u8>> = cmdline(pid).split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+    args.len() >= 3 && args[1] == b"monitor" && args[2] == name.as_bytes()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_parents_and_tells_monitors_by_their_command_line() {
+        let me = std::process::id();
+        // SAFETY: getppid(2) has no preconditions.
+        let ppid = unsafe { libc::getppid() } as u32;
+        assert_eq!(parent(me), Some(ppid));
+        assert!(pids().any(|p| p == me));
+        let web = InstanceName::parse("web").unwrap();
+        assert!(!is_monitor_of(me, &web), "a test binary is no monitor");
+        assert!(!is_qemu_of(me, b"/nowhere/"), "nor a QEMU");
     }
 }

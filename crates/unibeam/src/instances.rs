@@ -257,7 +257,7 @@ pub fn rm(args: RmArgs) -> Result<ExitCode> {
 pub fn remove(store: &Store, name: &InstanceName, force: bool) -> Result<()> {
     let record = match store.load(name) {
         Err(StateError::Broken { .. }) if force => {
-            control::quit_unrecorded(store, name);
+            control::kill_unrecorded(store, name);
             store.remove(name)?;
             return Ok(());
         }
