@@ -6,7 +6,7 @@ use crate::logfile::{BoundedLog, DEFAULT_CAP};
 use crate::qemu::QemuCommand;
 use crate::runner::{boot, Outcome};
 use crate::state::{
-    InstanceRecord, ProcessId, Restart, StateError, Status, Store, CONSOLE_LOG, STOP_REQUESTED,
+    InstanceName, InstanceRecord, ProcessId, Restart, StateError, Status, Store, CONSOLE_LOG, STOP_REQUESTED,
 };
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -48,11 +48,11 @@ pub fn backoff(restarts_in_a_row: u32) -> Duration {
         .min(BACKOFF_CAP)
 }
 
-fn stop_requested(store: &Store, name: &str) -> bool {
+fn stop_requested(store: &Store, name: &InstanceName) -> bool {
     store.dir(name).join(STOP_REQUESTED).exists()
 }
 
-fn open_log(store: &Store, name: &str) -> Result<BoundedLog, StateError> {
+fn open_log(store: &Store, name: &InstanceName) -> Result<BoundedLog, StateError> {
     let path = store.dir(name).join(CONSOLE_LOG);
     BoundedLog::open(&path, DEFAULT_CAP).map_err(|cause| StateError::Io { path, cause })
 }
@@ -94,7 +94,7 @@ fn boot_once(store: &Store, record: &mut InstanceRecord, cmd: &QemuCommand) -> R
 }
 
 /// Runs the instance until it exits for good.
-pub fn monitor(store: &Store, name: &str, cmd: &QemuCommand) -> Result<(), StateError> {
+pub fn monitor(store: &Store, name: &InstanceName, cmd: &QemuCommand) -> Result<(), StateError> {
     let mut record = store.load(name)?;
     record.monitor = ProcessId::of(std::process::id());
     let mut in_a_row = 0;
