@@ -78,14 +78,20 @@ pub fn inline_args_files(
     cwd: &str,
     read: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, String> {
-    inline(text, cwd, read, &mut vec!["vm.args".to_string()])
+    inline(text, cwd, read, &mut vec!["vm.args".to_string()], &mut 0)
 }
+
+/// The most files a chain reads, counting each time one is read: files
+/// that include the next one twice would otherwise expand to 2^depth
+/// lines (relcheck refuses such chains at build; images can be edited).
+const MAX_ARGS_FILES: usize = 256;
 
 fn inline(
     text: &str,
     cwd: &str,
     read: &dyn Fn(&str) -> Option<String>,
     chain: &mut Vec<String>,
+    reads: &mut usize,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
@@ -106,6 +112,12 @@ fn inline(
         if chain.contains(&path) {
             return Err(format!("-args_file {target}: circular ({})", chain.join(" -> ")));
         }
+        *reads += 1;
+        if *reads > MAX_ARGS_FILES {
+            return Err(format!(
+                "-args_file {target}: more than {MAX_ARGS_FILES} -args_file files read for vm.args; the chain includes files over and over"
+            ));
+        }
         let nested = read(&path).ok_or_else(|| {
             format!(
                 "-args_file {target} in {}: no such file in the image",
@@ -113,7 +125,7 @@ fn inline(
             )
         })?;
         chain.push(path);
-        out.push_str(&inline(&nested, cwd, read, chain)?);
+        out.push_str(&inline(&nested, cwd, read, chain, reads)?);
         chain.pop();
     }
     Ok(out)
@@ -173,6 +185,26 @@ mod tests {
         assert!(err.contains("circular"), "{err}");
         let err = inline_args_files("-args_file nope.args\n", "/r", &read).unwrap_err();
         assert!(err.contains("nope.args") && err.contains("vm.args"), "{err}");
+    }
+
+    /// Found by the `render` fuzz target: files that each include the
+    /// next one twice (no cycle) expanded to 2^depth lines.
+    #[test]
+    fn a_chain_that_includes_files_over_and_over_is_refused() {
+        let read = |p: &str| {
+            let depth: u32 = p.strip_prefix("/r/")?.parse().ok()?;
+            Some(match depth {
+                20 => "+K true\n".to_string(),
+                _ => format!("-args_file {0}\n-args_file {0}\n", depth + 1),
+            })
+        };
+        let out = inline_args_files("-args_file 0\n", "/r", &read);
+        let err = out.as_ref().err().map(String::as_str).unwrap_or("no error");
+        assert!(err.contains("more than 256 -args_file"), "{err}");
+        assert_eq!(
+            inline_args_files("-args_file 19\n", "/r", &read).unwrap(),
+            "+K true\n+K true\n"
+        );
     }
 
     #[test]
