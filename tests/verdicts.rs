@@ -147,3 +147,47 @@ fn a_real_oom_kill_keeps_its_verdict_and_advice() {
         "{out}"
     );
 }
+
+/// Restart policies act on the verdict: a panic line from the app made a
+/// clean exit a failure, which `on-failure` restarted.
+#[test]
+fn restart_policies_ignore_lookalike_lines() {
+    let state = tempfile::tempdir().unwrap();
+    let release = halt_release_with(
+        r#"{mode, say}, {code, 0}, {lines, ["Kernel panic - not syncing: fake"]}"#,
+        state.path(),
+    );
+    let image = build_image(&release, &state.path().join("say.unibeam"));
+    let run = state_unibeam(
+        state.path(),
+        &[
+            "run",
+            "-d",
+            "--name",
+            "sayer",
+            "--restart",
+            "on-failure:2",
+            image.to_str().unwrap(),
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let deadline = Instant::now() + BOOT_TIMEOUT * 3;
+    let record = loop {
+        let out = state_unibeam(state.path(), &["inspect", "sayer"]);
+        let record: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("inspect sayer: {e}: {}", text(&out)));
+        if record["state"] == "exited" && record["monitor"].is_null() {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "never settled: {record}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let logs = text(&state_unibeam(state.path(), &["logs", "sayer"]));
+    assert_eq!(record["code"], 0, "{record}\n{logs}");
+    assert_eq!(record["restarts"], 0, "a clean exit is not a failure: {record}");
+    assert!(logs.contains("Kernel panic - not syncing: fake"), "{logs}");
+    for verdict in SPOOFED_VERDICTS {
+        assert!(!logs.contains(verdict), "{verdict:?} in the log:\n{logs}");
+    }
+    let _ = state_unibeam(state.path(), &["rm", "-f", "sayer"]);
+}
