@@ -143,25 +143,24 @@ fn measure_compression(work: &Path) -> Value {
     Value::Object(results)
 }
 
-/// What the shell costs an os_mon release: its compressed initramfs with
-/// `--shell auto` (dash, /bin, df and their libraries) minus `--shell never`.
+/// What the shell costs the os_mon example (tests/fixtures/stock, made by
+/// `rebar3 new release` with os_mon, mnesia, crypto and sasl): its
+/// compressed initramfs with `--shell auto` (dash, /bin, df, uname and
+/// their libraries) minus `--shell never`.
 fn measure_shell(work: &Path) -> Value {
-    let release_dir = work.join("os_mon");
-    let _ = fs::remove_dir_all(&release_dir);
-    fs::create_dir_all(&release_dir).unwrap();
-    let release = os_mon_release(&release_dir);
-    let bytes = |mode: &str| {
-        let out = work.join(format!("os_mon-{mode}.unibeam"));
-        build(&release, &out, &["--shell", mode])["initramfs"]["bytes"]
-            .as_u64()
-            .unwrap()
-    };
-    let (with, without) = (bytes("auto"), bytes("never"));
-    eprintln!(
-        "bench: the shell adds {} bytes to an os_mon release",
-        with - without
-    );
-    json!({"initramfs_bytes_auto": with, "initramfs_bytes_never": without, "shell_bytes": with - without})
+    let release = stock_release();
+    let image = |mode: &str| build(&release, &work.join(format!("stock-{mode}.unibeam")), &["--shell", mode]);
+    let (auto, never) = (image("auto"), image("never"));
+    let bytes = |m: &Value| m["initramfs"]["bytes"].as_u64().unwrap();
+    let (with, without) = (bytes(&auto), bytes(&never));
+    eprintln!("bench: the shell adds {} bytes to the os_mon example", with - without);
+    json!({
+        "release": "tests/fixtures/stock",
+        "programs": auto["shell"]["programs"],
+        "initramfs_bytes_auto": with,
+        "initramfs_bytes_never": without,
+        "shell_bytes": with - without,
+    })
 }
 
 fn main() {
@@ -220,8 +219,10 @@ fn markdown(r: &Value) -> String {
     ));
     let shell = &r["os_mon_shell"];
     out.push_str(&format!(
-        "The shell (dash as /bin/sh, /bin, df and their libraries) adds **{:.1} kB** to the \
-         compressed initramfs of hello plus os_mon ({} with `--shell auto`, {} with `--shell never`).\n\n",
+        "The shell (dash as /bin/sh, /bin, the programs {} and their libraries) adds **{:.1} kB** to the \
+         compressed initramfs of the os_mon example, tests/fixtures/stock ({} with `--shell auto`, \
+         {} with `--shell never`).\n\n",
+        shell["programs"],
         shell["shell_bytes"].as_u64().unwrap() as f64 / 1e3,
         mb(shell["initramfs_bytes_auto"].as_u64().unwrap()),
         mb(shell["initramfs_bytes_never"].as_u64().unwrap()),
