@@ -285,6 +285,31 @@ mod tests {
     }
 
     #[test]
+    fn a_member_written_through_an_escaping_symlink_refuses_the_tarball() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_release(&dir.path().join("src"));
+        let tarball = dir.path().join("sneaky-0.1.0.tar.gz");
+        let enc =
+            flate2::write::GzEncoder::new(fs::File::create(&tarball).unwrap(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(enc);
+        builder.append_dir_all(".", dir.path().join("src")).unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        builder.append_link(&mut link, "lib", "..").unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_size(1);
+        file.set_mode(0o644);
+        builder.append_data(&mut file, "lib/planted", &b"x"[..]).unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+        let scratch = dir.path().join("scratch");
+        let err = resolve(&tarball, &Selector::default(), &scratch).unwrap_err();
+        assert!(matches!(err, InputError::RefusedMember { ref member, .. } if member == "lib/planted"), "{err}");
+        assert!(!scratch.join("planted").exists() && !dir.path().join("planted").exists());
+        assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);
+    }
+
+    #[test]
     fn tarballs_unpack_and_corrupt_ones_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");

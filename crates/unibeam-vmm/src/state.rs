@@ -56,9 +56,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 /// directory under the store, so it holds letters, digits, '-', '_' and
 /// '.', does not start with '.' (no `..`, no hidden staging dirs), and is
 /// at most 64 bytes. `../../x` and `/tmp/x` never get this far.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct InstanceName(String);
+
+/// As the string it is, quoted: messages show `"web"`.
+impl std::fmt::Debug for InstanceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl InstanceName {
     pub fn parse(name: &str) -> Result<InstanceName, StateError> {
@@ -410,6 +417,8 @@ mod tests {
             Err(StateError::NameInUse(_))
         ));
         assert_eq!(store.load(&name("web")).unwrap().name, "web");
+        let taken = store.create(&record("web")).unwrap_err().to_string();
+        assert!(taken.starts_with("instance name \"web\" is already in use"), "{taken}");
         assert_eq!(store.list().len(), 1);
         let hidden: Vec<_> = fs::read_dir(&store.root).unwrap().flatten().collect();
         assert_eq!(hidden.len(), 1, "no staging directory stays behind");
