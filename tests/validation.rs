@@ -269,6 +269,12 @@ fn toml_env_keys_with_a_space_or_equals() {
 }
 
 #[test]
+fn toml_numbers_out_of_range_point_at_themselves() {
+    up_refused("replicas = 65\n", "4:12", &["replicas", "65"]);
+    up_refused("[cluster]\nnet_ticktime = 1\n", "5:16", &["net_ticktime"]);
+}
+
+#[test]
 fn toml_host_port_shared_by_two_services() {
     let rest = format!(
         "[services.api]\nimage = \"{}\"\nports = [\"18080:9090\"]\n",

@@ -40,7 +40,7 @@ pub struct ClusterSection {
     #[serde(default = "default_subnet")]
     pub subnet: Spanned<String>,
     #[serde(default = "default_ticktime")]
-    pub net_ticktime: u32,
+    pub net_ticktime: Spanned<u32>,
     /// TLS distribution (`inet_tls_dist`): not available yet.
     #[serde(default = "no_tls")]
     pub tls: Spanned<bool>,
@@ -65,8 +65,8 @@ fn no_tls() -> Spanned<bool> {
     Spanned::new(0..0, false)
 }
 
-fn default_ticktime() -> u32 {
-    10
+fn default_ticktime() -> Spanned<u32> {
+    Spanned::new(0..0, 10)
 }
 
 /// `[services.<name>]`.
@@ -78,7 +78,7 @@ pub struct Service {
     /// An image directory from `unibeam build`.
     pub image: Option<Spanned<PathBuf>>,
     #[serde(default = "one")]
-    pub replicas: u32,
+    pub replicas: Spanned<u32>,
     /// `HOST:GUEST`; replica i publishes HOST + i - 1.
     #[serde(default)]
     pub ports: Vec<Spanned<String>>,
@@ -94,8 +94,8 @@ pub struct Service {
     pub cluster: bool,
 }
 
-fn one() -> u32 {
-    1
+fn one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
 }
 
 fn yes() -> bool {
@@ -251,8 +251,13 @@ fn check_cluster(check: &Checker, c: &ClusterSection) -> Result<(), ConfigError>
     }
     crate::plan::parse_subnet(c.subnet.get_ref())
         .map_err(|m| check.error(c.subnet.span(), format!("subnet: {m}")))?;
-    if !(2..=600).contains(&c.net_ticktime) {
-        return Err(check.error(0..0, "net_ticktime: expected seconds between 2 and 600"));
+    let ticktime = &c.net_ticktime;
+    if !(2..=600).contains(ticktime.get_ref()) {
+        let message = format!(
+            "net_ticktime: expected seconds between 2 and 600, found {}",
+            ticktime.get_ref()
+        );
+        return Err(check.error(ticktime.span(), message));
     }
     Ok(())
 }
@@ -272,8 +277,12 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<Service>) -> Res
             format!("service {name}: expected exactly one of `release` or `image`"),
         ));
     }
-    if !(1..=64).contains(&s.replicas) {
-        return Err(check.error(at, format!("service {name}: replicas: expected 1 to 64")));
+    if !(1..=64).contains(s.replicas.get_ref()) {
+        let message = format!(
+            "service {name}: replicas: expected 1 to 64, found {}",
+            s.replicas.get_ref()
+        );
+        return Err(check.error(s.replicas.span(), message));
     }
     for port in &s.ports {
         crate::plan::parse_port(port.get_ref())
@@ -314,7 +323,7 @@ fn check_host_ports(check: &Checker, file: &ClusterFile) -> Result<(), ConfigErr
         .services
         .iter()
         .flat_map(|(name, svc)| {
-            let replicas = svc.get_ref().replicas;
+            let replicas = *svc.get_ref().replicas.get_ref();
             svc.get_ref()
                 .ports
                 .iter()
@@ -373,10 +382,10 @@ memory = "128M"
         let c = parse(Path::new("unibeam.toml"), GOOD).unwrap();
         assert_eq!(c.name, "shop");
         let svc = c.file.services["counter"].get_ref();
-        assert_eq!(svc.replicas, 3);
+        assert_eq!(*svc.replicas.get_ref(), 3);
         assert_eq!(svc.restart.get_ref(), "always");
         assert!(svc.cluster);
-        assert_eq!(c.file.cluster.net_ticktime, 8);
+        assert_eq!(*c.file.cluster.net_ticktime.get_ref(), 8);
         assert_eq!(c.file.cluster.subnet.get_ref(), "10.77.0.0/24");
     }
 
@@ -432,6 +441,17 @@ memory = "128M"
         );
         let e = error_of(&format!("{svc}env = {{ \"A=B\" = \"v\" }}\n"));
         assert!(e.contains("\"A=B\""), "{e}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_point_at_themselves() {
+        let e = error_of("[cluster]\nnet_ticktime = 1\n[services.web]\nrelease = \"x\"\n");
+        assert!(
+            e.starts_with("unibeam.toml:2:16: net_ticktime: ") && e.contains("found 1"),
+            "{e}"
+        );
+        let e = error_of("[services.web]\nrelease = \"x\"\nreplicas = 65\n");
+        assert!(e.starts_with("unibeam.toml:3:12: service web: replicas: "), "{e}");
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub fn plan(compose: &Compose, state_dir: &Path) -> Plan {
     let mut next = u32::from(base) + 2;
     for (service, spanned) in &compose.file.services {
         let svc = spanned.get_ref();
-        for index in 1..=svc.replicas {
+        for index in 1..=*svc.replicas.get_ref() {
             let address = Ipv4Addr::from(next);
             next += 1;
             let ports = svc
@@ -163,7 +163,7 @@ pub fn plan(compose: &Compose, state_dir: &Path) -> Plan {
         prefix_len,
         group,
         port,
-        net_ticktime_s: c.net_ticktime,
+        net_ticktime_s: *c.net_ticktime.get_ref(),
         members,
     }
 }
