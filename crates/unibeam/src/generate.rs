@@ -52,6 +52,7 @@ enum Generate {
 /// normal user install units in ~/.config/systemd/user with
 /// `systemctl --user`, and `loginctl enable-linger` so they start at boot.
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 struct SystemdArgs {
     /// The instance, or with --cluster the cluster, to write units for
     name: String,
