@@ -165,14 +165,34 @@ fn unpack_members(path: &Path, dir: &Path) -> Result<(), InputError> {
             return Err(refused(&why));
         }
         // unpack_in also refuses a member that would be written through a
-        // symlink pointing outside (an error, or false).
+        // symlink pointing outside (an error, or false); other errors are
+        // a tarball cut short or damaged.
         match entry.unpack_in(dir) {
             Ok(true) => {}
             Ok(false) => return Err(refused("it would be written outside the release")),
-            Err(e) => return Err(refused(&e.to_string())),
+            Err(e) if e.to_string().contains("outside of destination") => {
+                return Err(refused("it would be written outside the release, through a symlink"))
+            }
+            Err(e) => {
+                return Err(InputError::BadTarball {
+                    path: path.to_path_buf(),
+                    detail: format!("member {member}: {}", chain(&e)),
+                })
+            }
         }
     }
     Ok(())
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
 }
 
 fn find_in_project(project: &Path, selector: &Selector) -> Result<PathBuf, InputError> {
@@ -305,6 +325,7 @@ mod tests {
         let scratch = dir.path().join("scratch");
         let err = resolve(&tarball, &Selector::default(), &scratch).unwrap_err();
         assert!(matches!(err, InputError::RefusedMember { ref member, .. } if member == "lib/planted"), "{err}");
+        assert!(err.to_string().contains("through a symlink"), "{err}");
         assert!(!scratch.join("planted").exists() && !dir.path().join("planted").exists());
         assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);
     }
