@@ -299,6 +299,25 @@ fn toml_ports_beyond_65535_after_the_replica_shift() {
     state.assert_no_instance();
 }
 
+/// A host port another program holds is found before the first VM starts,
+/// not after the services before it are up.
+#[test]
+fn up_with_a_host_port_in_use_starts_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let state = State::new();
+    let file = state.0.path().join("unibeam.toml");
+    let image = hello_image().display().to_string();
+    let text = format!(
+        "[services.api]\nimage = \"{image}\"\n\n[services.web]\nimage = \"{image}\"\nports = [\"{port}:8080\"]\n"
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = state.unibeam(&["up", "-f", file.to_str().unwrap()]);
+    let line = fails_naming(&out, 1, &[&format!("127.0.0.1:{port}"), "web-1"]);
+    assert!(!line.contains("starting"), "a VM started first: {line}");
+    state.assert_no_instance();
+}
+
 #[test]
 fn toml_second_service_whose_image_is_missing() {
     up_refused(

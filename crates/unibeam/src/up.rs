@@ -69,7 +69,15 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
     }
     create_private_dir(&dir)?;
     write_atomic(&dir.join(PLAN_FILE), &serde_json::to_vec_pretty(&plan)?)?;
-    let started = start_all(&compose, &plan, &dir, &store, Duration::from_secs(args.timeout));
+    let lines = match prepare_all(&compose, &plan, &dir) {
+        Ok(lines) => lines,
+        Err(e) => {
+            // Nothing started: only the cluster's directory goes.
+            let _ = down::tear_down(&store, &compose.name);
+            return Err(e);
+        }
+    };
+    let started = start_all(&plan, lines, &store, Duration::from_secs(args.timeout));
     if let Err(e) = started {
         eprintln!("unibeam: up failed; removing what it started");
         let _ = down::tear_down(&store, &compose.name);
@@ -88,7 +96,10 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
-fn start_all(compose: &Compose, plan: &Plan, dir: &Path, store: &Store, timeout: Duration) -> Result<()> {
+/// Builds what needs building and works out every member's `run -d`
+/// settings, checked, with its host ports found free: a mistake found here
+/// leaves no VM behind.
+fn prepare_all(compose: &Compose, plan: &Plan, dir: &Path) -> Result<Vec<RunLine>> {
     let cookie = secret::ensure_cookie(&dir.join(COOKIE_FILE))?;
     let base = compose.path.parent().unwrap_or(Path::new("."));
     let mut images = std::collections::BTreeMap::new();
@@ -101,8 +112,6 @@ fn start_all(compose: &Compose, plan: &Plan, dir: &Path, store: &Store, timeout:
         };
         images.insert(name.clone(), image);
     }
-    // Every member's settings are checked, and its ports found free,
-    // before the first VM starts: a mistake then leaves nothing running.
     let mut lines = Vec::new();
     for member in &plan.members {
         let svc = compose.file.services[&member.service].get_ref();
@@ -113,6 +122,10 @@ fn start_all(compose: &Compose, plan: &Plan, dir: &Path, store: &Store, timeout:
         unibeam_vmm::runner::check_ports(&parsed.args.publish).with_context(|| member.instance.clone())?;
         lines.push(parsed);
     }
+    Ok(lines)
+}
+
+fn start_all(plan: &Plan, lines: Vec<RunLine>, store: &Store, timeout: Duration) -> Result<()> {
     let total = plan.members.len();
     for (i, (member, parsed)) in plan.members.iter().zip(lines).enumerate() {
         eprintln!(
