@@ -194,7 +194,16 @@ fn ctrl_c_during_boot_stops_a_foreground_run_gracefully() {
     let status = vm.wait(Duration::from_secs(90));
     let out = vm.output();
     assert!(out.contains("stopping the VM gracefully"), "{out}");
-    assert_eq!(status.code(), Some(0), "{out}");
+    // The stop goes through init, not QEMU's death: a BEAM far enough to
+    // run init:stop() exits 0; one SIGTERMed in the first milliseconds
+    // after its exec, before it handles the signal, ends with 143.
+    assert!(!out.contains("killing QEMU"), "{out}");
+    let code = status.code();
+    assert!(
+        out.contains(&format!("beam exited with status {}", code.unwrap_or(-1)))
+            && matches!(code, Some(0 | 143)),
+        "exit {code:?}:\n{out}"
+    );
     s.assert_clean();
 }
 
