@@ -149,11 +149,20 @@ fn measure_compression(work: &Path) -> Value {
 /// their libraries) minus `--shell never`.
 fn measure_shell(work: &Path) -> Value {
     let release = stock_release();
-    let image = |mode: &str| build(&release, &work.join(format!("stock-{mode}.unibeam")), &["--shell", mode]);
+    let image = |mode: &str| {
+        build(
+            &release,
+            &work.join(format!("stock-{mode}.unibeam")),
+            &["--shell", mode],
+        )
+    };
     let (auto, never) = (image("auto"), image("never"));
     let bytes = |m: &Value| m["initramfs"]["bytes"].as_u64().unwrap();
     let (with, without) = (bytes(&auto), bytes(&never));
-    eprintln!("bench: the shell adds {} bytes to the os_mon example", with - without);
+    eprintln!(
+        "bench: the shell adds {} bytes to the os_mon example",
+        with - without
+    );
     json!({
         "release": "tests/fixtures/stock",
         "programs": auto["shell"]["programs"],

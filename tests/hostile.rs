@@ -63,17 +63,32 @@ fn build_never_replaces_a_directory_holding_the_users_files() {
     // An image unibeam made is replaced by a rebuild.
     assert!(build(&sandbox, &hello_release(), &out).status.success());
     let rebuilt = build(&sandbox, &hello_release(), &out);
-    assert!(rebuilt.status.success(), "{}", String::from_utf8_lossy(&rebuilt.stderr));
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
     // A user's directory that happens to hold a file named image.json is not.
     let mine = dir.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
     std::fs::write(mine.join("image.json"), "{}").unwrap();
     std::fs::write(mine.join("thesis.tex"), "years of work").unwrap();
     let out = build(&sandbox, &hello_release(), &mine);
-    fails_naming(&out, 1, &[mine.to_str().unwrap(), "thesis.tex", "choose another -o"]);
-    assert_eq!(std::fs::read_to_string(mine.join("thesis.tex")).unwrap(), "years of work");
+    fails_naming(
+        &out,
+        1,
+        &[mine.to_str().unwrap(), "thesis.tex", "choose another -o"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("thesis.tex")).unwrap(),
+        "years of work"
+    );
     // Nor is an image beside which the user put a file of their own.
-    std::fs::copy(hello_image().join("image.json"), dir.path().join("out/image.json")).unwrap();
+    std::fs::copy(
+        hello_image().join("image.json"),
+        dir.path().join("out/image.json"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("out/notes.txt"), "mine").unwrap();
     let refused = build(&sandbox, &hello_release(), &dir.path().join("out"));
     fails_naming(&refused, 1, &["notes.txt"]);
@@ -119,8 +134,16 @@ fn instance_names_that_leave_the_state_directory_are_refused() {
             let out = sandbox.unibeam(&args);
             let line = fails_naming(&out, 2, &[name, "instance name"]);
             assert!(!line.contains("private"), "{line}");
-            assert!(out.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&out.stdout));
-            assert!(victim.join("instance.json").exists(), "{args:?} removed {}", victim.display());
+            assert!(
+                out.stdout.is_empty(),
+                "{args:?} printed {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(
+                victim.join("instance.json").exists(),
+                "{args:?} removed {}",
+                victim.display()
+            );
         }
     }
     sandbox.assert_clean();
@@ -152,7 +175,10 @@ fn tarball_members_outside_the_release_refuse_the_tarball() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("outside.txt"), "x").unwrap();
     let absolute = dir.path().join("outside.txt");
-    for (member, problem) in [(Path::new("../outside.txt"), "'..'"), (absolute.as_path(), "absolute")] {
+    for (member, problem) in [
+        (Path::new("../outside.txt"), "'..'"),
+        (absolute.as_path(), "absolute"),
+    ] {
         let tarball = tarball_with(dir.path(), member);
         let out = build(&sandbox, &tarball, &dir.path().join("out"));
         let shown = member.to_str().unwrap();
@@ -175,7 +201,10 @@ fn release_file_names_that_are_not_utf8_are_refused_not_collapsed() {
     }
     let out = build(&sandbox, &release, &release.with_extension("unibeam"));
     let line = fails_naming(&out, 1, &["priv/caf", "not UTF-8", "rename it"]);
-    assert!(line.to_lowercase().contains("caf\\xe8"), "the exact bytes are named: {line}");
+    assert!(
+        line.to_lowercase().contains("caf\\xe8"),
+        "the exact bytes are named: {line}"
+    );
     sandbox.assert_clean();
 }
 
@@ -190,7 +219,10 @@ fn a_huge_sparse_file_is_refused_before_it_is_read() {
     let started = Instant::now();
     let out = build(&sandbox, &release, &release.with_extension("unibeam"));
     fails_naming(&out, 1, &[big.to_str().unwrap(), "2147483648 bytes", "512 MiB"]);
-    assert!(started.elapsed() < Duration::from_secs(120), "it was read after all");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "it was read after all"
+    );
     sandbox.assert_clean();
 }
 
@@ -202,7 +234,10 @@ fn instances_whose_record_is_gone_or_garbled_are_listed_and_removable() {
     std::fs::create_dir_all(instances.join("garbled")).unwrap();
     std::fs::write(instances.join("garbled/instance.json"), "{\"name\": \"garb").unwrap();
     let table = sandbox.ok(&["ps", "-a"]);
-    for (name, why) in [("gone", "broken: no instance.json"), ("garbled", "broken: corrupt instance.json")] {
+    for (name, why) in [
+        ("gone", "broken: no instance.json"),
+        ("garbled", "broken: corrupt instance.json"),
+    ] {
         assert!(
             table.lines().any(|l| l.starts_with(name) && l.contains(why)),
             "ps -a hides {name}:\n{table}"
@@ -211,9 +246,17 @@ fn instances_whose_record_is_gone_or_garbled_are_listed_and_removable() {
     sandbox.assert_ps_truthful();
     let hello = hello_image().to_str().unwrap();
     let out = sandbox.unibeam(&["run", "-d", "--name", "gone", hello]);
-    fails_naming(&out, 125, &["instance gone", "no instance.json", "unibeam rm -f gone"]);
+    fails_naming(
+        &out,
+        125,
+        &["instance gone", "no instance.json", "unibeam rm -f gone"],
+    );
     let out = sandbox.unibeam(&["rm", "garbled"]);
-    fails_naming(&out, 1, &["garbled", "corrupt instance.json", "unibeam rm -f garbled"]);
+    fails_naming(
+        &out,
+        1,
+        &["garbled", "corrupt instance.json", "unibeam rm -f garbled"],
+    );
     for verb in ["logs", "stop", "kill"] {
         let out = sandbox.unibeam(&[verb, "gone"]);
         fails_naming(&out, 1, &["instance gone is broken", "rm -f"]);
@@ -247,12 +290,20 @@ fn records_a_crashed_host_left_show_as_exited() {
     std::fs::create_dir_all(sandbox.instances().join("web")).unwrap();
     std::fs::write(sandbox.instances().join("web/instance.json"), record.to_string()).unwrap();
     let table = sandbox.ok(&["ps"]);
-    assert!(!table.contains("web"), "ps lists a VM of an earlier boot as alive:\n{table}");
+    assert!(
+        !table.contains("web"),
+        "ps lists a VM of an earlier boot as alive:\n{table}"
+    );
     let web = sandbox.record("web");
-    assert_eq!((web["state"].as_str(), web["code"].as_i64()), (Some("exited"), Some(137)), "{web}");
+    assert_eq!(
+        (web["state"].as_str(), web["code"].as_i64()),
+        (Some("exited"), Some(137)),
+        "{web}"
+    );
     // Reconciled on disk, not just in the display.
     let on_disk: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(sandbox.instances().join("web/instance.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(sandbox.instances().join("web/instance.json")).unwrap())
+            .unwrap();
     assert_eq!(on_disk["state"], "exited", "{on_disk}");
     assert!(on_disk["qemu"].is_null(), "{on_disk}");
     let _ = stand_in.kill();
@@ -269,8 +320,20 @@ fn a_cookie_file_others_can_write_is_refused() {
     std::fs::write(&cookie, "secretcookie\n").unwrap();
     std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o666)).unwrap();
     let hello = hello_image().to_str().unwrap();
-    let out = sandbox.unibeam(&["run", "-d", "--name", "c", "--cookie-file", cookie.to_str().unwrap(), hello]);
-    fails_naming(&out, 125, &[cookie.to_str().unwrap(), "writable by others", "chmod 600"]);
+    let out = sandbox.unibeam(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--cookie-file",
+        cookie.to_str().unwrap(),
+        hello,
+    ]);
+    fails_naming(
+        &out,
+        125,
+        &[cookie.to_str().unwrap(), "writable by others", "chmod 600"],
+    );
     sandbox.assert_clean();
 }
 
@@ -282,7 +345,15 @@ fn a_cookie_file_others_can_read_is_warned_about() {
     std::fs::write(&cookie, "secretcookie\n").unwrap();
     std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o644)).unwrap();
     let hello = hello_image().to_str().unwrap();
-    let out = sandbox.unibeam(&["run", "-d", "--name", "c", "--cookie-file", cookie.to_str().unwrap(), hello]);
+    let out = sandbox.unibeam(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--cookie-file",
+        cookie.to_str().unwrap(),
+        hello,
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     sandbox.ok(&["rm", "-f", "c"]);
     assert!(out.status.success(), "{stderr}");
@@ -290,10 +361,21 @@ fn a_cookie_file_others_can_read_is_warned_about() {
     assert_eq!(stderr.matches(&warning).count(), 1, "{stderr}");
     assert!(stderr.contains("chmod 600"), "{stderr}");
     std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = sandbox.unibeam(&["run", "-d", "--name", "c", "--cookie-file", cookie.to_str().unwrap(), hello]);
+    let out = sandbox.unibeam(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--cookie-file",
+        cookie.to_str().unwrap(),
+        hello,
+    ]);
     sandbox.ok(&["rm", "-f", "c"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && !stderr.contains("--cookie-file"), "{stderr}");
+    assert!(
+        out.status.success() && !stderr.contains("--cookie-file"),
+        "{stderr}"
+    );
     sandbox.assert_clean();
 }
 
@@ -302,12 +384,19 @@ fn wait_for_entry(dir: &Path, prefix: &str, build: &mut Vm) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let found = std::fs::read_dir(dir)
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(prefix)))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            })
             .unwrap_or(false);
         if found {
             return;
         }
-        assert!(!build.has_exited(), "build ended before {prefix}* appeared:\n{}", build.output());
+        assert!(
+            !build.has_exited(),
+            "build ended before {prefix}* appeared:\n{}",
+            build.output()
+        );
         assert!(Instant::now() < deadline, "no {prefix}* in {}", dir.display());
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -320,13 +409,23 @@ fn ctrl_c_during_a_tarball_build_leaves_nothing() {
     let out = dir.path().join("hello.unibeam");
     // --no-cache: compressing every layer gives Ctrl-C time to land mid-write.
     let tarball = hello_tarball();
-    let args = ["build", tarball.to_str().unwrap(), "-o", out.to_str().unwrap(), "--no-cache"];
+    let args = [
+        "build",
+        tarball.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--no-cache",
+    ];
     let mut build = sandbox.spawn(&args);
     wait_for_entry(dir.path(), ".hello.unibeam.partial-", &mut build);
     build.interrupt();
     let status = build.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(130), "{}", build.output());
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "an interrupted build left {left:?}");
     sandbox.assert_clean();
 }
@@ -343,13 +442,22 @@ fn what_dead_builds_left_is_swept_by_the_next_one() {
         pid
     };
     let staging = dir.path().join(format!(".hello.unibeam.partial-{dead}"));
-    let unpacked = sandbox.cache().join(format!("unibeam/unpacked/tarball-{dead}-AbCdEf"));
+    let unpacked = sandbox
+        .cache()
+        .join(format!("unibeam/unpacked/tarball-{dead}-AbCdEf"));
     for leftover in [&staging, &unpacked] {
         std::fs::create_dir_all(leftover.join("releases")).unwrap();
         std::fs::write(leftover.join("releases/start_erl.data"), "13.1.5 0.1.0").unwrap();
     }
     let built = build(&sandbox, &hello_tarball(), &out);
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    assert!(!staging.exists() && !unpacked.exists(), "a dead build's leftovers stayed");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert!(
+        !staging.exists() && !unpacked.exists(),
+        "a dead build's leftovers stayed"
+    );
     sandbox.assert_clean();
 }

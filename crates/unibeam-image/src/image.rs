@@ -56,7 +56,9 @@ pub enum BuildError {
     NoSuchProgram(String),
     #[error("{0}: unibeam-init not found; build it with `make build` (or `cargo build --profile guest -p unibeam-init`) or set UNIBEAM_INIT")]
     InitMissing(PathBuf),
-    #[error("{path}: {why}; unibeam replaces only an image it made: choose another -o, or move it away yourself")]
+    #[error(
+        "{path}: {why}; unibeam replaces only an image it made: choose another -o, or move it away yourself"
+    )]
     OutputOccupied { path: PathBuf, why: String },
     #[error("{path}: the release has no ERTS; rebuild it with {{include_erts, true}} (mix: include_erts: true), or pass --erts-from-host to take ERTS {version} from this host")]
     NoErts { path: PathBuf, version: String },
@@ -541,7 +543,11 @@ mod tests {
         let file = dir.path().join("file");
         fs::write(&file, "x").unwrap();
         assert!(occupied(&file).contains("not a directory"));
-        let entries: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        let entries: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(entries.len(), 2, "no staging dir is left: {entries:?}");
     }
 
@@ -566,7 +572,10 @@ mod tests {
         let out = dir.path().join("img");
         fs::create_dir(&out).unwrap();
         let staging = staging_dir(&out).unwrap();
-        assert_eq!(staging.file_name().unwrap().to_str().unwrap(), staging_name(&out, std::process::id()));
+        assert_eq!(
+            staging.file_name().unwrap().to_str().unwrap(),
+            staging_name(&out, std::process::id())
+        );
         fs::write(staging.join(KERNEL_FILE), "x").unwrap();
         replace_dir(&staging, &out).unwrap();
         assert!(out.join(KERNEL_FILE).exists() && !staging.exists());

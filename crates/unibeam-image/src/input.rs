@@ -153,7 +153,12 @@ fn unpack_members(path: &Path, dir: &Path) -> Result<(), InputError> {
             if let Err(problem) = safepath::relative(Path::new(OsStr::from_bytes(&target))) {
                 return Err(refused(&format!("a hard link to {problem}")));
             }
-        } else if !(kind.is_file() || kind.is_dir() || kind.is_symlink() || kind.is_contiguous() || kind.is_gnu_sparse()) {
+        } else if !(kind.is_file()
+            || kind.is_dir()
+            || kind.is_symlink()
+            || kind.is_contiguous()
+            || kind.is_gnu_sparse())
+        {
             return Err(refused("neither a file, a directory nor a link"));
         }
         if entry.size() > MAX_FILE_BYTES {
@@ -171,7 +176,9 @@ fn unpack_members(path: &Path, dir: &Path) -> Result<(), InputError> {
             Ok(true) => {}
             Ok(false) => return Err(refused("it would be written outside the release")),
             Err(e) if e.to_string().contains("outside of destination") => {
-                return Err(refused("it would be written outside the release, through a symlink"))
+                return Err(refused(
+                    "it would be written outside the release, through a symlink",
+                ))
             }
             Err(e) => {
                 return Err(InputError::BadTarball {
@@ -300,7 +307,11 @@ mod tests {
             let shown = name.escape_ascii().to_string();
             assert!(text.contains(&shown) && text.contains(problem), "{text}");
             assert!(!dir.path().join("outside").exists());
-            assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "the unpacked dir is removed");
+            assert_eq!(
+                fs::read_dir(&scratch).unwrap().count(),
+                0,
+                "the unpacked dir is removed"
+            );
         }
     }
 
@@ -324,7 +335,10 @@ mod tests {
         builder.into_inner().unwrap().finish().unwrap();
         let scratch = dir.path().join("scratch");
         let err = resolve(&tarball, &Selector::default(), &scratch).unwrap_err();
-        assert!(matches!(err, InputError::RefusedMember { ref member, .. } if member == "lib/planted"), "{err}");
+        assert!(
+            matches!(err, InputError::RefusedMember { ref member, .. } if member == "lib/planted"),
+            "{err}"
+        );
         assert!(err.to_string().contains("through a symlink"), "{err}");
         assert!(!scratch.join("planted").exists() && !dir.path().join("planted").exists());
         assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);

@@ -123,7 +123,11 @@ fn env_sh_warnings(path: &Path, root: &Path) -> Vec<String> {
 /// by a path relative to its root (the start script's working directory;
 /// the root sits elsewhere in the guest). Templates' `${...}` paths are
 /// left to boot.
-pub(crate) fn check_args_files(root: &Path, file: &Path, seen: &mut BTreeSet<PathBuf>) -> Result<(), CheckError> {
+pub(crate) fn check_args_files(
+    root: &Path,
+    file: &Path,
+    seen: &mut BTreeSet<PathBuf>,
+) -> Result<(), CheckError> {
     let Ok(text) = fs::read_to_string(file) else {
         return Ok(());
     };

@@ -141,10 +141,17 @@ impl Release {
     /// command line from them on the host.
     pub fn start_files(&self, guest_root: &str) -> Result<Vec<(String, String)>, ReleaseError> {
         let rel_dir = self.release_dir();
-        let mut paths: Vec<PathBuf> = ["vm.args", "vm.args.src", "vm.args.orig", "sys.config.src", "sys.config.orig", "env.sh"]
-            .iter()
-            .map(|name| rel_dir.join(name))
-            .collect();
+        let mut paths: Vec<PathBuf> = [
+            "vm.args",
+            "vm.args.src",
+            "vm.args.orig",
+            "sys.config.src",
+            "sys.config.orig",
+            "env.sh",
+        ]
+        .iter()
+        .map(|name| rel_dir.join(name))
+        .collect();
         let plain_sys_config = rel_dir.join("sys.config");
         if fs::metadata(&plain_sys_config).is_ok_and(|m| m.len() <= MAX_INLINE_SYS_CONFIG) {
             paths.push(plain_sys_config);
@@ -161,7 +168,9 @@ impl Release {
                 path: path.clone(),
                 cause,
             })?;
-            let inside = path.strip_prefix(&self.root).expect("start files are inside the release");
+            let inside = path
+                .strip_prefix(&self.root)
+                .expect("start files are inside the release");
             files.push((format!("{guest_root}/{}", inside.display()), text));
         }
         Ok(files)
@@ -276,7 +285,11 @@ mod tests {
         fs::write(root.join("erts-13.1.5/bin/erlexec"), b"").unwrap();
         fs::write(root.join("releases/start_erl.data"), "13.1.5 0.1.0\n").unwrap();
         fs::write(root.join("releases/0.1.0/hello.rel"), "").unwrap();
-        fs::write(root.join("releases/0.1.0/start.boot"), crate::erlfiles::MINIMAL_BOOT).unwrap();
+        fs::write(
+            root.join("releases/0.1.0/start.boot"),
+            crate::erlfiles::MINIMAL_BOOT,
+        )
+        .unwrap();
         fs::write(root.join("releases/0.1.0/vm.args"), "").unwrap();
     }
 
@@ -315,7 +328,11 @@ mod tests {
     fn named_boot_script_wins() {
         let dir = tempfile::tempdir().unwrap();
         fake_release(dir.path());
-        fs::write(dir.path().join("releases/0.1.0/hello.boot"), crate::erlfiles::MINIMAL_BOOT).unwrap();
+        fs::write(
+            dir.path().join("releases/0.1.0/hello.boot"),
+            crate::erlfiles::MINIMAL_BOOT,
+        )
+        .unwrap();
         assert_eq!(Release::open(dir.path()).unwrap().boot_script, "hello");
     }
 

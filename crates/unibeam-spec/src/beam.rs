@@ -153,7 +153,10 @@ impl ReleaseSpec {
 
     /// A start file's text, by guest path.
     pub fn start_file(&self, path: &str) -> Option<String> {
-        self.start_files.iter().find(|(p, _)| p == path).map(|(_, t)| t.clone())
+        self.start_files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, t)| t.clone())
     }
 
     pub(crate) fn is_mix(&self) -> bool {

@@ -67,8 +67,10 @@ impl EnvScript {
         // Name, value (None: exported before it was set), exported. A
         // list, not a map: env.sh sets a handful of variables, and the
         // guest's init stays smaller without a map type.
-        let mut vars: Vec<(String, Option<String>, bool)> =
-            env.iter().map(|(k, v)| (k.clone(), Some(v.clone()), true)).collect();
+        let mut vars: Vec<(String, Option<String>, bool)> = env
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone()), true))
+            .collect();
         let mut skipped: Vec<String> = Vec::new();
         for step in &self.steps {
             let (name, value, export) = match step {
@@ -104,7 +106,9 @@ impl EnvScript {
 pub const MAX_VALUE: usize = 128 << 10;
 
 fn lookup<'a>(vars: &'a [(String, Option<String>, bool)], name: &str) -> Option<&'a str> {
-    vars.iter().find(|(k, ..)| k == name).and_then(|(_, v, _)| v.as_deref())
+    vars.iter()
+        .find(|(k, ..)| k == name)
+        .and_then(|(_, v, _)| v.as_deref())
 }
 
 /// Appends the expansion to `out`; false once it would exceed [`MAX_VALUE`].

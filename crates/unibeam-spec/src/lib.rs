@@ -9,8 +9,8 @@ mod beam;
 mod envsh;
 mod launch;
 mod render;
-mod startenv;
 pub mod safepath;
+mod startenv;
 
 pub use beam::{
     BeamLaunch, CodeLoading, ConfigSource, FileContent, Flavor, PreparedFile, ReleaseSpec,

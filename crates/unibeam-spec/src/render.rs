@@ -27,7 +27,11 @@ pub fn replace_os_vars(text: &str, env: &[(String, String)]) -> String {
             Some((name, default)) => (name, Some(default)),
             None => (inner, None),
         };
-        let value = env.iter().rev().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+        let value = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str());
         out.push_str(match default {
             Some(default) if value.is_empty() => default,
             _ => value,

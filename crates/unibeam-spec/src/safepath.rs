@@ -65,7 +65,10 @@ mod tests {
     #[test]
     fn only_downward_utf8_names_join() {
         let root = Path::new("/r");
-        assert_eq!(join(root, Path::new("./lib/a-1/ebin")).unwrap(), Path::new("/r/lib/a-1/ebin"));
+        assert_eq!(
+            join(root, Path::new("./lib/a-1/ebin")).unwrap(),
+            Path::new("/r/lib/a-1/ebin")
+        );
         assert_eq!(join(root, Path::new("/etc/passwd")), Err(UnsafePath::Absolute));
         assert_eq!(join(root, Path::new("lib/../../x")), Err(UnsafePath::Parent));
         assert_eq!(join(root, Path::new("..")), Err(UnsafePath::Parent));

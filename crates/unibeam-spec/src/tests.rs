@@ -416,7 +416,10 @@ fn mix_env_sh_names_the_node_and_exports_variables() {
         "erlexec reads ERL_*FLAGS itself"
     );
     assert!(has("PATH", "/release/erts-13.1.5/bin:/usr/bin:/bin"));
-    assert!(has("HOSTNAME", "hello"), "the guest's hostname, as containers export it");
+    assert!(
+        has("HOSTNAME", "hello"),
+        "the guest's hostname, as containers export it"
+    );
     assert_eq!(file_text(&launch, "/tmp/.erlang.cookie"), "from_env_sh");
     assert!(launch.warnings.is_empty(), "{:?}", launch.warnings);
 }

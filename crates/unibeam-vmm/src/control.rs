@@ -1,11 +1,12 @@
 //! Stopping and killing detached instances from another process.
 
+use crate::process::ProcessId;
 use crate::qemu::{PowerButton, QemuCommand};
 use crate::qmp::Qmp;
 use crate::state::{
-    write_atomic, InstanceName, InstanceRecord, StateError, Status, Store, QEMU_FILE, QMP_SOCKET, STOP_REQUESTED,
+    write_atomic, InstanceName, InstanceRecord, StateError, Status, Store, QEMU_FILE, QMP_SOCKET,
+    STOP_REQUESTED,
 };
-use crate::process::ProcessId;
 use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 

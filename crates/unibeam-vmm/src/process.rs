@@ -22,9 +22,7 @@ impl BootId {
     /// This host's current boot, read once per process.
     pub fn current() -> Option<BootId> {
         static CURRENT: std::sync::OnceLock<Option<BootId>> = std::sync::OnceLock::new();
-        *CURRENT.get_or_init(|| {
-            BootId::parse(&fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?)
-        })
+        *CURRENT.get_or_init(|| BootId::parse(&fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?))
     }
 }
 

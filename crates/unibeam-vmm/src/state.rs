@@ -72,7 +72,9 @@ impl InstanceName {
         let valid = !name.is_empty()
             && name.len() <= 64
             && !name.starts_with('.')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if valid {
             Ok(InstanceName(name.to_string()))
         } else {
@@ -235,22 +237,26 @@ impl Store {
     pub fn create(&self, record: &InstanceRecord) -> Result<PathBuf, StateError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let dir = self.dir(&record.name);
-        let staging = self.root.join(format!(".{}.new-{}", record.name, std::process::id()));
+        let staging = self
+            .root
+            .join(format!(".{}.new-{}", record.name, std::process::id()));
         let _ = fs::remove_dir_all(&staging);
-        let claimed = self.stage(&staging, record).and_then(|()| match rename_noreplace(&staging, &dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
-            // Filesystems without RENAME_NOREPLACE: mkdir claims the name.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match fs::create_dir(&dir) {
-                Ok(()) => {
-                    let record_path = dir.join(RECORD_FILE);
-                    fs::rename(staging.join(RECORD_FILE), &record_path).map_err(io_err(&record_path))
-                }
+        let claimed = self
+            .stage(&staging, record)
+            .and_then(|()| match rename_noreplace(&staging, &dir) {
+                Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
+                // Filesystems without RENAME_NOREPLACE: mkdir claims the name.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match fs::create_dir(&dir) {
+                    Ok(()) => {
+                        let record_path = dir.join(RECORD_FILE);
+                        fs::rename(staging.join(RECORD_FILE), &record_path).map_err(io_err(&record_path))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
+                    Err(e) => Err(io_err(&dir)(e)),
+                },
                 Err(e) => Err(io_err(&dir)(e)),
-            },
-            Err(e) => Err(io_err(&dir)(e)),
-        });
+            });
         let _ = fs::remove_dir_all(&staging);
         claimed.map(|()| dir)
     }
@@ -295,7 +301,10 @@ impl Store {
         let record: InstanceRecord =
             serde_json::from_slice(&data).map_err(|e| broken(format!("corrupt {RECORD_FILE}: {e}")))?;
         if record.name != *name {
-            return Err(broken(format!("{RECORD_FILE} names instance {:?}", record.name.as_str())));
+            return Err(broken(format!(
+                "{RECORD_FILE} names instance {:?}",
+                record.name.as_str()
+            )));
         }
         Ok(record)
     }
@@ -418,7 +427,10 @@ mod tests {
         ));
         assert_eq!(store.load(&name("web")).unwrap().name, "web");
         let taken = store.create(&record("web")).unwrap_err().to_string();
-        assert!(taken.starts_with("instance name \"web\" is already in use"), "{taken}");
+        assert!(
+            taken.starts_with("instance name \"web\" is already in use"),
+            "{taken}"
+        );
         assert_eq!(store.list().len(), 1);
         let hidden: Vec<_> = fs::read_dir(&store.root).unwrap().flatten().collect();
         assert_eq!(hidden.len(), 1, "no staging directory stays behind");
@@ -432,7 +444,18 @@ mod tests {
     #[test]
     fn names_that_would_leave_the_store_do_not_parse() {
         let long = "x".repeat(65);
-        for bad in ["../x", "../../x", "/tmp/x", "a/b", "..", ".", ".hidden", "", "a b", long.as_str()] {
+        for bad in [
+            "../x",
+            "../../x",
+            "/tmp/x",
+            "a/b",
+            "..",
+            ".",
+            ".hidden",
+            "",
+            "a b",
+            long.as_str(),
+        ] {
             assert!(
                 matches!(InstanceName::parse(bad), Err(StateError::BadName(_))),
                 "{bad:?} parsed"
@@ -457,7 +480,15 @@ mod tests {
             .map(|(n, r)| (n.to_string(), r.map_err(|e| e.to_string())))
             .collect();
         assert_eq!(listed.len(), 4, "{listed:?}");
-        let why = |n: &str| listed.iter().find(|(m, _)| m == n).unwrap().1.clone().unwrap_err();
+        let why = |n: &str| {
+            listed
+                .iter()
+                .find(|(m, _)| m == n)
+                .unwrap()
+                .1
+                .clone()
+                .unwrap_err()
+        };
         assert!(why("empty").contains("no instance.json"), "{}", why("empty"));
         assert!(why("garbled").contains("corrupt instance.json"));
         assert!(why("renamed").contains("names instance \"other\""));
@@ -494,7 +525,10 @@ mod tests {
         store.create(&r).unwrap();
         assert_eq!(store.list()[0].status, Status::Exited { code: 137 });
         let on_disk = store.load(&name("web")).unwrap();
-        assert_eq!((on_disk.status, on_disk.qemu), (Status::Exited { code: 137 }, None));
+        assert_eq!(
+            (on_disk.status, on_disk.qemu),
+            (Status::Exited { code: 137 }, None)
+        );
         r.qemu = ProcessId::of(std::process::id());
         assert_eq!(r.observed_status(), Status::Running);
     }

@@ -9,7 +9,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use unibeam_vmm::monitor::now_secs;
 use unibeam_vmm::runner::check_ports;
-use unibeam_vmm::state::{write_atomic, InstanceName, InstanceRecord, ProcessId, Restart, Status, Store, QEMU_FILE};
+use unibeam_vmm::state::{
+    write_atomic, InstanceName, InstanceRecord, ProcessId, Restart, Status, Store, QEMU_FILE,
+};
 
 /// `no`, `always`, `on-failure` or `on-failure:N`.
 pub fn parse_restart(s: &str) -> Result<Restart, String> {
@@ -95,7 +97,12 @@ pub fn start_detached(args: &RunArgs) -> Result<String> {
     started.map(String::from)
 }
 
-fn start(args: &RunArgs, store: &Store, mut record: InstanceRecord, dir: &std::path::Path) -> Result<InstanceName> {
+fn start(
+    args: &RunArgs,
+    store: &Store,
+    mut record: InstanceRecord,
+    dir: &std::path::Path,
+) -> Result<InstanceName> {
     check_ports(&args.publish)?;
     let (cmd, manifest) = prepare(args, dir, Some(record.name.as_str()))?;
     record.release = format!("{} {}", manifest.release.name, manifest.release.version);

@@ -87,9 +87,11 @@ pub fn ps(args: PsArgs) -> Result<ExitCode> {
     records.sort_by(|a, b| (&a.cluster, &a.name).cmp(&(&b.cluster, &b.name)));
     if args.format == Format::Json {
         let mut all: Vec<_> = records.iter().map(observed_json).collect();
-        all.extend(broken.iter().map(|(name, why)| {
-            serde_json::json!({ "name": name.as_str(), "state": "broken", "why": why })
-        }));
+        all.extend(
+            broken.iter().map(
+                |(name, why)| serde_json::json!({ "name": name.as_str(), "state": "broken", "why": why }),
+            ),
+        );
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
