@@ -3,7 +3,6 @@
 //! chains must stay inside the release, and files or lines unibeam does not
 //! act on become warnings that name them.
 
-use crate::release::Release;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -81,17 +80,28 @@ pub fn check_version(root: &Path, version: &str) -> Result<(), CheckError> {
     }
 }
 
+/// What the checks look at in a release; release.rs fills it in (a
+/// struct of its own, so this module does not depend on release.rs).
+pub struct Shape<'a> {
+    pub root: &'a Path,
+    pub name: &'a str,
+    /// `releases/<vsn>/` on the host.
+    pub rel_dir: PathBuf,
+    /// The vm.args file the start script reads, if any.
+    pub vm_args: Option<PathBuf>,
+    pub env_sh: bool,
+    pub flavor: Flavor,
+}
+
 /// Warnings about what the start script would do and unibeam will not.
-pub fn check(release: &Release) -> Result<Vec<String>, CheckError> {
+pub fn check(release: &Shape) -> Result<Vec<String>, CheckError> {
     let mut warnings = Vec::new();
-    let rel_dir = release.release_dir();
     let mut chained = BTreeSet::new();
-    if release.has_vm_args {
-        let vm_args = rel_dir.join(release.vm_args_source.file_name("vm.args"));
-        check_args_files(&release.root, &vm_args, &mut chained)?;
+    if let Some(vm_args) = &release.vm_args {
+        check_args_files(release.root, vm_args, &mut chained)?;
     }
     if release.env_sh {
-        warnings.extend(env_sh_warnings(&rel_dir.join("env.sh"), &release.root));
+        warnings.extend(env_sh_warnings(&release.rel_dir.join("env.sh"), release.root));
     }
     warnings.extend(unknown_files(release, &chained));
     if matches!(release.flavor, Flavor::Relx) {
@@ -169,9 +179,9 @@ pub(crate) fn check_args_files(
 }
 
 /// Files in `releases/<vsn>/` that no start-script step reads.
-fn unknown_files(release: &Release, chained: &BTreeSet<PathBuf>) -> Vec<String> {
-    let rel_dir = release.release_dir();
-    let Ok(entries) = fs::read_dir(&rel_dir) else {
+fn unknown_files(release: &Shape, chained: &BTreeSet<PathBuf>) -> Vec<String> {
+    let rel_dir = &release.rel_dir;
+    let Ok(entries) = fs::read_dir(rel_dir) else {
         return Vec::new();
     };
     let mut names: Vec<String> = entries

@@ -125,7 +125,18 @@ impl Release {
             boot_script,
             warnings: Vec::new(),
         };
-        release.warnings = crate::relcheck::check(&release)?;
+        release.warnings = crate::relcheck::check(&crate::relcheck::Shape {
+            root: &release.root,
+            name: &release.name,
+            rel_dir: release.release_dir(),
+            vm_args: release.has_vm_args.then(|| {
+                release
+                    .release_dir()
+                    .join(release.vm_args_source.file_name("vm.args"))
+            }),
+            env_sh: release.env_sh,
+            flavor: release.flavor,
+        })?;
         Ok(release)
     }
 
