@@ -109,11 +109,25 @@ fn start(
     record.accel = cmd.accel.to_string();
     store.save(&record)?;
     write_atomic(&dir.join(QEMU_FILE), &serde_json::to_vec_pretty(&cmd)?)?;
+    spawn_monitor(&record.name)?;
+    let running = wait_until_running(store, &record.name, Duration::from_secs(30))?;
+    if let Status::Exited { code } = running.observed_status() {
+        bail!(
+            "instance {} exited at once with status {code}; `unibeam logs {}` shows why",
+            record.name,
+            record.name
+        );
+    }
+    Ok(record.name)
+}
+
+/// `unibeam monitor NAME`, detached from our session.
+pub(crate) fn spawn_monitor(name: &InstanceName) -> Result<()> {
     let exe = std::env::current_exe().context("locating the unibeam binary")?;
     let mut monitor = Command::new(exe);
     monitor
         .arg("monitor")
-        .arg(record.name.as_str())
+        .arg(name.as_str())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -126,18 +140,15 @@ fn start(
         });
     }
     monitor.spawn().context("starting the instance monitor")?;
-    let running = wait_until_running(store, &record.name, Duration::from_secs(30))?;
-    if let Status::Exited { code } = running.observed_status() {
-        bail!(
-            "instance {} exited at once with status {code}; `unibeam logs {}` shows why",
-            record.name,
-            record.name
-        );
-    }
-    Ok(record.name)
+    Ok(())
 }
 
-fn wait_until_running(store: &Store, name: &InstanceName, limit: Duration) -> Result<InstanceRecord> {
+/// Waits until the monitor has started QEMU or given up.
+pub(crate) fn wait_until_running(
+    store: &Store,
+    name: &InstanceName,
+    limit: Duration,
+) -> Result<InstanceRecord> {
     let deadline = Instant::now() + limit;
     loop {
         let record = store.load(name)?;

@@ -3,13 +3,13 @@
 //! the way `docker start` does. systemd units (`generate systemd`) run it
 //! with `--foreground` after a host reboot.
 
+use crate::detach::{spawn_monitor, wait_until_running};
 use crate::instances::store;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Duration;
 use unibeam_vmm::state::{InstanceName, InstanceRecord, ProcessId, Status, Store, QEMU_FILE, STOP_REQUESTED};
 use unibeam_vmm::QemuCommand;
 
@@ -100,40 +100,6 @@ fn check_files(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `unibeam monitor NAME`, detached from our session as `run -d` does it.
-fn spawn_monitor(name: &InstanceName) -> Result<()> {
-    let exe = std::env::current_exe().context("locating the unibeam binary")?;
-    let mut monitor = Command::new(exe);
-    monitor
-        .arg("monitor")
-        .arg(name.as_str())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; it detaches the monitor from our
-    // session, so closing the terminal does not stop the instance.
-    unsafe {
-        monitor.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    monitor.spawn().context("starting the instance monitor")?;
-    Ok(())
-}
-
-fn wait_until_running(store: &Store, name: &InstanceName, limit: Duration) -> Result<InstanceRecord> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let record = store.load(name)?;
-        let settled = record.qemu.is_some() || matches!(record.status, Status::Exited { .. });
-        if settled || Instant::now() > deadline {
-            return Ok(record);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The instance's last status as a process exit status (125 when it does
