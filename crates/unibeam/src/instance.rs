@@ -199,22 +199,6 @@ fn read_sys_config(path: &Path) -> Result<String> {
     Ok(text)
 }
 
-/// Every value of `run` that can be wrong on its own, checked before
-/// anything is built, claimed or started.
-pub(crate) fn check_run_args(args: &crate::run::RunArgs) -> Result<()> {
-    for p in &args.publish {
-        if p.host_ip.is_ipv6() {
-            bail!(
-                "-p {}:{}:{}: IPv6 is not supported; publish on an IPv4 address such as 127.0.0.1 or 0.0.0.0",
-                p.host_ip,
-                p.host_port,
-                p.guest_port
-            );
-        }
-    }
-    args.instance.check()
-}
-
 fn valid_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

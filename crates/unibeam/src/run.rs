@@ -116,6 +116,22 @@ fn resolve_image(target: &Path, flags: &build::BuildFlags, scratch: &Path) -> Re
     Ok(output)
 }
 
+/// Every value of `run` that can be wrong on its own, checked before
+/// anything is built, claimed or started.
+pub(crate) fn check_run_args(args: &RunArgs) -> Result<()> {
+    for p in &args.publish {
+        if p.host_ip.is_ipv6() {
+            bail!(
+                "-p {}:{}:{}: IPv6 is not supported; publish on an IPv4 address such as 127.0.0.1 or 0.0.0.0",
+                p.host_ip,
+                p.host_port,
+                p.guest_port
+            );
+        }
+    }
+    args.instance.check()
+}
+
 /// The image's layers, unpacked (cached), plus this instance's config
 /// layer, as one file: QEMU takes a single initrd.
 fn instance_initrd(mut layers: Vec<u8>, boot: &BootSpec, runtime: &Path) -> Result<PathBuf> {
@@ -192,7 +208,7 @@ fn kernel_args(machine: Machine, accel: Accel, kernel: &KernelInfo) -> Vec<Strin
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     // Before anything is built, claimed or started.
-    instance::check_run_args(&args)?;
+    check_run_args(&args)?;
     if args.detach {
         return crate::detach::run_detached(&args);
     }

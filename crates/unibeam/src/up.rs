@@ -118,7 +118,7 @@ fn prepare_all(compose: &Compose, plan: &Plan, dir: &Path) -> Result<Vec<RunLine
         let line = run_line(plan, member, svc, &images[&member.service], &cookie);
         let parsed = RunLine::try_parse_from(&line)
             .map_err(|e| anyhow::anyhow!("{}: {}", member.instance, crate::clap_one_line(&e)))?;
-        crate::instance::check_run_args(&parsed.args).with_context(|| member.instance.clone())?;
+        crate::run::check_run_args(&parsed.args).with_context(|| member.instance.clone())?;
         unibeam_vmm::runner::check_ports(&parsed.args.publish).with_context(|| member.instance.clone())?;
         lines.push(parsed);
     }
