@@ -11,36 +11,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use unibeam_e2e::sandbox::Sandbox;
 use unibeam_e2e::*;
-
-fn one_line(out: &Output) -> String {
-    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(text.lines().count(), 1, "expected one stderr line, got:\n{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    text
-}
-
-/// Asserts `out` failed with `code` and one stderr line holding every needle.
-fn fails_naming(out: &Output, code: i32, needles: &[&str]) -> String {
-    let line = one_line(out);
-    assert_eq!(out.status.code(), Some(code), "{line}");
-    for needle in needles {
-        assert!(line.contains(needle), "expected {needle:?} in: {line}");
-    }
-    line
-}
-
-/// hello's image, built once per test run (the layer cache makes it quick).
-fn hello_image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let out = workspace_root().join("target/e2e-hostile/hello.unibeam");
-        build_image_with(&hello_release(), &out, &["--compression", "none"])
-    })
-}
 
 fn hello_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +58,7 @@ fn build_never_replaces_a_directory_holding_the_users_files() {
     );
     // Nor is an image beside which the user put a file of their own.
     std::fs::copy(
-        hello_image().join("image.json"),
+        shared_hello_image().join("image.json"),
         dir.path().join("out/image.json"),
     )
     .unwrap();
@@ -101,7 +74,7 @@ fn run_detached_refuses_an_image_path_that_is_not_utf8() {
     let sandbox = Sandbox::new();
     let dir = tempfile::tempdir().unwrap();
     let latin1 = dir.path().join(OsStr::from_bytes(b"caf\xe9.unibeam"));
-    copy_tree(hello_image(), &latin1);
+    copy_tree(shared_hello_image(), &latin1);
     let mut cmd = sandbox.command(&["run", "-d", "--name", "latin1"]);
     let out = cmd.arg(&latin1).output().expect("unibeam runs");
     fails_naming(&out, 125, &["caf", "not UTF-8", "rename it"]);
@@ -244,7 +217,7 @@ fn instances_whose_record_is_gone_or_garbled_are_listed_and_removable() {
         );
     }
     sandbox.assert_ps_truthful();
-    let hello = hello_image().to_str().unwrap();
+    let hello = shared_hello_image().to_str().unwrap();
     let out = sandbox.unibeam(&["run", "-d", "--name", "gone", hello]);
     fails_naming(
         &out,
@@ -319,7 +292,7 @@ fn a_cookie_file_others_can_write_is_refused() {
     let cookie = dir.path().join("cookie");
     std::fs::write(&cookie, "secretcookie\n").unwrap();
     std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let hello = hello_image().to_str().unwrap();
+    let hello = shared_hello_image().to_str().unwrap();
     let out = sandbox.unibeam(&[
         "run",
         "-d",
@@ -344,7 +317,7 @@ fn a_cookie_file_others_can_read_is_warned_about() {
     let cookie = dir.path().join("cookie");
     std::fs::write(&cookie, "secretcookie\n").unwrap();
     std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let hello = hello_image().to_str().unwrap();
+    let hello = shared_hello_image().to_str().unwrap();
     let out = sandbox.unibeam(&[
         "run",
         "-d",

@@ -5,40 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::OnceLock;
 use unibeam_e2e::*;
-
-fn one_line(out: &Output) -> String {
-    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(text.lines().count(), 1, "expected a one-line error, got:\n{text}");
-    text
-}
-
-/// Asserts `out` failed with `code` and one stderr line holding every needle.
-fn fails_naming(out: &Output, code: i32, needles: &[&str]) -> String {
-    let line = one_line(out);
-    assert_eq!(out.status.code(), Some(code), "{line}");
-    for needle in needles {
-        assert!(line.contains(needle), "expected {needle:?} in: {line}");
-    }
-    assert!(!line.contains("panicked"), "{line}");
-    line
-}
-
-/// hello's image, built once per test run under target/ (the layer cache
-/// makes it quick); tests that alter it work on a copy.
-fn hello_image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let out = workspace_root().join("target/e2e-validation/hello.unibeam");
-        build_image_with(&hello_release(), &out, &["--compression", "none"])
-    })
-}
 
 fn image_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("hello.unibeam");
-    copy_tree(hello_image(), &image);
+    copy_tree(shared_hello_image(), &image);
     (dir, image)
 }
 
@@ -167,11 +139,11 @@ fn sys_config_with_a_syntax_error_is_refused_with_its_position() {
     std::fs::write(&config, "[{hello, [{greeting, \"hi\"}]}]\n").unwrap();
     let state = State::new();
     let flag = ["--sys-config", config.to_str().unwrap()];
-    let out = run_refused(&state, hello_image(), &flag);
+    let out = run_refused(&state, shared_hello_image(), &flag);
     let at = format!("--sys-config {}:", config.display());
     fails_naming(&out, 125, &[&at, "'.'"]);
     std::fs::write(&config, "[{hello, [{greeting, \"hi\"}]]}.\n").unwrap();
-    let out = run_refused(&state, hello_image(), &[&flag[..], &["-d"]].concat());
+    let out = run_refused(&state, shared_hello_image(), &[&flag[..], &["-d"]].concat());
     fails_naming(&out, 125, &[&format!("{}:1:28", config.display())]);
 }
 
@@ -182,10 +154,10 @@ fn cookies_the_beam_would_refuse_are_refused() {
     let state = State::new();
     let flag = ["--cookie-file", cookie.to_str().unwrap()];
     std::fs::write(&cookie, "x".repeat(256)).unwrap();
-    let out = run_refused(&state, hello_image(), &flag);
+    let out = run_refused(&state, shared_hello_image(), &flag);
     fails_naming(&out, 125, &[cookie.to_str().unwrap(), "256", "255"]);
     std::fs::write(&cookie, "caf\u{e9}").unwrap();
-    let out = run_refused(&state, hello_image(), &[&flag[..], &["-d"]].concat());
+    let out = run_refused(&state, shared_hello_image(), &[&flag[..], &["-d"]].concat());
     fails_naming(&out, 125, &[cookie.to_str().unwrap(), "'\u{e9}'"]);
 }
 
@@ -193,19 +165,19 @@ fn cookies_the_beam_would_refuse_are_refused() {
 fn a_node_name_the_beam_would_refuse_is_refused() {
     let state = State::new();
     for bad in ["bad name", "web@", "we!b@10.0.0.1"] {
-        let out = run_refused(&state, hello_image(), &["--node-name", bad]);
+        let out = run_refused(&state, shared_hello_image(), &["--node-name", bad]);
         fails_naming(&out, 125, &[&format!("--node-name {bad:?}")]);
     }
-    let out = run_refused(&state, hello_image(), &["-d", "--node-name", "a b@host"]);
+    let out = run_refused(&state, shared_hello_image(), &["-d", "--node-name", "a b@host"]);
     fails_naming(&out, 125, &["--node-name \"a b@host\""]);
 }
 
 #[test]
 fn publishing_on_ipv6_is_refused_as_unsupported() {
     let state = State::new();
-    let out = run_refused(&state, hello_image(), &["-p", "::1:8080:8080"]);
+    let out = run_refused(&state, shared_hello_image(), &["-p", "::1:8080:8080"]);
     fails_naming(&out, 125, &["::1", "IPv6"]);
-    let out = run_refused(&state, hello_image(), &["-d", "-p", "[::1]:8080:8080"]);
+    let out = run_refused(&state, shared_hello_image(), &["-d", "-p", "[::1]:8080:8080"]);
     assert_ne!(out.status.code(), Some(0));
     one_line(&out);
 }
@@ -213,7 +185,7 @@ fn publishing_on_ipv6_is_refused_as_unsupported() {
 #[test]
 fn clap_errors_are_one_line() {
     let state = State::new();
-    let out = run_refused(&state, hello_image(), &["--memory", "lots"]);
+    let out = run_refused(&state, shared_hello_image(), &["--memory", "lots"]);
     let line = one_line(&out);
     assert_eq!(out.status.code(), Some(2), "{line}");
     assert!(line.contains("--memory") && line.contains("\"lots\""), "{line}");
@@ -248,7 +220,7 @@ fn up_refused(rest: &str, line_col: &str, what: &[&str]) {
     let file = state.0.path().join("unibeam.toml");
     let text = format!(
         "[services.web]\nimage = \"{}\"\nports = [\"18080:8080\"]\n{rest}",
-        hello_image().display()
+        shared_hello_image().display()
     );
     std::fs::write(&file, text).unwrap();
     let out = state.unibeam(&["up", "-f", file.to_str().unwrap()]);
@@ -278,7 +250,7 @@ fn toml_numbers_out_of_range_point_at_themselves() {
 fn toml_host_port_shared_by_two_services() {
     let rest = format!(
         "[services.api]\nimage = \"{}\"\nports = [\"18080:9090\"]\n",
-        hello_image().display()
+        shared_hello_image().display()
     );
     up_refused(&rest, "6:10", &["18080", "web"]);
 }
@@ -290,7 +262,7 @@ fn toml_ports_beyond_65535_after_the_replica_shift() {
     let file = state.0.path().join("unibeam.toml");
     let text = format!(
         "[services.web]\nimage = \"{}\"\nports = [\"65534:8080\"]\n{state_rest}",
-        hello_image().display()
+        shared_hello_image().display()
     );
     std::fs::write(&file, text).unwrap();
     let out = state.unibeam(&["up", "-f", file.to_str().unwrap()]);
@@ -307,7 +279,7 @@ fn up_with_a_host_port_in_use_starts_nothing() {
     let port = taken.local_addr().unwrap().port();
     let state = State::new();
     let file = state.0.path().join("unibeam.toml");
-    let image = hello_image().display().to_string();
+    let image = shared_hello_image().display().to_string();
     let text = format!(
         "[services.api]\nimage = \"{image}\"\n\n[services.web]\nimage = \"{image}\"\nports = [\"{port}:8080\"]\n"
     );

@@ -508,3 +508,37 @@ pub fn os_mon_release(dir: &Path) -> PathBuf {
     copy_tree(&os_mon, &release.join("lib").join(os_mon.file_name().unwrap()));
     release
 }
+
+/// The one stderr line of a failed command (never a panic message).
+pub fn one_line(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(text.lines().count(), 1, "expected a one-line error, got:\n{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}
+
+/// Asserts `out` failed with `code` and one stderr line holding every needle.
+pub fn fails_naming(out: &Output, code: i32, needles: &[&str]) -> String {
+    let line = one_line(out);
+    assert_eq!(out.status.code(), Some(code), "{line}");
+    for needle in needles {
+        assert!(line.contains(needle), "expected {needle:?} in: {line}");
+    }
+    line
+}
+
+/// hello's image, built once per test binary under target/ (the layer
+/// cache makes it quick); tests that alter it work on a copy.
+pub fn shared_hello_image() -> &'static Path {
+    static IMAGE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        let stem = exe
+            .file_stem()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
+        let out = workspace_root().join(format!("target/e2e-{stem}/hello.unibeam"));
+        build_image_with(&hello_release(), &out, &["--compression", "none"])
+    })
+}
