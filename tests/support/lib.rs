@@ -509,12 +509,18 @@ pub fn os_mon_release(dir: &Path) -> PathBuf {
     release
 }
 
-/// The one stderr line of a failed command (never a panic message).
+/// The error of a failed command: its line and its `caused by:` lines,
+/// joined as one (never a panic message).
 pub fn one_line(out: &Output) -> String {
     let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(text.lines().count(), 1, "expected a one-line error, got:\n{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    text
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(
+        lines.all(|l| l.starts_with("  caused by: ")),
+        "expected one error line and its causes, got:\n{text}"
+    );
+    assert!(!text.contains("panicked") && !first.is_empty(), "{text}");
+    text.replace("\n  caused by: ", ": ")
 }
 
 /// Asserts `out` failed with `code` and one stderr line holding every needle.

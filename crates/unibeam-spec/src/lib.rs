@@ -7,6 +7,8 @@
 
 mod beam;
 mod envsh;
+#[cfg(feature = "host")]
+pub mod hostfs;
 mod launch;
 mod render;
 pub mod safepath;

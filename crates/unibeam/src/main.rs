@@ -70,6 +70,16 @@ pub(crate) fn clap_one_line(e: &clap::Error) -> String {
     lines.join(" ").trim_start_matches("error: ").to_string()
 }
 
+/// The error and each of its causes, one per line, as cloud-hypervisor
+/// prints them: what failed first, then why, down to the OS error.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = format!("unibeam: error: {e}\n");
+    for cause in e.chain().skip(1) {
+        out.push_str(&format!("  caused by: {cause}\n"));
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -98,8 +108,23 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("unibeam: error: {e:#}");
+            eprint!("{}", error_chain(&e));
             ExitCode::from(failure_code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_prints_one_cause_per_line() {
+        let os = std::io::Error::from_raw_os_error(13);
+        let e = anyhow::Error::new(os).context("/cache/layers/erts.cpio").context("writing a layer");
+        assert_eq!(
+            error_chain(&e),
+            "unibeam: error: writing a layer\n  caused by: /cache/layers/erts.cpio\n  caused by: Permission denied (os error 13)\n"
+        );
     }
 }
