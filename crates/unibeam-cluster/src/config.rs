@@ -1,17 +1,20 @@
 //! `unibeam.toml`: the services to run, how many of each, and the cluster
 //! they form. Every error names the file, the line and the column.
 
+use crate::values::{parse_memory, parse_port_pair, Cidr};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use toml::Spanned;
+use unibeam_spec::hostfs::{self, PathIo};
+use unibeam_vmm::state::Restart;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
         path: PathBuf,
@@ -21,29 +24,29 @@ pub enum ConfigError {
     },
 }
 
-/// The whole file.
+/// The whole file, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClusterFile {
+struct ClusterFile {
     #[serde(default)]
-    pub cluster: ClusterSection,
-    pub services: BTreeMap<String, Spanned<Service>>,
+    cluster: ClusterSection,
+    services: BTreeMap<String, Spanned<RawService>>,
 }
 
 /// `[cluster]`: settings shared by every member.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClusterSection {
+struct ClusterSection {
     /// Default: the name of the directory holding unibeam.toml.
-    pub name: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
     /// The private network's addresses, e.g. "10.77.0.0/24".
     #[serde(default = "default_subnet")]
-    pub subnet: Spanned<String>,
+    subnet: Spanned<String>,
     #[serde(default = "default_ticktime")]
-    pub net_ticktime: Spanned<u32>,
+    net_ticktime: Spanned<u32>,
     /// TLS distribution (`inet_tls_dist`): not available yet.
     #[serde(default = "no_tls")]
-    pub tls: Spanned<bool>,
+    tls: Spanned<bool>,
 }
 
 impl Default for ClusterSection {
@@ -69,29 +72,53 @@ fn default_ticktime() -> Spanned<u32> {
     Spanned::new(0..0, 10)
 }
 
-/// `[services.<name>]`.
+/// `[services.<name>]`, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Service {
+struct RawService {
     /// A release directory, tarball or project to build.
-    pub release: Option<Spanned<PathBuf>>,
+    release: Option<Spanned<PathBuf>>,
     /// An image directory from `unibeam build`.
-    pub image: Option<Spanned<PathBuf>>,
+    image: Option<Spanned<PathBuf>>,
     #[serde(default = "one")]
-    pub replicas: Spanned<u32>,
+    replicas: Spanned<u32>,
     /// `HOST:GUEST`; replica i publishes HOST + i - 1.
     #[serde(default)]
-    pub ports: Vec<Spanned<String>>,
+    ports: Vec<Spanned<String>>,
     #[serde(default)]
-    pub env: BTreeMap<Spanned<String>, String>,
+    env: BTreeMap<Spanned<String>, String>,
     /// e.g. "128M".
-    pub memory: Option<Spanned<String>>,
+    memory: Option<Spanned<String>>,
     /// `no`, `on-failure[:N]` or `always`.
     #[serde(default = "always")]
-    pub restart: Spanned<String>,
+    restart: Spanned<String>,
     /// Whether the replicas join the cluster's mesh.
     #[serde(default = "yes")]
-    pub cluster: bool,
+    cluster: bool,
+}
+
+/// Where a service's image comes from; paths are relative to the
+/// directory of unibeam.toml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A release directory, tarball or project, built by `up`.
+    Release(PathBuf),
+    /// An image directory from `unibeam build`.
+    Image(PathBuf),
+}
+
+/// A service, checked and parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub source: Source,
+    pub replicas: u32,
+    /// (host, guest); replica i publishes host + i - 1.
+    pub ports: Vec<(u16, u16)>,
+    pub env: Vec<(String, String)>,
+    pub memory_mib: Option<u32>,
+    pub restart: Restart,
+    /// Whether the replicas join the cluster's mesh.
+    pub meshed: bool,
 }
 
 fn one() -> Spanned<u32> {
@@ -106,12 +133,22 @@ fn always() -> Spanned<String> {
     Spanned::new(0..0, "always".into())
 }
 
-/// A parsed and checked unibeam.toml.
-#[derive(Debug)]
+/// A parsed and checked unibeam.toml: every value already in its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compose {
     pub path: PathBuf,
     pub name: String,
-    pub file: ClusterFile,
+    /// The private network, e.g. 10.77.0.0/24.
+    pub subnet: Cidr,
+    pub net_ticktime_s: u32,
+    pub services: BTreeMap<String, Service>,
+}
+
+impl Compose {
+    /// The directory relative paths in the file start from.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
 }
 
 /// 1-based line and column of a byte offset.
@@ -151,20 +188,17 @@ fn valid_name(name: &str) -> bool {
 /// Reads and checks `path`, and that every image and release it names is
 /// there; relative paths inside stay relative to it.
 pub fn load(path: &Path) -> Result<Compose, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })?;
-    let compose = parse(path, &text)?;
-    check_sources(&Checker { path, text: &text }, &compose)?;
+    let text = std::fs::read_to_string(path).map_err(hostfs::at::<PathIo>(path))?;
+    let (compose, file) = parse_file(path, &text)?;
+    check_sources(&Checker { path, text: &text }, &compose, &file)?;
     Ok(compose)
 }
 
 /// An image must hold image.json; a release must at least exist (building
 /// it says what else is wrong, still before any VM starts).
-fn check_sources(check: &Checker, compose: &Compose) -> Result<(), ConfigError> {
-    let base = compose.path.parent().unwrap_or(Path::new("."));
-    for (name, svc) in &compose.file.services {
+fn check_sources(check: &Checker, compose: &Compose, file: &ClusterFile) -> Result<(), ConfigError> {
+    let base = compose.base_dir();
+    for (name, svc) in &file.services {
         let svc = svc.get_ref();
         if let Some(image) = &svc.image {
             let dir = base.join(image.get_ref());
@@ -191,7 +225,13 @@ fn check_sources(check: &Checker, compose: &Compose) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// Parses and checks `text` (the contents of `path`) without looking at
+/// the files it names.
 pub fn parse(path: &Path, text: &str) -> Result<Compose, ConfigError> {
+    parse_file(path, text).map(|(compose, _)| compose)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<(Compose, ClusterFile), ConfigError> {
     let check = Checker { path, text };
     let file: ClusterFile = toml::from_str(text).map_err(|e| {
         // toml's message repeats the snippet over several lines; keep the
@@ -209,19 +249,23 @@ pub fn parse(path: &Path, text: &str) -> Result<Compose, ConfigError> {
         Some(n) => n.get_ref().clone(),
         None => default_name(path),
     };
-    check_cluster(&check, &file.cluster)?;
+    let subnet = check_cluster(&check, &file.cluster)?;
     if file.services.is_empty() {
         return Err(check.error(0..0, "no [services.<name>] table: expected at least one service"));
     }
+    let mut services = BTreeMap::new();
     for (svc, spanned) in &file.services {
-        check_service(&check, svc, spanned)?;
+        services.insert(svc.clone(), check_service(&check, svc, spanned)?);
     }
     check_host_ports(&check, &file)?;
-    Ok(Compose {
+    let compose = Compose {
         path: path.to_path_buf(),
         name,
-        file,
-    })
+        subnet,
+        net_ticktime_s: *file.cluster.net_ticktime.get_ref(),
+        services,
+    };
+    Ok((compose, file))
 }
 
 fn default_name(path: &Path) -> String {
@@ -242,14 +286,15 @@ fn default_name(path: &Path) -> String {
     }
 }
 
-fn check_cluster(check: &Checker, c: &ClusterSection) -> Result<(), ConfigError> {
+/// The subnet, once `[cluster]` is checked.
+fn check_cluster(check: &Checker, c: &ClusterSection) -> Result<Cidr, ConfigError> {
     if *c.tls.get_ref() {
         return Err(check.error(
             c.tls.span(),
             "tls = true: TLS distribution is not supported yet; remove the line (traffic stays on the private segment)",
         ));
     }
-    crate::plan::parse_subnet(c.subnet.get_ref())
+    let subnet = Cidr::network(c.subnet.get_ref())
         .map_err(|m| check.error(c.subnet.span(), format!("subnet: {m}")))?;
     let ticktime = &c.net_ticktime;
     if !(2..=600).contains(ticktime.get_ref()) {
@@ -259,10 +304,10 @@ fn check_cluster(check: &Checker, c: &ClusterSection) -> Result<(), ConfigError>
         );
         return Err(check.error(ticktime.span(), message));
     }
-    Ok(())
+    Ok(subnet)
 }
 
-fn check_service(check: &Checker, name: &str, spanned: &Spanned<Service>) -> Result<(), ConfigError> {
+fn check_service(check: &Checker, name: &str, spanned: &Spanned<RawService>) -> Result<Service, ConfigError> {
     let s = spanned.get_ref();
     let at = spanned.span();
     if !valid_name(name) {
@@ -271,12 +316,16 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<Service>) -> Res
             format!("service {name:?}: use a-z, 0-9 and '-', at most 24, starting with a letter"),
         ));
     }
-    if s.release.is_some() == s.image.is_some() {
-        return Err(check.error(
-            at,
-            format!("service {name}: expected exactly one of `release` or `image`"),
-        ));
-    }
+    let source = match (&s.release, &s.image) {
+        (Some(release), None) => Source::Release(release.get_ref().clone()),
+        (None, Some(image)) => Source::Image(image.get_ref().clone()),
+        _ => {
+            return Err(check.error(
+                at,
+                format!("service {name}: expected exactly one of `release` or `image`"),
+            ))
+        }
+    };
     if !(1..=64).contains(s.replicas.get_ref()) {
         let message = format!(
             "service {name}: replicas: expected 1 to 64, found {}",
@@ -284,35 +333,53 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<Service>) -> Res
         );
         return Err(check.error(s.replicas.span(), message));
     }
-    for port in &s.ports {
-        crate::plan::parse_port(port.get_ref())
-            .map_err(|m| check.error(port.span(), format!("service {name}: ports: {m}")))?;
-    }
-    if let Some(memory) = &s.memory {
-        crate::plan::parse_memory(memory.get_ref())
-            .map_err(|m| check.error(memory.span(), format!("service {name}: memory: {m}")))?;
-    }
-    for key in s.env.keys() {
-        let k = key.get_ref();
-        if k.is_empty() || k.contains(|c: char| c.is_whitespace() || c == '=' || c == '\0') {
-            return Err(check.error(
-                key.span(),
-                format!("service {name}: env: key {k:?}: a variable name has no white space, '=' or NUL"),
-            ));
-        }
-    }
-    let restart = s.restart.get_ref();
-    let known = ["no", "always", "on-failure"].contains(&restart.as_str())
-        || restart
-            .strip_prefix("on-failure:")
-            .is_some_and(|n| n.parse::<u32>().is_ok());
-    if !known {
-        return Err(check.error(
-            s.restart.span(),
-            format!("service {name}: restart: expected no, on-failure[:N] or always, found {restart:?}"),
-        ));
-    }
-    Ok(())
+    let ports = s
+        .ports
+        .iter()
+        .map(|port| {
+            parse_port_pair(port.get_ref())
+                .map_err(|m| check.error(port.span(), format!("service {name}: ports: {m}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let memory_mib = match &s.memory {
+        Some(memory) => Some(
+            parse_memory(memory.get_ref())
+                .map_err(|m| check.error(memory.span(), format!("service {name}: memory: {m}")))?,
+        ),
+        None => None,
+    };
+    let env = check_env(check, name, &s.env)?;
+    let restart = s.restart.get_ref().parse().map_err(|e: unibeam_vmm::state::StateError| {
+        check.error(s.restart.span(), format!("service {name}: restart: {e}"))
+    })?;
+    Ok(Service {
+        source,
+        replicas: *s.replicas.get_ref(),
+        ports,
+        env,
+        memory_mib,
+        restart,
+        meshed: s.cluster,
+    })
+}
+
+fn check_env(
+    check: &Checker,
+    name: &str,
+    env: &BTreeMap<Spanned<String>, String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    env.iter()
+        .map(|(key, value)| {
+            let k = key.get_ref();
+            if k.is_empty() || k.contains(|c: char| c.is_whitespace() || c == '=' || c == '\0') {
+                return Err(check.error(
+                    key.span(),
+                    format!("service {name}: env: key {k:?}: a variable name has no white space, '=' or NUL"),
+                ));
+            }
+            Ok((k.clone(), value.clone()))
+        })
+        .collect()
 }
 
 /// Every host port each replica publishes must be a port, and only one
@@ -333,7 +400,7 @@ fn check_host_ports(check: &Checker, file: &ClusterFile) -> Result<(), ConfigErr
     ports.sort_by_key(|(_, _, p)| p.span().start);
     let mut taken: BTreeMap<u32, (&str, u32)> = BTreeMap::new();
     for (name, replicas, port) in ports {
-        let (host, _) = crate::plan::parse_port(port.get_ref()).map_err(|m| check.error(port.span(), m))?;
+        let (host, _) = parse_port_pair(port.get_ref()).map_err(|m| check.error(port.span(), m))?;
         let last = u32::from(host) + replicas - 1;
         if last > u32::from(u16::MAX) {
             return Err(check.error(
@@ -381,12 +448,16 @@ memory = "128M"
     fn a_good_file_parses_with_defaults() {
         let c = parse(Path::new("unibeam.toml"), GOOD).unwrap();
         assert_eq!(c.name, "shop");
-        let svc = c.file.services["counter"].get_ref();
-        assert_eq!(*svc.replicas.get_ref(), 3);
-        assert_eq!(svc.restart.get_ref(), "always");
-        assert!(svc.cluster);
-        assert_eq!(*c.file.cluster.net_ticktime.get_ref(), 8);
-        assert_eq!(c.file.cluster.subnet.get_ref(), "10.77.0.0/24");
+        let svc = &c.services["counter"];
+        assert_eq!(svc.replicas, 3);
+        assert_eq!(svc.restart, Restart::Always);
+        assert!(svc.meshed);
+        assert_eq!(svc.ports, [(18080, 8080)]);
+        assert_eq!(svc.memory_mib, Some(128));
+        assert_eq!(svc.env, [("GREETING".to_string(), "hi".to_string())]);
+        assert_eq!(svc.source, Source::Release("examples/cluster".into()));
+        assert_eq!(c.net_ticktime_s, 8);
+        assert_eq!(c.subnet.to_string(), "10.77.0.0/24");
     }
 
     #[test]

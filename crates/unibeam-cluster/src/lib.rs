@@ -5,6 +5,7 @@
 pub mod config;
 pub mod plan;
 pub mod secret;
+pub mod values;
 
-pub use config::{load, Compose, ConfigError};
+pub use config::{load, Compose, ConfigError, Service, Source};
 pub use plan::{plan, Member, Plan};

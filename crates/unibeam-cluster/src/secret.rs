@@ -2,22 +2,19 @@
 //! handed to instances only as a file that goes into their config layer.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{self, PathIo};
 
 #[derive(Debug, Error)]
 pub enum SecretError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SecretError + '_ {
-    move |cause| SecretError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
+    hostfs::at(path)
 }
 
 /// 32 letters from the kernel's CSPRNG: 150 bits, and a valid atom.
@@ -35,17 +32,7 @@ pub fn ensure_cookie(path: &Path) -> Result<PathBuf, SecretError> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(random_cookie()?.as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
+    hostfs::write_atomic_mode(path, random_cookie()?.as_bytes(), 0o600)?;
     Ok(path.to_path_buf())
 }
 

@@ -54,7 +54,7 @@ fn stop_requested(store: &Store, name: &InstanceName) -> bool {
 
 fn open_log(store: &Store, name: &InstanceName) -> Result<BoundedLog, StateError> {
     let path = store.dir(name).join(CONSOLE_LOG);
-    BoundedLog::open(&path, DEFAULT_CAP).map_err(|cause| StateError::Io { path, cause })
+    BoundedLog::open(&path, DEFAULT_CAP).map_err(unibeam_spec::hostfs::at(&path))
 }
 
 /// Boots once; returns the exit code. unibeam's own notes go into the

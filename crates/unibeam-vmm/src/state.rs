@@ -8,6 +8,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{self, PathIo};
 
 pub use crate::process::{BootId, ProcessId};
 
@@ -30,25 +31,20 @@ pub enum StateError {
     BadName(String),
     #[error("instance {name} is broken ({why}); `unibeam rm -f {name}` removes it")]
     Broken { name: InstanceName, why: String },
-    #[error("instance {name}: cannot write its record: {cause}")]
+    #[error("instance {name}: cannot write its record")]
     Encode {
         name: InstanceName,
         #[source]
         cause: serde_json::Error,
     },
-    #[error("{path}: {cause}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        cause: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    #[error("{0:?} is not a restart policy: use no, on-failure[:N] or always")]
+    BadRestart(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |cause| StateError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
+    hostfs::at(path)
 }
 
 /// An instance's name, checked once where it comes in (a flag, a record,
@@ -148,13 +144,31 @@ pub enum Status {
     Exited { code: i32 },
 }
 
-/// Restart policy, as `--restart` takes it.
+/// Restart policy, as `--restart` and unibeam.toml's `restart` take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "policy", rename_all = "kebab-case")]
 pub enum Restart {
     No,
     OnFailure { max: Option<u32> },
     Always,
+}
+
+impl std::str::FromStr for Restart {
+    type Err = StateError;
+
+    /// `no`, `always`, `on-failure` or `on-failure:N`: the one parser.
+    fn from_str(s: &str) -> Result<Self, StateError> {
+        let bad = || StateError::BadRestart(s.to_string());
+        match s.split_once(':') {
+            None if s == "no" => Ok(Restart::No),
+            None if s == "always" => Ok(Restart::Always),
+            None if s == "on-failure" => Ok(Restart::OnFailure { max: None }),
+            Some(("on-failure", n)) => Ok(Restart::OnFailure {
+                max: Some(n.parse().map_err(|_| bad())?),
+            }),
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// Everything `ps`, `inspect` and the monitor need to know.
@@ -187,11 +201,10 @@ pub struct Store {
     pub root: PathBuf,
 }
 
-/// Writes `data` to `path` through a temp file and a rename.
+/// Writes `data` to `path` whole or not at all (the one atomic write,
+/// [`hostfs::write_atomic`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, data).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    Ok(hostfs::write_atomic(path, data)?)
 }
 
 /// rename(2) that fails with `AlreadyExists` instead of replacing `to`.
@@ -388,6 +401,24 @@ impl InstanceRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_policies_parse() {
+        assert_eq!("no".parse::<Restart>().unwrap(), Restart::No);
+        assert_eq!("always".parse::<Restart>().unwrap(), Restart::Always);
+        assert_eq!(
+            "on-failure:2".parse::<Restart>().unwrap(),
+            Restart::OnFailure { max: Some(2) }
+        );
+        assert_eq!(
+            "on-failure".parse::<Restart>().unwrap(),
+            Restart::OnFailure { max: None }
+        );
+        for bad in ["sometimes", "on-failure:x", "on-failure:-1", "no:1", ""] {
+            let err = bad.parse::<Restart>().unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")) && err.contains("on-failure[:N]"), "{err}");
+        }
+    }
 
     fn name(n: &str) -> InstanceName {
         InstanceName::parse(n).unwrap()

@@ -1,0 +1,149 @@
+//! The values users write, in unibeam.toml and on `run`'s command line:
+//! memory sizes, published port pairs and IPv4 networks. One parser each,
+//! so the file and the flags accept exactly the same things.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// The smallest guest the kernel and the BEAM boot in.
+pub const MIN_MEMORY_MIB: u32 = 24;
+
+/// The prefix lengths unibeam takes for a network: a /8 is the most any
+/// private range needs, and a /30 is the least that holds a gateway and
+/// one VM.
+pub const PREFIX_RANGE: std::ops::RangeInclusive<u8> = 8..=30;
+
+/// `256M`, `1G`, `512` (MiB) → MiB, at least [`MIN_MEMORY_MIB`].
+pub fn parse_memory(s: &str) -> Result<u32, String> {
+    let upper = s.trim().to_ascii_uppercase();
+    let (digits, factor) = match upper.strip_suffix('G') {
+        Some(d) => (d, 1024),
+        None => (upper.strip_suffix('M').unwrap_or(&upper), 1),
+    };
+    let mib = digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{s:?} is not a memory size; use e.g. 256M or 1G"))?;
+    if mib < MIN_MEMORY_MIB {
+        return Err(format!(
+            "{s:?} is too little memory; the guest needs at least {MIN_MEMORY_MIB}M"
+        ));
+    }
+    Ok(mib)
+}
+
+/// `18080:8080` → (18080, 8080): a host port and a guest port, neither 0.
+pub fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?}: expected \"HOST:GUEST\", e.g. \"18080:8080\"");
+    let (host, guest) = s.split_once(':').ok_or_else(bad)?;
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+    Ok((port(host)?, port(guest)?))
+}
+
+/// An IPv4 address with a prefix length, `10.77.0.2/24`: a VM's address
+/// on a network, or (with [`Cidr::network`]) the network itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cidr {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX, e.g. 10.77.0.0/24"))?;
+        let address: Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+        let prefix_len: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| PREFIX_RANGE.contains(p))
+            .ok_or_else(|| {
+                format!(
+                    "prefix {prefix:?}: expected {} to {}",
+                    PREFIX_RANGE.start(),
+                    PREFIX_RANGE.end()
+                )
+            })?;
+        Ok(Cidr {
+            address,
+            prefix_len,
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+impl Cidr {
+    fn mask(self) -> u32 {
+        u32::MAX << (32 - u32::from(self.prefix_len))
+    }
+
+    /// `10.77.0.0/24` as a network: refused when host bits are set, the
+    /// usual typo for the network's own address.
+    pub fn network(s: &str) -> Result<Cidr, String> {
+        let cidr: Cidr = s.parse()?;
+        let base = Ipv4Addr::from(u32::from(cidr.address) & cidr.mask());
+        if base != cidr.address {
+            return Err(format!(
+                "{s}: host bits are set; did you mean {base}/{}?",
+                cidr.prefix_len
+            ));
+        }
+        Ok(cidr)
+    }
+
+    /// How many VMs fit: all addresses but the network's, the gateway's
+    /// (.1) and the broadcast address.
+    pub fn vm_capacity(self) -> u64 {
+        (1u64 << (32 - u32::from(self.prefix_len))) - 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("256M"), Ok(256));
+        assert_eq!(parse_memory("1g"), Ok(1024));
+        assert_eq!(parse_memory("512"), Ok(512));
+        assert!(parse_memory("12M").unwrap_err().contains("too little"));
+        assert!(parse_memory("lots").unwrap_err().contains("\"lots\""));
+        assert!(parse_memory("5000000G").is_err(), "overflow is refused");
+    }
+
+    #[test]
+    fn port_pairs() {
+        assert_eq!(parse_port_pair("18080:8080"), Ok((18080, 8080)));
+        assert!(parse_port_pair("8080").is_err());
+        assert!(parse_port_pair("0:80").is_err());
+        assert!(parse_port_pair("80:70000").is_err());
+    }
+
+    #[test]
+    fn one_prefix_range_for_addresses_and_networks() {
+        let c: Cidr = "10.77.0.2/24".parse().unwrap();
+        assert_eq!((c.address, c.prefix_len), (Ipv4Addr::new(10, 77, 0, 2), 24));
+        assert_eq!(c.to_string(), "10.77.0.2/24");
+        for bad in ["10.77.0.2", "10.77.0.2/40", "10.77.0.2/7", "10.77.0.2/31", "x/24"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+            assert!(Cidr::network(bad).is_err(), "{bad}");
+        }
+        assert!("10.77.0.0/30".parse::<Cidr>().is_ok());
+        assert!(Cidr::network("10.77.0.0/30").is_ok());
+        let err = Cidr::network("10.77.0.5/24").unwrap_err();
+        assert!(err.contains("did you mean 10.77.0.0/24"), "{err}");
+        assert_eq!(Cidr::network("10.77.0.0/24").unwrap().vm_capacity(), 253);
+        assert_eq!(Cidr::network("10.77.0.0/30").unwrap().vm_capacity(), 1);
+    }
+}
