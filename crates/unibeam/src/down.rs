@@ -47,7 +47,7 @@ fn members(store: &Store, name: &str) -> Vec<InstanceName> {
     let mut names: Vec<InstanceName> = std::fs::read(&plan_path)
         .ok()
         .and_then(|data| serde_json::from_slice::<Plan>(&data).ok())
-        .map(|p| p.members.iter().filter_map(|m| m.instance.parse().ok()).collect())
+        .map(|p| p.members.iter().map(|m| m.instance.clone()).collect())
         .unwrap_or_default();
     for r in store.list() {
         if r.cluster.as_deref() == Some(name) && !names.contains(&r.name) {

@@ -98,7 +98,7 @@ pub(crate) struct RunLine {
 
 /// `256M`, `1G`, `512` (MiB) → MiB.
 fn parse_memory(s: &str) -> Result<u32, String> {
-    unibeam_cluster::plan::parse_memory(s)
+    unibeam_cluster::values::parse_memory(s)
 }
 
 /// An image dir as given, or a release built into `scratch` (layers come

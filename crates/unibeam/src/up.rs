@@ -101,20 +101,18 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// leaves no VM behind.
 fn prepare_all(compose: &Compose, plan: &Plan, dir: &Path) -> Result<Vec<RunLine>> {
     let cookie = secret::ensure_cookie(&dir.join(COOKIE_FILE))?;
-    let base = compose.path.parent().unwrap_or(Path::new("."));
+    let base = compose.base_dir();
     let mut images = std::collections::BTreeMap::new();
-    for (name, svc) in &compose.file.services {
-        let svc = svc.get_ref();
-        let image = match (&svc.image, &svc.release) {
-            (Some(image), _) => base.join(image.get_ref()),
-            (None, Some(release)) => build_service(name, &base.join(release.get_ref()), dir)?,
-            (None, None) => unreachable!("config::parse checks for a source"),
+    for (name, svc) in &compose.services {
+        let image = match &svc.source {
+            unibeam_cluster::Source::Image(image) => base.join(image),
+            unibeam_cluster::Source::Release(release) => build_service(name, &base.join(release), dir)?,
         };
         images.insert(name.clone(), image);
     }
     let mut lines = Vec::new();
     for member in &plan.members {
-        let svc = compose.file.services[&member.service].get_ref();
+        let svc = &compose.services[&member.service];
         let line = run_line(plan, member, svc, &images[&member.service], &cookie);
         let parsed = RunLine::try_parse_from(&line)
             .map_err(|e| anyhow::anyhow!("{}: {}", member.instance, crate::clap_one_line(&e)))?;
@@ -159,7 +157,7 @@ fn run_line(
 ) -> Vec<String> {
     let mut line: Vec<String> = vec![image.display().to_string(), "-d".into()];
     let mut add = |flag: &str, value: String| line.extend([flag.to_string(), value]);
-    add("--name", m.instance.clone());
+    add("--name", m.instance.to_string());
     add("--hostname", format!("{}-{}", m.service, m.index));
     add("--node-name", m.node.clone());
     add("--cookie-file", cookie.display().to_string());
@@ -167,9 +165,9 @@ fn run_line(
     add("--private-net", format!("{}:{}", plan.group, plan.port));
     add("--private-ip", format!("{}/{}", m.address, plan.prefix_len));
     add("--net-ticktime", plan.net_ticktime_s.to_string());
-    add("--restart", svc.restart.get_ref().clone());
-    if let Some(memory) = &svc.memory {
-        add("--memory", memory.get_ref().clone());
+    add("--restart", restart_text(svc.restart));
+    if let Some(memory) = svc.memory_mib {
+        add("--memory", memory.to_string());
     }
     if m.meshed {
         for peer in plan.peers() {
@@ -177,12 +175,22 @@ fn run_line(
         }
     }
     for port in &m.ports {
-        add("-p", port.clone());
+        add("-p", format!("{}:{}", port.host_port, port.guest_port));
     }
     for (k, v) in &svc.env {
-        add("-e", format!("{}={v}", k.get_ref()));
+        add("-e", format!("{k}={v}"));
     }
     line
+}
+
+fn restart_text(r: unibeam_vmm::state::Restart) -> String {
+    use unibeam_vmm::state::Restart;
+    match r {
+        Restart::No => "no".into(),
+        Restart::Always => "always".into(),
+        Restart::OnFailure { max: None } => "on-failure".into(),
+        Restart::OnFailure { max: Some(n) } => format!("on-failure:{n}"),
+    }
 }
 
 /// Waits until every member's console says its applications started.
@@ -193,7 +201,7 @@ fn wait_ready(store: &Store, plan: &Plan, timeout: Duration) -> Result<()> {
     let mut seen = vec![false; plan.members.len()];
     loop {
         for (m, seen) in plan.members.iter().zip(&mut seen) {
-            let instance: unibeam_vmm::state::InstanceName = m.instance.parse()?;
+            let instance = m.instance.clone();
             if let Status::Exited { code } = store.load(&instance)?.observed_status() {
                 bar.finish_and_clear();
                 // `up` removes what it started; the log that says why stays.
