@@ -287,9 +287,12 @@ pub struct Vm {
     output: Arc<Mutex<String>>,
     /// Scratch directories that must outlive the VM.
     kept: Vec<tempfile::TempDir>,
+    /// The threads copying stdout and stderr into `output`; they end when
+    /// the last writer of their pipe closes it.
+    readers: Vec<thread::JoinHandle<()>>,
 }
 
-fn capture(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+fn capture(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = pipe.read(&mut buf) {
@@ -298,7 +301,7 @@ fn capture(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
             }
             into.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
         }
-    });
+    })
 }
 
 impl Vm {
@@ -331,13 +334,16 @@ impl Vm {
             .spawn()
             .expect("VM command starts");
         let output = Arc::new(Mutex::new(String::new()));
-        capture(child.stdout.take().unwrap(), Arc::clone(&output));
-        capture(child.stderr.take().unwrap(), Arc::clone(&output));
+        let readers = vec![
+            capture(child.stdout.take().unwrap(), Arc::clone(&output)),
+            capture(child.stderr.take().unwrap(), Arc::clone(&output)),
+        ];
         Vm {
             child,
             started: Instant::now(),
             output,
             kept: Vec::new(),
+            readers,
         }
     }
 
@@ -412,6 +418,23 @@ impl Vm {
         }
     }
 
+    /// Joins the capture threads once they have read everything: the
+    /// pipes close when the command and any child it left holding them
+    /// (QEMU dies with it) are gone. Fails if that takes past `deadline`.
+    fn join_readers(&mut self, deadline: Instant) {
+        while self.readers.iter().any(|r| !r.is_finished()) {
+            assert!(
+                Instant::now() < deadline,
+                "the command exited but its output pipes stayed open:\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        for reader in self.readers.drain(..) {
+            reader.join().expect("a capture thread panicked");
+        }
+    }
+
     /// Kills the VM command outright (for the baseline, which has no stop path).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -424,13 +447,13 @@ impl Vm {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
     }
 
-    /// Waits for `unibeam run` to exit; kills it and fails past `timeout`.
+    /// Waits for `unibeam run` to exit and for its output to end; kills it
+    /// and fails past `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait on unibeam") {
-                // Let the capture threads drain the pipes.
-                thread::sleep(Duration::from_millis(100));
+                self.join_readers(deadline);
                 return status;
             }
             if Instant::now() > deadline {
@@ -547,4 +570,20 @@ pub fn shared_hello_image() -> &'static Path {
         let out = workspace_root().join(format!("target/e2e-{stem}/hello.unibeam"));
         build_image_with(&hello_release(), &out, &["--compression", "none"])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `wait` returns all the command printed, even output that reaches
+    /// the pipes after it exits (here from a child it left behind).
+    #[test]
+    fn wait_returns_output_written_after_the_command_exits() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "(sleep 0.5; echo drained) & exit 0"]);
+        let mut vm = Vm::spawn(cmd);
+        assert!(vm.wait(Duration::from_secs(10)).success());
+        assert_eq!(vm.output(), "drained\n");
+    }
 }
