@@ -47,6 +47,8 @@ pub enum KbuildError {
     Step { step: String, log: PathBuf },
     #[error(transparent)]
     Patch(#[from] PatchError),
+    #[error("`make kernelrelease` failed (exit {code}, {stderr}); the kernel tree is unusable")]
+    KernelRelease { code: i32, stderr: String },
     #[error("kernel config does not match the fragment (unmet dependencies, or a `select` turned an option back on): {0}")]
     LostOptions(String),
 }
@@ -312,7 +314,20 @@ fn kernel_release(src: &Path) -> Result<String, KbuildError> {
         .args(["-s", "ARCH=x86_64", "kernelrelease"])
         .output()
         .map_err(io(src))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || release.is_empty() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(KbuildError::KernelRelease {
+            code: out.status.code().unwrap_or(-1),
+            stderr: stderr
+                .lines()
+                .last()
+                .unwrap_or("no error text")
+                .trim()
+                .to_string(),
+        });
+    }
+    Ok(release)
 }
 
 /// Runs build steps with their output appended to one log.
@@ -384,6 +399,15 @@ mod tests {
             lost_options(&config),
             vec!["CONFIG_VIRTIO_NET=y", "# CONFIG_VT is not set"]
         );
+    }
+
+    #[test]
+    fn kernel_release_fails_when_make_fails() {
+        // No Makefile here: `make kernelrelease` exits 2 and prints nothing
+        // to stdout, which must not become an empty release.
+        let dir = tempfile::tempdir().unwrap();
+        let err = kernel_release(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("make kernelrelease"), "{err}");
     }
 
     #[test]
