@@ -167,14 +167,19 @@ pub fn lease(interface: &str, mac: [u8; 6], xid: u32, timeout: Duration) -> Resu
     }
 }
 
-/// `52:54:00:12:34:56` → bytes.
+/// `52:54:00:12:34:56` → bytes; anything but six two-digit hex octets is
+/// refused.
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .trim()
-        .split(':')
-        .filter_map(|h| u8::from_str_radix(h, 16).ok())
-        .collect();
-    bytes.try_into().ok()
+    let mut mac = [0u8; 6];
+    let mut octets = text.trim().split(':');
+    for byte in &mut mac {
+        let h = octets.next()?;
+        if h.len() != 2 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(h, 16).ok()?;
+    }
+    octets.next().is_none().then_some(mac)
 }
 
 #[cfg(test)]
@@ -243,5 +248,21 @@ mod tests {
             Some([0x52, 0x54, 0, 0x12, 0x34, 0x56])
         );
         assert_eq!(parse_mac("nope"), None);
+    }
+
+    #[test]
+    fn macs_with_bad_octets_are_refused() {
+        for bad in [
+            "52:54:00:zz:00:01:02",
+            "52:54:00:12:34",
+            "52:54:00:12:34:56:78",
+            "52:54:00:12:34:5",
+            "52:54:00:12:34:567",
+            "52:54:00:12:34:+5",
+            "52:54:00::12:34:56",
+            "",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
     }
 }
