@@ -277,6 +277,10 @@ pub fn hello_answers_and_stops(image: &Path, flags: &[&str]) -> String {
         "BEAM did not run init:stop():\n{out}"
     );
     assert_eq!(status.code(), Some(0), "output:\n{out}");
+    assert!(
+        !out.contains("PCI: Fatal"),
+        "a kernel line users read as an error:\n{out}"
+    );
     out
 }
 

@@ -17,3 +17,16 @@ pub use qemu::{
     QemuError, APIC_BUS_KHZ,
 };
 pub use runner::{run_foreground, Outcome, RunError};
+
+/// An error and its causes on one line, joined by ": ", for where only
+/// one line fits: a log line, a recorded reason.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use unibeam_spec::hostfs::PathIo;
 use unibeam_spec::{
     INIT_STARTED_MARKER, VERDICT_EXITED, VERDICT_INIT_FAILED, VERDICT_OOM_KILLED, VERDICT_PREFIX,
 };
@@ -28,8 +29,26 @@ use unibeam_spec::{
 pub enum RunError {
     #[error("host port {addr} is already in use; pick another with -p or stop what holds it")]
     PortInUse { addr: SocketAddr },
-    #[error("{binary}: failed to start: {cause}")]
-    Spawn { binary: String, cause: io::Error },
+    #[error("host port {addr} cannot be bound")]
+    Port {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: failed to start", binary.display())]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A verdict file left by an earlier boot that cannot be removed.
+    #[error("removing the verdict of an earlier boot")]
+    StaleVerdict(#[source] PathIo),
+    #[error("installing the Ctrl-C handler")]
+    Signals(#[source] io::Error),
+    #[error("waiting for QEMU")]
+    Wait(#[source] io::Error),
+    /// QEMU's own message: what it printed, or that it printed nothing.
     #[error("QEMU failed: {0}")]
     Qemu(String),
 }
@@ -106,13 +125,25 @@ pub fn check_ports(forwards: &[PortForward]) -> Result<(), RunError> {
     for f in forwards {
         let addr = SocketAddr::new(f.host_ip, f.host_port);
         // Binding and dropping at once: QEMU's own bind comes right after.
-        TcpListener::bind(addr).map_err(|_| RunError::PortInUse { addr })?;
+        TcpListener::bind(addr).map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => RunError::PortInUse { addr },
+            _ => RunError::Port { addr, source },
+        })?;
     }
     Ok(())
 }
 
-/// Copies the console to `out` as it arrives and notes what the kernel
-/// says before init starts.
+/// Kernel console lines that are not shown, read only before init starts.
+///
+/// A microvm has no PCI bus, and the kernel (ours and Debian's, both
+/// built with PCI for the `pc` machine) says so at error level on every
+/// boot: `pci=off` does not stop it, since it is printed whenever no PCI
+/// config access method is found. Users read it as an error.
+const HIDDEN_KERNEL_LINES: [&str; 1] = ["PCI: Fatal: No config space access function found"];
+
+/// Copies the console to `out` as it arrives, but for
+/// [`HIDDEN_KERNEL_LINES`], and notes what the kernel says before init
+/// starts.
 fn stream_console(source: impl Read, mut out: impl Write, facts: Arc<Mutex<ConsoleFacts>>) {
     let mut reader = BufReader::new(source);
     let mut line = Vec::new();
@@ -120,18 +151,30 @@ fn stream_console(source: impl Read, mut out: impl Write, facts: Arc<Mutex<Conso
         if n == 0 {
             break;
         }
-        let _ = out.write_all(&line);
-        let _ = out.flush();
-        note_line(&String::from_utf8_lossy(&line), &facts);
+        if note_line(&String::from_utf8_lossy(&line), &facts) == Shown::Yes {
+            let _ = out.write_all(&line);
+            let _ = out.flush();
+        }
         line.clear();
     }
 }
 
-fn note_line(line: &str, facts: &Mutex<ConsoleFacts>) {
+#[derive(Debug, PartialEq, Eq)]
+enum Shown {
+    Yes,
+    No,
+}
+
+/// Notes what a console line says; whether it is shown.
+fn note_line(line: &str, facts: &Mutex<ConsoleFacts>) -> Shown {
     let mut facts = facts.lock().unwrap_or_else(|e| e.into_inner());
     if facts.init_started || line.contains(INIT_STARTED_MARKER) {
         facts.init_started = true;
-        return;
+        return Shown::Yes;
+    }
+    let text = line.trim_end();
+    if HIDDEN_KERNEL_LINES.iter().any(|h| text.ends_with(h)) {
+        return Shown::No;
     }
     let quoted = || line.split("] ").last().unwrap_or(line).trim().to_string();
     if facts.panic_line.is_none() && line.contains("Kernel panic") {
@@ -140,6 +183,7 @@ fn note_line(line: &str, facts: &Mutex<ConsoleFacts>) {
     if facts.memory_line.is_none() && OUT_OF_MEMORY_LINES.iter().any(|m| line.contains(m)) {
         facts.memory_line = Some(quoted());
     }
+    Shown::Yes
 }
 
 fn signal_channel() -> io::Result<mpsc::Receiver<i32>> {
@@ -161,7 +205,10 @@ fn press_power_button(cmd: &QemuCommand) {
     let pressed = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(5))
         .and_then(|mut q| q.press_power_button(cmd.power_button()));
     if let Err(e) = pressed {
-        eprintln!("unibeam: could not press the power button: {e}");
+        eprintln!(
+            "unibeam: could not press the power button: {}",
+            crate::error_chain(&e)
+        );
     }
 }
 
@@ -220,7 +267,10 @@ pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<B
     let verdict_file = cmd.verdict_file();
     match std::fs::remove_file(&verdict_file) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(RunError::Qemu(format!("{}: {e}", verdict_file.display())))
+            return Err(RunError::StaleVerdict(PathIo {
+                path: verdict_file,
+                source: e,
+            }))
         }
         _ => {}
     }
@@ -243,9 +293,9 @@ pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<B
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(|cause| RunError::Spawn {
-        binary: cmd.binary.display().to_string(),
-        cause,
+    let mut child = command.spawn().map_err(|source| RunError::Spawn {
+        binary: cmd.binary.clone(),
+        source,
     })?;
     let facts = Arc::new(Mutex::new(ConsoleFacts::default()));
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -285,10 +335,9 @@ pub fn run_foreground(
     stop_grace: Duration,
 ) -> Result<Outcome, RunError> {
     check_ports(&cmd.forwards)?;
-    let signals = signal_channel().map_err(|e| RunError::Qemu(format!("signal handler: {e}")))?;
+    let signals = signal_channel().map_err(RunError::Signals)?;
     let mut booted = boot(cmd, console)?;
-    let code = wait_with_signals(&mut booted.child, cmd, &signals, stop_grace)
-        .map_err(|e| RunError::Qemu(e.to_string()))?;
+    let code = wait_with_signals(&mut booted.child, cmd, &signals, stop_grace).map_err(RunError::Wait)?;
     booted.finish(code)
 }
 
@@ -523,11 +572,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_stale_verdict_is_removed_before_boot() {
-        let dir = tempfile::tempdir().unwrap();
-        let cmd = QemuCommand {
-            binary: dir.path().join("no-such-qemu"),
+    /// A command for a QEMU that does not exist, its files in `dir`.
+    fn missing_qemu(dir: &Path) -> QemuCommand {
+        QemuCommand {
+            binary: dir.join("no-such-qemu"),
             accel: crate::Accel::Tcg,
             machine: crate::Machine::Microvm,
             memory_mib: 64,
@@ -536,13 +584,65 @@ mod tests {
             initrd: "/i".into(),
             kernel_args: vec![],
             forwards: vec![],
-            qmp_socket: dir.path().join("qmp.sock"),
+            qmp_socket: dir.join("qmp.sock"),
             private_net: None,
             acpi: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_stale_verdict_is_removed_before_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = missing_qemu(dir.path());
         std::fs::write(cmd.verdict_file(), "unibeam-verdict exited 0\n").unwrap();
         assert!(boot(&cmd, io::sink()).is_err(), "no such QEMU");
         assert!(!cmd.verdict_file().exists());
+    }
+
+    #[test]
+    fn a_qemu_that_cannot_start_is_named_with_the_os_error_as_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = boot(&missing_qemu(dir.path()), io::sink())
+            .err()
+            .expect("no such QEMU");
+        let shown = err.to_string();
+        assert!(shown.contains("no-such-qemu"), "{shown}");
+        assert!(
+            !shown.contains("No such file"),
+            "the cause is not repeated: {shown}"
+        );
+        let cause = std::error::Error::source(&err).expect("the OS error is the source");
+        assert!(cause.to_string().contains("No such file"), "{cause}");
+    }
+
+    #[test]
+    fn the_kernels_pci_complaint_is_hidden_before_init_only() {
+        let console = "[    0.0] Linux version 6.1\r\n\
+                       PCI: Fatal: No config space access function found\r\n\
+                       [    0.3] PCI: Fatal: No config space access function found\n\
+                       [    0.4] unibeam-init: started (kernel -> init)\n\
+                       app: PCI: Fatal: No config space access function found\n";
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let facts = Arc::new(Mutex::new(ConsoleFacts::default()));
+        stream_console(console.as_bytes(), Sink(Arc::clone(&shown)), facts);
+        let shown = String::from_utf8(shown.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            shown,
+            "[    0.0] Linux version 6.1\r\n\
+             [    0.4] unibeam-init: started (kernel -> init)\n\
+             app: PCI: Fatal: No config space access function found\n",
+            "what the app prints after init is its own"
+        );
     }
 
     #[test]
