@@ -11,7 +11,7 @@
 //! The image on disk stays as built: compressed, and bootable as is by any
 //! loader that takes a bzImage and an initramfs.
 
-use crate::layers::{write_atomically, LayerInfo};
+use crate::layers::LayerInfo;
 use crate::manifest::{unpack_layers, ImageManifest};
 use crate::verify::{self, Verified, VerifyError};
 use object::elf;
@@ -21,13 +21,18 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{self, at, PathIo};
 
 #[derive(Debug, Error)]
 pub enum BootFilesError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: io::Error },
-    #[error("{path}: {cause}; rebuild the image")]
-    Corrupt { path: PathBuf, cause: String },
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    #[error("{path}: its layers do not unpack; rebuild the image")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Verify(#[from] VerifyError),
 }
@@ -57,7 +62,7 @@ pub fn prepare(
         verify::layers(&initramfs, layers)?,
     );
     let dir = cache.join("boot");
-    fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+    fs::create_dir_all(&dir).map_err(at::<PathIo>(&dir))?;
     let vmlinux = if pvh { cached_vmlinux(&bz, &dir)? } else { None };
     Ok(BootFiles {
         kernel: vmlinux.unwrap_or(kernel),
@@ -65,15 +70,8 @@ pub fn prepare(
     })
 }
 
-fn io_at(path: &Path) -> impl Fn(io::Error) -> BootFilesError + '_ {
-    move |cause| BootFilesError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
-}
-
 fn store(path: &Path, data: &[u8]) -> Result<(), BootFilesError> {
-    write_atomically(path, data).map_err(io_at(path))
+    Ok(hostfs::write_atomic(path, data)?)
 }
 
 /// The layers unpacked, from the cache under `packed`'s verified key, else
@@ -89,9 +87,9 @@ fn cached_layers(
         mark_used(&path);
         return Ok(data);
     }
-    let data = unpack_layers(&packed.bytes, layers).map_err(|e| BootFilesError::Corrupt {
+    let data = unpack_layers(&packed.bytes, layers).map_err(|source| BootFilesError::Corrupt {
         path: initramfs.to_path_buf(),
-        cause: e.to_string(),
+        source,
     })?;
     store(&path, &data)?;
     prune_unpacked(dir, KEEP_UNPACKED);

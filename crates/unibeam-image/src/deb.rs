@@ -5,22 +5,16 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 
 #[derive(Debug, Error)]
 pub enum DebError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error("{path}: no {member}.tar.* member; is this a Debian package?")]
     NoMember { path: PathBuf, member: String },
     #[error("{path}: {member} uses a compression unibeam cannot read")]
     UnknownCompression { path: PathBuf, member: String },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DebError + '_ {
-    move |cause| DebError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
 }
 
 /// Opens the `<member>.tar.<ext>` entry of a .deb and hands its decompressed
@@ -30,18 +24,18 @@ fn with_tar<T>(
     member: &str,
     read: impl FnOnce(tar::Archive<Box<dyn Read + '_>>) -> Result<T, DebError>,
 ) -> Result<T, DebError> {
-    let file = File::open(deb).map_err(io(deb))?;
+    let file = File::open(deb).map_err(at::<PathIo>(deb))?;
     let mut archive = ar::Archive::new(BufReader::new(file));
     let prefix = format!("{member}.tar");
     while let Some(entry) = archive.next_entry() {
-        let entry = entry.map_err(io(deb))?;
+        let entry = entry.map_err(at::<PathIo>(deb))?;
         let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
         let Some(ext) = name.strip_prefix(&prefix) else {
             continue;
         };
         let stream: Box<dyn Read> = match ext {
             ".xz" => Box::new(xz2::read::XzDecoder::new(entry)),
-            ".zst" => Box::new(zstd::stream::read::Decoder::new(entry).map_err(io(deb))?),
+            ".zst" => Box::new(zstd::stream::read::Decoder::new(entry).map_err(at::<PathIo>(deb))?),
             "" => Box::new(entry),
             _ => {
                 return Err(DebError::UnknownCompression {
@@ -61,12 +55,12 @@ fn with_tar<T>(
 /// One field of the package's `control` file, e.g. `Depends`.
 pub fn control_field(deb: &Path, field: &str) -> Result<Option<String>, DebError> {
     with_tar(deb, "control", |mut tar| {
-        for entry in tar.entries().map_err(io(deb))? {
-            let mut entry = entry.map_err(io(deb))?;
-            let path = entry.path().map_err(io(deb))?.into_owned();
+        for entry in tar.entries().map_err(at::<PathIo>(deb))? {
+            let mut entry = entry.map_err(at::<PathIo>(deb))?;
+            let path = entry.path().map_err(at::<PathIo>(deb))?.into_owned();
             if path.file_name().is_some_and(|n| n == "control") {
                 let mut text = String::new();
-                entry.read_to_string(&mut text).map_err(io(deb))?;
+                entry.read_to_string(&mut text).map_err(at::<PathIo>(deb))?;
                 return Ok(find_field(&text, field));
             }
         }
@@ -84,16 +78,16 @@ fn find_field(control: &str, field: &str) -> Option<String> {
 /// Unpacks the data files for which `keep` is true (paths relative to `/`)
 /// under `dest`. Returns how many entries were written.
 pub fn extract_data(deb: &Path, dest: &Path, keep: impl Fn(&Path) -> bool) -> Result<usize, DebError> {
-    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    std::fs::create_dir_all(dest).map_err(at::<PathIo>(dest))?;
     with_tar(deb, "data", |mut tar| {
         let mut written = 0;
-        for entry in tar.entries().map_err(io(deb))? {
-            let mut entry = entry.map_err(io(deb))?;
-            let path = entry.path().map_err(io(deb))?.into_owned();
+        for entry in tar.entries().map_err(at::<PathIo>(deb))? {
+            let mut entry = entry.map_err(at::<PathIo>(deb))?;
+            let path = entry.path().map_err(at::<PathIo>(deb))?.into_owned();
             let relative = path.strip_prefix(".").unwrap_or(&path).to_path_buf();
             if keep(&relative) {
                 // unpack_in refuses entries that would escape `dest`.
-                entry.unpack_in(dest).map_err(io(dest))?;
+                entry.unpack_in(dest).map_err(at::<PathIo>(dest))?;
                 written += 1;
             }
         }

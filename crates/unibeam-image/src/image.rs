@@ -5,7 +5,8 @@ use crate::content::{self, ContentError, ContentOptions};
 use crate::elf::{self, ElfError, Resolver};
 use crate::initramfs::{Node, Tree};
 use crate::kernel::{self, KernelError};
-use crate::layers::{self, Compression, LayerName};
+use crate::kimage::Kernel;
+use crate::layers::{self, Compression, LayerError, LayerName};
 use crate::manifest::{
     ImageManifest, InitramfsInfo, KernelInfo, ManifestError, ReleaseInfo, ShellInfo, FORMAT, MANIFEST_FILE,
 };
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 use unibeam_spec::{BootSpec, CodeLoading, InstanceSpec, NetworkSpec, ReleaseSpec};
 
 pub const KERNEL_FILE: &str = "vmlinuz";
@@ -50,6 +52,8 @@ pub enum BuildError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Shell(#[from] ShellError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
     #[error("{0}: not found, and the release needs a shell ({1}); install it with `apt-get install dash`")]
     NoDash(PathBuf, String),
     #[error("--with-program {0}: no such program in /usr/bin or /bin on this host (a name, not a path or a shell builtin)")]
@@ -64,15 +68,8 @@ pub enum BuildError {
     NoErts { path: PathBuf, version: String },
     #[error("--erts-from-host: this host has no erts-{version} (looked in {looked}); install the Erlang/OTP that built the release")]
     NoHostErts { version: String, looked: String },
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
-    move |cause| BuildError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
+    #[error(transparent)]
+    Io(#[from] PathIo),
 }
 
 #[derive(Debug, Clone)]
@@ -203,7 +200,7 @@ fn add_shell(
             continue;
         };
         let node = match fs::read(&host_path)
-            .map_err(io(&host_path))?
+            .map_err(at::<PathIo>(&host_path))?
             .starts_with(b"\x7fELF")
         {
             true => {
@@ -232,7 +229,7 @@ fn add_shell(
 
 /// Puts the kernel's guest modules into the tree, in load order; a kernel
 /// with everything built in needs none.
-fn add_modules(tree: &mut Tree, kernel: &kernel::Kernel) -> Result<Vec<String>, BuildError> {
+fn add_modules(tree: &mut Tree, kernel: &Kernel) -> Result<Vec<String>, BuildError> {
     let Some(modules_dir) = &kernel.modules_dir else {
         return Ok(Vec::new());
     };
@@ -271,7 +268,7 @@ fn host_erts(release: &Release, allowed: bool) -> Result<PathBuf, BuildError> {
 
 /// An ELF file from the host without its static symbols and debug info.
 fn stripped_elf(path: &Path) -> Result<Node, BuildError> {
-    let data = fs::read(path).map_err(io(path))?;
+    let data = fs::read(path).map_err(at::<PathIo>(path))?;
     let data = strip::strip_symbols(&data).unwrap_or(data);
     Ok(Node::Bytes {
         data,
@@ -283,10 +280,10 @@ fn stripped_elf(path: &Path) -> Result<Node, BuildError> {
 /// that already live inside the release are left where they are.
 fn add_library_closure(tree: &mut Tree, roots: &[PathBuf], release_root: &Path) -> Result<(), BuildError> {
     let closure = elf::closure(roots, &Resolver::host())?;
-    let release_root = fs::canonicalize(release_root).map_err(io(release_root))?;
+    let release_root = fs::canonicalize(release_root).map_err(at::<PathIo>(release_root))?;
     let mut placed: Vec<(PathBuf, String)> = Vec::new();
     for (name, host_path) in &closure.libraries {
-        let real = fs::canonicalize(host_path).map_err(io(host_path))?;
+        let real = fs::canonicalize(host_path).map_err(at::<PathIo>(host_path))?;
         if real.starts_with(&release_root) {
             continue;
         }
@@ -295,7 +292,7 @@ fn add_library_closure(tree: &mut Tree, roots: &[PathBuf], release_root: &Path) 
         placed.push((real, guest));
     }
     for interp in &closure.interpreters {
-        let real = fs::canonicalize(interp).map_err(io(Path::new(interp)))?;
+        let real = fs::canonicalize(interp).map_err(at::<PathIo>(Path::new(interp)))?;
         match placed.iter().find(|(r, _)| *r == real) {
             Some((_, guest)) if guest != interp => tree.insert(interp, Node::Symlink(guest.clone())),
             Some(_) => {}
@@ -360,7 +357,7 @@ fn split_layers(tree: Tree, release: &Release) -> BTreeMap<LayerName, Tree> {
 fn write_image(
     dir: &Path,
     tree: Tree,
-    kernel: &kernel::Kernel,
+    kernel: &Kernel,
     release: &Release,
     boot: BootSpec,
     opts: &BuildOptions,
@@ -368,7 +365,7 @@ fn write_image(
 ) -> Result<ImageManifest, BuildError> {
     let layer_trees = split_layers(tree, release);
     let initramfs_path = dir.join(INITRAMFS_FILE);
-    let mut initramfs = fs::File::create(&initramfs_path).map_err(io(&initramfs_path))?;
+    let mut initramfs = fs::File::create(&initramfs_path).map_err(at::<PathIo>(&initramfs_path))?;
     let cache = opts.cache_dir.join("layers");
     let (layers, files) = layers::write_layers(
         &layer_trees,
@@ -376,12 +373,12 @@ fn write_image(
         &cache,
         opts.use_cache,
         &mut initramfs,
+        &initramfs_path,
         progress,
-    )
-    .map_err(io(&cache))?;
+    )?;
     drop(initramfs);
     let kernel_path = dir.join(KERNEL_FILE);
-    let kernel_bytes = fs::copy(&kernel.image, &kernel_path).map_err(io(&kernel.image))?;
+    let kernel_bytes = fs::copy(&kernel.image, &kernel_path).map_err(at::<PathIo>(&kernel.image))?;
     let manifest = ImageManifest {
         format: FORMAT,
         created_by: format!("unibeam {}", env!("CARGO_PKG_VERSION")),
@@ -395,7 +392,7 @@ fn write_image(
             release: kernel.release.clone(),
             file: KERNEL_FILE.into(),
             bytes: kernel_bytes,
-            sha256: Some(crate::manifest::file_sha256(&kernel_path).map_err(io(&kernel_path))?),
+            sha256: Some(crate::manifest::file_sha256(&kernel_path).map_err(at::<PathIo>(&kernel_path))?),
             acpi: kernel.acpi,
             apic_bus_khz: kernel.apic_bus_khz,
         },
@@ -422,7 +419,7 @@ fn write_image(
 fn write_manifest(dir: &Path, manifest: &ImageManifest) -> Result<(), BuildError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let json = serde_json::to_string_pretty(manifest).expect("manifest serialises");
-    fs::write(&manifest_path, json + "\n").map_err(io(&manifest_path))
+    fs::write(&manifest_path, json + "\n").map_err(at(&manifest_path))
 }
 
 /// The files of an image, the only ones a rebuild may replace.
@@ -438,15 +435,15 @@ fn check_replaceable(output: &Path) -> Result<(), BuildError> {
     };
     let meta = match fs::symlink_metadata(output) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(output)(e)),
+        Err(e) => return Err(at(output)(e)),
         Ok(meta) => meta,
     };
     if !meta.is_dir() {
         return Err(occupied("exists and is not a directory".into()));
     }
     let mut names = Vec::new();
-    for entry in fs::read_dir(output).map_err(io(output))? {
-        let entry = entry.map_err(io(output))?;
+    for entry in fs::read_dir(output).map_err(at::<PathIo>(output))? {
+        let entry = entry.map_err(at::<PathIo>(output))?;
         let name = entry.file_name();
         let ours = name.to_str().is_some_and(|n| IMAGE_FILES.contains(&n))
             && entry.file_type().is_ok_and(|t| t.is_file());
@@ -479,10 +476,10 @@ fn staging_dir(output: &Path) -> Result<PathBuf, BuildError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent).map_err(io(&parent))?;
+    fs::create_dir_all(&parent).map_err(at::<PathIo>(&parent))?;
     let staging = parent.join(staging_name(output, std::process::id()));
     let _ = fs::remove_dir_all(&staging);
-    fs::create_dir(&staging).map_err(io(&staging))?;
+    fs::create_dir(&staging).map_err(at::<PathIo>(&staging))?;
     Ok(staging)
 }
 
@@ -504,13 +501,13 @@ fn replace_dir(staging: &Path, output: &Path) -> Result<(), BuildError> {
         for file in IMAGE_FILES {
             let path = output.join(file);
             match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(at(&path)(e)),
                 _ => {}
             }
         }
-        fs::remove_dir(output).map_err(io(output))?;
+        fs::remove_dir(output).map_err(at::<PathIo>(output))?;
     }
-    fs::rename(staging, output).map_err(io(output))
+    fs::rename(staging, output).map_err(at(output))
 }
 
 #[cfg(test)]

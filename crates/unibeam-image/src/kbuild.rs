@@ -2,7 +2,7 @@
 //! Debian's `linux-source-6.1` with `tinyconfig` plus our fragment, all
 //! built in, and cached by source version and fragment hash.
 
-use crate::kernel::{Kernel, KernelOrigin};
+use crate::kimage::{Kernel, KernelOrigin, ORIGIN_FILE};
 use crate::kpatch::{self, PatchError};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 
 /// The Debian package whose tarball we build.
 pub const SOURCE_PACKAGE: &str = "linux-source-6.1";
@@ -33,12 +34,11 @@ const BUILD_RECIPE: &str = "tinyconfig+fragment+olddefconfig/kpatch: entry text,
 const CACHE_SUBDIR: &str = "specialised-kernels";
 const IMAGE_FILE: &str = "bzImage";
 const CONFIG_FILE: &str = "config";
-const ORIGIN_FILE: &str = "origin.json";
 
 #[derive(Debug, Error)]
 pub enum KbuildError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error("missing build packages: {0}; run `apt-get install {0}` as root (or `make kernel`)")]
     MissingPackages(String),
     #[error("`apt-get install {packages}` failed (exit {code}); check apt sources with `apt-get update`")]
@@ -51,13 +51,6 @@ pub enum KbuildError {
     KernelRelease { code: i32, stderr: String },
     #[error("kernel config does not match the fragment (unmet dependencies, or a `select` turned an option back on): {0}")]
     LostOptions(String),
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KbuildError + '_ {
-    move |cause| KbuildError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
 }
 
 /// The fragment's settings, without their reasons: `CONFIG_X=y` lines and
@@ -160,7 +153,7 @@ fn ensure_packages(progress: &dyn Fn(&str)) -> Result<(), KbuildError> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdout(Stdio::null())
         .status()
-        .map_err(io(Path::new("apt-get")))?;
+        .map_err(at::<PathIo>(Path::new("apt-get")))?;
     if !status.success() {
         return Err(KbuildError::Install {
             packages,
@@ -181,24 +174,24 @@ pub fn build(cache: &Path, jobs: usize, progress: &dyn Fn(&str)) -> Result<Kerne
         return Ok(kernel);
     }
     let parent = cache.join(CACHE_SUBDIR);
-    fs::create_dir_all(&parent).map_err(io(&parent))?;
+    fs::create_dir_all(&parent).map_err(at::<PathIo>(&parent))?;
     // Built in a private dir and renamed into place once complete, so an
     // interrupted build never looks like a cached kernel.
     let work = parent.join(format!(".build-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).map_err(io(&work))?;
+    fs::create_dir_all(&work).map_err(at::<PathIo>(&work))?;
     let result = build_in(&work, &version, jobs, progress).and_then(|staged| {
         match fs::rename(&staged, &dest) {
             Ok(()) => Ok(()),
             // Another unibeam built the same kernel meanwhile; theirs will do.
             Err(_) if read_entry(&dest).is_some() => Ok(()),
-            Err(e) => Err(io(&dest)(e)),
+            Err(e) => Err(at(&dest)(e)),
         }
     });
     match result {
         Ok(()) => {
             let _ = fs::remove_dir_all(&work);
-            read_entry(&dest).ok_or_else(|| io(&dest)(std::io::ErrorKind::NotFound.into()))
+            read_entry(&dest).ok_or_else(|| at(&dest)(std::io::ErrorKind::NotFound.into()))
         }
         Err(e) => {
             keep_failure_log(&work, &parent);
@@ -223,7 +216,7 @@ fn build_in(
     let log_path = work.join("build.log");
     let final_log = work.parent().unwrap_or(work).join("failed-build.log");
     let mut steps = Steps {
-        log: fs::File::create(&log_path).map_err(io(&log_path))?,
+        log: fs::File::create(&log_path).map_err(at::<PathIo>(&log_path))?,
         log_path: final_log,
     };
     progress(&format!("extracting {SOURCE_TARBALL}"));
@@ -259,10 +252,10 @@ fn build_in(
     )?;
     let release = kernel_release(&src)?;
     let staged = work.join("entry");
-    fs::create_dir_all(&staged).map_err(io(&staged))?;
+    fs::create_dir_all(&staged).map_err(at::<PathIo>(&staged))?;
     let image = src.join("arch/x86/boot/bzImage");
-    fs::copy(&image, staged.join(IMAGE_FILE)).map_err(io(&image))?;
-    fs::copy(&config, staged.join(CONFIG_FILE)).map_err(io(&config))?;
+    fs::copy(&image, staged.join(IMAGE_FILE)).map_err(at::<PathIo>(&image))?;
+    fs::copy(&config, staged.join(CONFIG_FILE)).map_err(at::<PathIo>(&config))?;
     let origin = KernelOrigin::Specialised {
         source_package: SOURCE_PACKAGE.into(),
         source_version: version.into(),
@@ -271,7 +264,7 @@ fn build_in(
     };
     let origin_path = staged.join(ORIGIN_FILE);
     let json = serde_json::to_string_pretty(&origin).expect("origin serialises");
-    fs::write(&origin_path, json).map_err(io(&origin_path))?;
+    fs::write(&origin_path, json).map_err(at::<PathIo>(&origin_path))?;
     Ok(staged)
 }
 
@@ -279,14 +272,14 @@ fn append_fragment(config: &Path) -> Result<(), KbuildError> {
     let mut f = fs::OpenOptions::new()
         .append(true)
         .open(config)
-        .map_err(io(config))?;
-    f.write_all(FRAGMENT.as_bytes()).map_err(io(config))
+        .map_err(at::<PathIo>(config))?;
+    f.write_all(FRAGMENT.as_bytes()).map_err(at(config))
 }
 
 /// Kconfig silently drops an option whose dependencies are unmet; a
 /// fragment line that did not survive is a bug in the fragment.
 fn check_config(config: &Path) -> Result<(), KbuildError> {
-    let text = fs::read_to_string(config).map_err(io(config))?;
+    let text = fs::read_to_string(config).map_err(at::<PathIo>(config))?;
     let lost = lost_options(&text);
     if lost.is_empty() {
         Ok(())
@@ -313,7 +306,7 @@ fn kernel_release(src: &Path) -> Result<String, KbuildError> {
         .current_dir(src)
         .args(["-s", "ARCH=x86_64", "kernelrelease"])
         .output()
-        .map_err(io(src))?;
+        .map_err(at::<PathIo>(src))?;
     let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || release.is_empty() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -342,15 +335,15 @@ impl Steps {
         let _ = writeln!(self.log, "### {step}");
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(self.log.try_clone().map_err(io(&self.log_path))?)
+            .stderr(self.log.try_clone().map_err(at::<PathIo>(&self.log_path))?)
             .spawn()
-            .map_err(io(Path::new(step)))?;
+            .map_err(at::<PathIo>(Path::new(step)))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             on_line(&line);
             let _ = writeln!(self.log, "{line}");
         }
-        let status = child.wait().map_err(io(Path::new(step)))?;
+        let status = child.wait().map_err(at::<PathIo>(Path::new(step)))?;
         if status.success() {
             Ok(())
         } else {

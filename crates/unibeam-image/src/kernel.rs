@@ -1,24 +1,40 @@
-//! Finds Debian's cloud kernel: on the host in /boot, else in unibeam's
-//! cache, else fetched with `apt-get download` and unpacked in Rust.
+//! Which kernel an image boots (`--kernel`): the specialised one that
+//! kbuild.rs builds, a file, or Debian's cloud kernel, which this module
+//! finds on the host in /boot, else in unibeam's cache, else fetches with
+//! `apt-get download` and unpacks in Rust.
 
 use crate::deb::{self, DebError};
-use serde::{Deserialize, Serialize};
+use crate::kbuild;
+use crate::kimage::{kernel_format, Kernel, KernelOrigin, ORIGIN_FILE};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 
 /// The metapackage that always points at Debian's current cloud kernel.
 pub const CLOUD_KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
 
 #[derive(Debug, Error)]
 pub enum KernelError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error(transparent)]
     Deb(#[from] DebError),
     #[error("`apt-get download {package}` failed: {detail}; check apt sources (apt-get update) or install {CLOUD_KERNEL_PACKAGE}")]
     Download { package: String, detail: String },
+    #[error("`apt-get download {package}` could not run; install apt or {CLOUD_KERNEL_PACKAGE}")]
+    NoAptGet {
+        package: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed; remove it and the kernel is fetched again")]
+    BadOrigin {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{0}: has no Depends on a linux-image package")]
     NoKernelDependency(PathBuf),
     #[error("the specialised kernel is not built yet; run `unibeam kernel build` (about 7 minutes), or pass --kernel debian")]
@@ -27,78 +43,6 @@ pub enum KernelError {
     NoVmlinuz(PathBuf),
     #[error("--kernel {path}: {problem}, not a Linux kernel (a bzImage such as /boot/vmlinuz-*, or an ELF vmlinux)")]
     NotAKernel { path: PathBuf, problem: String },
-}
-
-/// What a kernel file is, from its first bytes: a bzImage (the setup
-/// header's `HdrS` at 0x202) or an ELF vmlinux; else why it is neither.
-pub fn kernel_format(bytes: &[u8]) -> Result<&'static str, String> {
-    if bytes.is_empty() {
-        Err("the file is empty".into())
-    } else if bytes.get(0x202..0x206) == Some(b"HdrS") {
-        Ok("bzImage")
-    } else if bytes.starts_with(b"\x7fELF") {
-        Ok("ELF")
-    } else {
-        Err("it has neither a bzImage header nor an ELF one".into())
-    }
-}
-
-/// Where the kernel came from, recorded in image.json.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum KernelOrigin {
-    HostBoot,
-    DebianPackage {
-        package: String,
-        version: String,
-    },
-    /// `unibeam kernel build`: tinyconfig plus our fragment.
-    Specialised {
-        source_package: String,
-        source_version: String,
-        fragment_sha256: String,
-        release: String,
-    },
-    /// `--kernel <path>`: the user's own kernel, with everything built in.
-    File {
-        path: PathBuf,
-    },
-}
-
-impl KernelOrigin {
-    /// A short name for `inspect` and benchmarks.
-    pub fn label(&self) -> &'static str {
-        match self {
-            KernelOrigin::HostBoot | KernelOrigin::DebianPackage { .. } => "debian",
-            KernelOrigin::Specialised { .. } => "specialised",
-            KernelOrigin::File { .. } => "file",
-        }
-    }
-}
-
-/// A kernel image and the module tree that belongs to it.
-#[derive(Debug, Clone)]
-pub struct Kernel {
-    pub image: PathBuf,
-    /// None for a kernel with every driver built in.
-    pub modules_dir: Option<PathBuf>,
-    /// `uname -r` of the kernel, e.g. `6.1.0-56-cloud-amd64`.
-    pub release: String,
-    pub origin: KernelOrigin,
-    /// Whether the kernel has ACPI, and with it the power button that QMP
-    /// `system_powerdown` presses. Without it the runner attaches a
-    /// virtio keyboard and presses its power key instead.
-    pub acpi: bool,
-    /// Whether the kernel takes its APIC timer period from the VMM
-    /// (`apic_bus_khz=`, a patch of `unibeam kernel build`, see kpatch.rs).
-    pub apic_bus_khz: bool,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
-    move |cause| KernelError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
 }
 
 /// Which kernel an image boots (`--kernel`).
@@ -116,11 +60,11 @@ pub enum KernelChoice {
 /// Finds the kernel `choice` names.
 pub fn resolve(choice: &KernelChoice, cache: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
     match choice {
-        KernelChoice::Auto => match crate::kbuild::cached(cache) {
+        KernelChoice::Auto => match kbuild::cached(cache) {
             Some(kernel) => Ok(kernel),
             None => debian_cloud(cache, progress),
         },
-        KernelChoice::Specialised => crate::kbuild::cached(cache).ok_or(KernelError::NoSpecialised),
+        KernelChoice::Specialised => kbuild::cached(cache).ok_or(KernelError::NoSpecialised),
         KernelChoice::Debian => debian_cloud(cache, progress),
         KernelChoice::File(path) => {
             // Enough for the bzImage header; an empty or foreign file is
@@ -128,7 +72,7 @@ pub fn resolve(choice: &KernelChoice, cache: &Path, progress: &dyn Fn(&str)) -> 
             let mut head = Vec::with_capacity(0x206);
             fs::File::open(path)
                 .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 0x206), &mut head))
-                .map_err(io(path))?;
+                .map_err(at::<PathIo>(path))?;
             kernel_format(&head).map_err(|problem| KernelError::NotAKernel {
                 path: path.clone(),
                 problem,
@@ -183,8 +127,6 @@ fn from_host_boot(boot: &Path, modules_root: &Path) -> Option<Kernel> {
     })
 }
 
-const ORIGIN_FILE: &str = "origin.json";
-
 fn from_cache(kernels: &Path) -> Result<Option<Kernel>, KernelError> {
     let Ok(entries) = fs::read_dir(kernels) else {
         return Ok(None);
@@ -199,10 +141,10 @@ fn from_cache(kernels: &Path) -> Result<Option<Kernel>, KernelError> {
     };
     let dir = kernels.join(&release);
     let origin_path = dir.join(ORIGIN_FILE);
-    let text = fs::read_to_string(&origin_path).map_err(io(&origin_path))?;
-    let origin: KernelOrigin = serde_json::from_str(&text).map_err(|e| KernelError::Io {
+    let text = fs::read_to_string(&origin_path).map_err(at::<PathIo>(&origin_path))?;
+    let origin: KernelOrigin = serde_json::from_str(&text).map_err(|source| KernelError::BadOrigin {
         path: origin_path.clone(),
-        cause: e.into(),
+        source,
     })?;
     Ok(Some(cached_layout(&dir, release, origin)))
 }
@@ -223,9 +165,9 @@ fn apt_download(package: &str, dir: &Path) -> Result<PathBuf, KernelError> {
         .args(["download", "-q", package])
         .current_dir(dir)
         .output()
-        .map_err(|e| KernelError::Download {
+        .map_err(|source| KernelError::NoAptGet {
             package: package.into(),
-            detail: e.to_string(),
+            source,
         })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -241,7 +183,7 @@ fn apt_download(package: &str, dir: &Path) -> Result<PathBuf, KernelError> {
     }
     let prefix = format!("{package}_");
     fs::read_dir(dir)
-        .map_err(io(dir))?
+        .map_err(at::<PathIo>(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
             let name = p.file_name().unwrap_or_default().to_string_lossy();
@@ -261,12 +203,12 @@ fn first_dependency(depends: &str) -> Option<String> {
 }
 
 fn download(kernels: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
-    fs::create_dir_all(kernels).map_err(io(kernels))?;
+    fs::create_dir_all(kernels).map_err(at::<PathIo>(kernels))?;
     // A private scratch dir, renamed into place only once complete, so an
     // interrupted download never looks like a cached kernel.
     let scratch = kernels.join(format!(".download-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
-    fs::create_dir_all(&scratch).map_err(io(&scratch))?;
+    fs::create_dir_all(&scratch).map_err(at::<PathIo>(&scratch))?;
     let result = download_into(&scratch, kernels, progress);
     let _ = fs::remove_dir_all(&scratch);
     result
@@ -287,19 +229,19 @@ fn download_into(scratch: &Path, kernels: &Path, progress: &dyn Fn(&str)) -> Res
         p.starts_with("boot/vmlinuz-") || p.starts_with("lib/modules/")
     })?;
     let release = fs::read_dir(tree.join("boot"))
-        .map_err(io(&tree))?
+        .map_err(at::<PathIo>(&tree))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .find_map(|n| n.strip_prefix("vmlinuz-").map(String::from))
         .ok_or_else(|| KernelError::NoVmlinuz(deb_path.clone()))?;
     let origin = KernelOrigin::DebianPackage { package, version };
     let origin_path = tree.join(ORIGIN_FILE);
     let json = serde_json::to_string_pretty(&origin).expect("origin serialises");
-    fs::write(&origin_path, json).map_err(io(&origin_path))?;
+    fs::write(&origin_path, json).map_err(at::<PathIo>(&origin_path))?;
     let dest = kernels.join(&release);
     if let Err(e) = fs::rename(&tree, &dest) {
         // Another unibeam fetched the same kernel meanwhile; theirs will do.
         if !dest.join(ORIGIN_FILE).is_file() {
-            return Err(io(&dest)(e));
+            return Err(at(&dest)(e));
         }
     }
     Ok(cached_layout(&dest, release, origin))

@@ -12,6 +12,21 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use thiserror::Error;
+use unibeam_spec::hostfs::{self, at, PathIo};
+
+#[derive(Debug, Error)]
+pub enum LayerError {
+    /// A file of the layer cache, of the tree, or the image being written.
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    #[error("the {layer} layer: cannot archive and compress it")]
+    Pack {
+        layer: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// Layers in unpack order. `config` is added per instance by the runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -134,7 +149,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Hashes everything that ends up in the archive, without building it.
-fn layer_key(tree: &Tree, compression: Compression) -> io::Result<String> {
+fn layer_key(tree: &Tree, compression: Compression) -> Result<String, PathIo> {
     let mut h = Sha256::new();
     h.update(b"unibeam-layer-v2\0");
     h.update(compression.label().as_bytes());
@@ -150,7 +165,7 @@ fn layer_key(tree: &Tree, compression: Compression) -> io::Result<String> {
                 h.update(data);
             }
             Node::HostFile { source, executable } => {
-                let data = fs::read(source)?;
+                let data = fs::read(source).map_err(at(source))?;
                 h.update(format!("f{executable}{}\0", data.len()).as_bytes());
                 h.update(&data);
             }
@@ -172,7 +187,7 @@ pub struct FileRecord {
     pub sha256: Option<String>,
 }
 
-fn file_records(tree: &Tree, layer: LayerName) -> io::Result<Vec<FileRecord>> {
+fn file_records(tree: &Tree, layer: LayerName) -> Result<Vec<FileRecord>, PathIo> {
     let mut records = Vec::new();
     for (path, node) in tree.nodes() {
         let (kind, data) = match node {
@@ -180,7 +195,7 @@ fn file_records(tree: &Tree, layer: LayerName) -> io::Result<Vec<FileRecord>> {
             Node::CharDevice { .. } => ("chardev", None),
             Node::Symlink(target) => ("symlink", Some(target.as_bytes().to_vec())),
             Node::Bytes { data, .. } => ("file", Some(data.clone())),
-            Node::HostFile { source, .. } => ("file", Some(fs::read(source)?)),
+            Node::HostFile { source, .. } => ("file", Some(fs::read(source).map_err(at(source))?)),
         };
         records.push(FileRecord {
             path: path.clone(),
@@ -201,8 +216,8 @@ struct CachedMeta {
     files: Vec<FileRecord>,
 }
 
-/// Builds (or fetches from `cache`) each layer and appends it to `out`.
-/// Returns the layers and every file in them.
+/// Builds (or fetches from `cache`) each layer and appends it to `out`,
+/// the file at `out_path`. Returns the layers and every file in them.
 /// With `reuse` false every layer is rebuilt (and the cache refreshed).
 pub fn write_layers(
     trees: &BTreeMap<LayerName, Tree>,
@@ -210,9 +225,10 @@ pub fn write_layers(
     cache: &Path,
     reuse: bool,
     out: &mut impl Write,
+    out_path: &Path,
     progress: &dyn Fn(&str),
-) -> io::Result<(Vec<LayerInfo>, Vec<FileRecord>)> {
-    fs::create_dir_all(cache)?;
+) -> Result<(Vec<LayerInfo>, Vec<FileRecord>), LayerError> {
+    fs::create_dir_all(cache).map_err(at::<PathIo>(cache))?;
     let mut infos = Vec::new();
     let mut files = Vec::new();
     let mut offset = 0u64;
@@ -227,8 +243,12 @@ pub fn write_layers(
                     name.as_str(),
                     compression.label()
                 ));
-                let cpio = tree.write_cpio(Vec::new())?;
-                let data = compression.compress(&cpio)?;
+                let pack = |source| LayerError::Pack {
+                    layer: name.as_str(),
+                    source,
+                };
+                let cpio = tree.write_cpio(Vec::new()).map_err(pack)?;
+                let data = compression.compress(&cpio).map_err(pack)?;
                 let meta = CachedMeta {
                     uncompressed_bytes: cpio.len() as u64,
                     entries: tree.nodes().count(),
@@ -238,7 +258,7 @@ pub fn write_layers(
                 (data, meta)
             }
         };
-        out.write_all(&data)?;
+        out.write_all(&data).map_err(at::<PathIo>(out_path))?;
         infos.push(LayerInfo {
             name: *name,
             offset,
@@ -268,20 +288,12 @@ fn read_cached(cache: &Path, key: &str) -> Option<(Vec<u8>, CachedMeta)> {
 }
 
 /// Data first, then the metadata that marks the entry complete; each
-/// written to a temp file and renamed, so readers never see half a layer.
-fn store_cached(cache: &Path, key: &str, data: &[u8], meta: &CachedMeta) -> io::Result<()> {
+/// written atomically, so readers never see half a layer.
+fn store_cached(cache: &Path, key: &str, data: &[u8], meta: &CachedMeta) -> Result<(), PathIo> {
     let (data_path, meta_path) = cache_paths(cache, key);
-    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-    write_atomically(&data_path, data)?;
-    write_atomically(&meta_path, &json)
-}
-
-/// Writes `bytes` to `path` through a temporary name, so a reader never
-/// sees half a file and concurrent writers of the same entry do not collide.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+    let json = serde_json::to_vec(meta).expect("layer metadata serialises");
+    hostfs::write_atomic(&data_path, data)?;
+    hostfs::write_atomic(&meta_path, &json)
 }
 
 #[cfg(test)]
@@ -328,6 +340,7 @@ mod tests {
             cache.path(),
             true,
             &mut first,
+            Path::new("first"),
             &note,
         )
         .unwrap();
@@ -348,12 +361,37 @@ mod tests {
             cache.path(),
             true,
             &mut second,
+            Path::new("second"),
             &note,
         )
         .unwrap();
         assert_eq!(*compressed.borrow(), ["compressing the app layer (zstd-3)"]);
         assert_eq!(again[0], infos[0]);
         assert_ne!(again[1].key, infos[1].key);
+    }
+
+    #[test]
+    fn a_failed_cache_write_names_the_layer_file() {
+        use std::error::Error;
+        let cache = tempfile::tempdir().unwrap();
+        let mut trees = BTreeMap::new();
+        trees.insert(LayerName::App, tree_with(b"v1"));
+        let key = layer_key(&trees[&LayerName::App], Compression::None).unwrap();
+        // A directory where the layer file goes: its write fails.
+        let (data_path, _) = cache_paths(cache.path(), &key);
+        fs::create_dir(&data_path).unwrap();
+        let err = write_layers(
+            &trees,
+            Compression::None,
+            cache.path(),
+            true,
+            &mut Vec::new(),
+            Path::new("out"),
+            &|_| {},
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), data_path.display().to_string());
+        assert!(err.source().is_some(), "the OS error is the source: {err:?}");
     }
 
     #[test]

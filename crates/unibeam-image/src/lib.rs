@@ -12,6 +12,7 @@ pub mod initramfs;
 pub mod input;
 pub mod kbuild;
 pub mod kernel;
+pub mod kimage;
 pub mod kpatch;
 pub mod layers;
 pub mod manifest;
@@ -24,7 +25,8 @@ pub mod verify;
 
 pub use image::{build_image, BuildError, BuildOptions};
 pub use input::{resolve as resolve_input, InputError, ResolvedInput, Selector};
-pub use kernel::{KernelChoice, KernelOrigin};
+pub use kernel::KernelChoice;
+pub use kimage::KernelOrigin;
 pub use layers::{Compression, LayerName};
 pub use manifest::{append_config_layer, unpack_layers, ImageManifest, MANIFEST_FILE};
 pub use release::Release;

@@ -2,7 +2,7 @@
 //! the runner hands the guest.
 
 use crate::initramfs::{Node, Tree};
-use crate::kernel::KernelOrigin;
+use crate::kimage::KernelOrigin;
 use crate::layers::{FileRecord, LayerInfo};
 use crate::shell::ShellMode;
 use serde::{Deserialize, Serialize};

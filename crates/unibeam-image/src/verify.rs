@@ -7,7 +7,7 @@
 //! key made of their verified hashes, so the boot-files cache can trust a
 //! hit without hashing anything again.
 
-use crate::kernel::kernel_format;
+use crate::kimage::kernel_format;
 use crate::layers::{hex, LayerInfo};
 use crate::manifest::KernelInfo;
 use sha2::{Digest, Sha256};
