@@ -8,14 +8,40 @@
 use crate::qemu::Accel;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use thiserror::Error;
+use unibeam_spec::hostfs;
 
 /// How long the probe kernel gets to reach its panic. Real KVM needs well
 /// under a second.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Why KVM cannot be used.
+#[derive(Debug, Error)]
+pub enum AccelError {
+    #[error("/dev/kvm")]
+    NoKvm(#[source] io::Error),
+    #[error("{}: failed to start", qemu.display())]
+    Spawn {
+        qemu: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The probe QEMU exited before the guest's panic; `qemu_said` is its
+    /// first line that is not a warning.
+    #[error("/dev/kvm opens but QEMU could not run a guest on it ({qemu_said}): nested virtualisation?")]
+    GuestFailed { qemu_said: String },
+    #[error("/dev/kvm opens but the guest never ran within {}s: nested virtualisation?", PROBE_DEADLINE.as_secs())]
+    NeverRan,
+    #[error("the KVM probe guest did not finish booting within {}s", PROBE_DEADLINE.as_secs())]
+    TooSlow,
+    /// `--accel kvm` on a host where KVM does not work.
+    #[error("--accel kvm: KVM does not work here; use --accel tcg or auto")]
+    Forced(#[source] Box<AccelError>),
+}
 
 /// What the user asked for with `--accel`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,13 +88,18 @@ fn probe_command(qemu: &Path, kernel: &Path) -> Command {
 }
 
 /// Boots `kernel` under KVM. `Ok` means the guest kernel ran to its end.
-pub fn probe_kvm(qemu: &Path, kernel: &Path) -> Result<(), String> {
-    if let Err(e) = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        return Err(format!("/dev/kvm: {e}"));
-    }
+pub fn probe_kvm(qemu: &Path, kernel: &Path) -> Result<(), AccelError> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(AccelError::NoKvm)?;
     let mut child = probe_command(qemu, kernel)
         .spawn()
-        .map_err(|e| format!("{}: {e}", qemu.display()))?;
+        .map_err(|source| AccelError::Spawn {
+            qemu: qemu.to_path_buf(),
+            source,
+        })?;
     let start = Instant::now();
     let exited = loop {
         if let Ok(Some(_)) = child.try_wait() {
@@ -93,7 +124,7 @@ pub fn probe_kvm(qemu: &Path, kernel: &Path) -> Result<(), String> {
     probe_verdict(exited, &console, &stderr)
 }
 
-fn probe_verdict(exited: bool, console: &str, stderr: &str) -> Result<(), String> {
+fn probe_verdict(exited: bool, console: &str, stderr: &str) -> Result<(), AccelError> {
     if exited && console.contains("Kernel panic") {
         return Ok(());
     }
@@ -105,21 +136,14 @@ fn probe_verdict(exited: bool, console: &str, stderr: &str) -> Result<(), String
             .unwrap_or("the probe kernel stopped early");
         // /dev/kvm opened, so the host side is there; what fails is running
         // a guest on it, which is what nested setups get wrong.
-        return Err(format!(
-            "/dev/kvm opens but QEMU could not run a guest on it ({}): nested virtualisation?",
-            why.trim()
-        ));
+        return Err(AccelError::GuestFailed {
+            qemu_said: why.trim().to_string(),
+        });
     }
     if console.is_empty() {
-        Err(format!(
-            "/dev/kvm opens but the guest never ran within {}s: nested virtualisation?",
-            PROBE_DEADLINE.as_secs()
-        ))
+        Err(AccelError::NeverRan)
     } else {
-        Err(format!(
-            "the KVM probe guest did not finish booting within {}s",
-            PROBE_DEADLINE.as_secs()
-        ))
+        Err(AccelError::TooSlow)
     }
 }
 
@@ -146,7 +170,7 @@ pub fn choose(
     qemu: &Path,
     kernel: &Path,
     cache_dir: &Path,
-) -> Result<AccelDecision, String> {
+) -> Result<AccelDecision, AccelError> {
     match choice {
         AccelChoice::Force(Accel::Tcg) => {
             return Ok(AccelDecision {
@@ -160,7 +184,7 @@ pub fn choose(
                     accel: Accel::Kvm,
                     reason: "chosen with --accel; probe guest ran".into(),
                 })
-                .map_err(|why| format!("--accel kvm: {why}; use --accel tcg or auto"))
+                .map_err(|why| AccelError::Forced(Box::new(why)))
         }
         AccelChoice::Auto => {}
     }
@@ -180,7 +204,10 @@ pub fn choose(
         },
         Err(why) => AccelDecision {
             accel: Accel::Tcg,
-            reason: format!("KVM unusable ({why}); falling back to TCG emulation, which is much slower"),
+            reason: format!(
+                "KVM unusable ({}); falling back to TCG emulation, which is much slower",
+                crate::error_chain(&why)
+            ),
         },
     };
     let record = CachedProbe {
@@ -188,12 +215,10 @@ pub fn choose(
         qemu: qemu.to_path_buf(),
         decision: decision.clone(),
     };
+    // A cache that cannot be written costs the next run a probe, no more.
     if fs::create_dir_all(cache_dir).is_ok() {
-        let tmp = cache_file.with_extension(format!("tmp{}", std::process::id()));
         let json = serde_json::to_vec(&record).expect("probe record serialises");
-        if fs::write(&tmp, json).is_ok() {
-            let _ = fs::rename(&tmp, &cache_file);
-        }
+        let _ = hostfs::write_atomic(&cache_file, &json);
     }
     Ok(decision)
 }
@@ -205,12 +230,15 @@ mod tests {
     #[test]
     fn verdicts_name_the_cause() {
         assert!(probe_verdict(true, "[ 0.5] Kernel panic - not syncing: VFS", "").is_ok());
-        let hang = probe_verdict(false, "", "").unwrap_err();
+        let hang = probe_verdict(false, "", "").unwrap_err().to_string();
         assert!(hang.contains("nested virtualisation"), "{hang}");
-        let crash = probe_verdict(true, "", "warning: x\nqemu: failed to set MSR 0x10a\n").unwrap_err();
+        let crash = probe_verdict(true, "", "warning: x\nqemu: failed to set MSR 0x10a\n")
+            .unwrap_err()
+            .to_string();
         assert!(crash.contains("failed to set MSR"), "{crash}");
         assert!(probe_verdict(false, "[ 0.1] Linux version", "")
             .unwrap_err()
+            .to_string()
             .contains("did not finish"));
     }
 
@@ -222,7 +250,38 @@ mod tests {
         assert_eq!(d.accel, Accel::Tcg);
         assert!(!dir.path().join("accel-probe.json").exists());
         let err = choose(AccelChoice::Force(Accel::Kvm), qemu, kernel, dir.path()).unwrap_err();
-        assert!(err.starts_with("--accel kvm: "), "{err}");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("--accel kvm: ") && shown.ends_with("use --accel tcg or auto"),
+            "{shown}"
+        );
+        // Whether this host has /dev/kvm or not, the cause names what failed.
+        let cause = std::error::Error::source(&err)
+            .expect("why KVM does not work")
+            .to_string();
+        assert!(
+            cause == "/dev/kvm" || cause.contains("/nonexistent/qemu"),
+            "{cause}"
+        );
+        assert!(!shown.contains(&cause), "the cause is not repeated: {shown}");
+    }
+
+    #[test]
+    fn an_auto_probe_is_cached_whole_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let qemu = Path::new("/nonexistent/qemu");
+        let first = choose(AccelChoice::Auto, qemu, Path::new("/k"), &cache).unwrap();
+        assert_eq!(first.accel, Accel::Tcg, "no QEMU, no KVM: {}", first.reason);
+        assert!(first.reason.starts_with("KVM unusable ("), "{}", first.reason);
+        let files: Vec<_> = fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, ["accel-probe.json"]);
+        let record: CachedProbe =
+            serde_json::from_slice(&fs::read(cache.join("accel-probe.json")).unwrap()).unwrap();
+        assert_eq!(record.decision, first);
     }
 
     #[test]

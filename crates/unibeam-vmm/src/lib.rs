@@ -11,7 +11,7 @@ pub mod qmp;
 pub mod runner;
 pub mod state;
 
-pub use accel::{choose as choose_accel, AccelChoice, AccelDecision};
+pub use accel::{choose as choose_accel, AccelChoice, AccelDecision, AccelError};
 pub use qemu::{
     check_cpus, default_kernel_args, find_qemu, Accel, Machine, PortForward, PrivateNet, QemuCommand,
     QemuError, APIC_BUS_KHZ,

@@ -3,7 +3,7 @@
 
 use crate::qemu::PowerButton;
 use qapi::qmp;
-use std::io::BufReader;
+use std::io::{self, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,10 +11,36 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum QmpError {
-    #[error("{path}: QMP socket did not accept a connection within {waited:?}")]
-    Connect { path: PathBuf, waited: Duration },
-    #[error("QMP {command}: {detail}")]
-    Command { command: &'static str, detail: String },
+    /// The socket's last refusal is the source.
+    #[error("{}: QMP socket did not accept a connection within {waited:?}", path.display())]
+    Connect {
+        path: PathBuf,
+        waited: Duration,
+        #[source]
+        source: io::Error,
+    },
+    /// The socket's error, or QEMU's answer to `command`, is the source.
+    #[error("QMP {command}")]
+    Command {
+        command: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl QmpError {
+    /// `command` failed: on the socket, or QEMU refused it.
+    fn command(command: &'static str) -> impl FnOnce(qapi::ExecuteError) -> QmpError {
+        move |e| QmpError::Command {
+            command,
+            // Not the ExecuteError itself, which shows its source's text as
+            // its own: a chain would print it twice.
+            source: match e {
+                qapi::ExecuteError::Io(e) => e,
+                qapi::ExecuteError::Qapi(e) => e.into(),
+            },
+        }
+    }
 }
 
 type Stream = qapi::Stream<BufReader<UnixStream>, UnixStream>;
@@ -32,26 +58,24 @@ impl Qmp {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
                 Err(_) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => {
+                Err(source) => {
                     return Err(QmpError::Connect {
                         path: path.to_path_buf(),
                         waited: timeout,
+                        source,
                     })
                 }
             }
         };
-        let setup = |e: std::io::Error| QmpError::Command {
+        let setup = |source| QmpError::Command {
             command: "connect",
-            detail: e.to_string(),
+            source,
         };
         stream.set_read_timeout(Some(timeout)).map_err(setup)?;
         stream.set_write_timeout(Some(timeout)).map_err(setup)?;
         let reader = BufReader::new(stream.try_clone().map_err(setup)?);
         let mut inner = qapi::Qmp::new(qapi::Stream::new(reader, stream));
-        inner.handshake().map_err(|e| QmpError::Command {
-            command: "qmp_capabilities",
-            detail: e.to_string(),
-        })?;
+        inner.handshake().map_err(QmpError::command("qmp_capabilities"))?;
         Ok(Qmp { inner })
     }
 
@@ -87,20 +111,14 @@ impl Qmp {
         self.inner
             .execute(&command)
             .map(drop)
-            .map_err(|e| QmpError::Command {
-                command: "input-send-event",
-                detail: e.to_string(),
-            })
+            .map_err(QmpError::command("input-send-event"))
     }
 
     fn system_powerdown(&mut self) -> Result<(), QmpError> {
         self.inner
             .execute(&qmp::system_powerdown {})
             .map(drop)
-            .map_err(|e| QmpError::Command {
-                command: "system_powerdown",
-                detail: e.to_string(),
-            })
+            .map_err(QmpError::command("system_powerdown"))
     }
 
     /// Asks QEMU to exit at once.
@@ -108,9 +126,44 @@ impl Qmp {
         self.inner
             .execute(&qmp::quit {})
             .map(drop)
-            .map_err(|e| QmpError::Command {
-                command: "quit",
-                detail: e.to_string(),
-            })
+            .map_err(QmpError::command("quit"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_socket_nobody_listens_on_is_named_with_the_os_error_as_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let err = Qmp::connect(&path, Duration::from_millis(50))
+            .err()
+            .expect("no QEMU");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("qmp.sock") && shown.contains("did not accept"),
+            "{shown}"
+        );
+        let cause = err.source().expect("the last refusal is the source").to_string();
+        assert!(cause.contains("No such file"), "{cause}");
+        assert!(!shown.contains(&cause), "the cause is not repeated: {shown}");
+    }
+
+    #[test]
+    fn qemus_refusal_is_the_source_once() {
+        let refused = qapi::ExecuteError::Qapi(qapi::Error {
+            class: qapi::ErrorClass::GenericError,
+            desc: "not bound to a QemuConsole".into(),
+            id: None,
+        });
+        let err = QmpError::command("input-send-event")(refused);
+        assert_eq!(err.to_string(), "QMP input-send-event");
+        assert_eq!(
+            crate::error_chain(&err),
+            "QMP input-send-event: not bound to a QemuConsole"
+        );
     }
 }
