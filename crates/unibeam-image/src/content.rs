@@ -23,10 +23,18 @@ pub enum ContentError {
     SymlinkLoop { path: PathBuf, target: PathBuf },
     #[error("{path}: symlink points outside the release (to {target}); refused, not followed")]
     SymlinkEscapes { path: PathBuf, target: PathBuf },
-    #[error("{path}: cannot read: {cause}")]
-    Unreadable { path: PathBuf, cause: std::io::Error },
-    #[error("{path}: {cause}")]
-    Beam { path: PathBuf, cause: BeamError },
+    #[error("{path}: cannot read")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("{path}: unusable BEAM file")]
+    Beam {
+        path: PathBuf,
+        #[source]
+        cause: BeamError,
+    },
     #[error("{path:?}: {problem}; rename it")]
     UnsafeName { path: PathBuf, problem: UnsafePath },
     #[error("{}: {bytes} bytes, over the {} MiB a file in an image may have (the guest holds every file in RAM); leave it out of the release", path.display(), MAX_FILE_BYTES >> 20)]

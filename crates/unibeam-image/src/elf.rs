@@ -9,13 +9,20 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 
 #[derive(Debug, Error)]
 pub enum ElfError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
-    #[error("{path}: unreadable ELF file: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    #[error("{path}: not an ELF file")]
+    NotElf { path: PathBuf },
+    #[error("{path}: unreadable ELF file")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: object::read::Error,
+    },
     #[error("{path}: built for {machine}, but images are x86_64; rebuild it for x86_64")]
     ForeignArch { path: PathBuf, machine: String },
     #[error("{needed_by}: needs {library}, which is not installed on this host")]
@@ -35,10 +42,7 @@ pub struct ElfInfo {
 
 impl ElfInfo {
     pub fn read(path: &Path) -> Result<ElfInfo, ElfError> {
-        let data = fs::read(path).map_err(|cause| ElfError::Io {
-            path: path.to_path_buf(),
-            cause,
-        })?;
+        let data = fs::read(path).map_err(at::<PathIo>(path))?;
         ElfInfo::parse(&data, path)
     }
 
@@ -48,15 +52,14 @@ impl ElfInfo {
             Ok(FileKind::Elf64) => parse::<elf::FileHeader64<Endianness>>(data),
             Ok(FileKind::Elf32) => parse::<elf::FileHeader32<Endianness>>(data),
             _ => {
-                return Err(ElfError::Parse {
+                return Err(ElfError::NotElf {
                     path: path.to_path_buf(),
-                    reason: "not an ELF file".into(),
                 })
             }
         };
-        parsed.map_err(|e| ElfError::Parse {
+        parsed.map_err(|source| ElfError::Parse {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })
     }
 
@@ -355,7 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("text");
         std::fs::write(&f, "hello").unwrap();
-        assert!(matches!(ElfInfo::read(&f), Err(ElfError::Parse { .. })));
+        assert!(matches!(ElfInfo::read(&f), Err(ElfError::NotElf { .. })));
     }
 
     #[test]

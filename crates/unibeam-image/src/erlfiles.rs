@@ -9,11 +9,12 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 
 #[derive(Debug, Error)]
 pub enum ErlFileError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error("{path}: not text ({bytes} bytes of binary data); expected one line \"<erts-vsn> <release-vsn>\", as relx writes it")]
     NotText { path: PathBuf, bytes: usize },
     #[error("{path}: not a usable boot script: {problem}; rebuild the release (rebar3 as prod release)")]
@@ -26,20 +27,13 @@ pub enum ErlFileError {
     },
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ErlFileError + '_ {
-    move |cause| ErlFileError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
-}
-
 /// `releases/start_erl.data` as text; `None` when there is none. A file
 /// that is not text is named as such, not as a missing one.
 pub fn read_start_erl_data(path: &Path) -> Result<Option<String>, ErlFileError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_at(path)(e)),
+        Err(e) => return Err(at(path)(e)),
     };
     let not_text = || ErlFileError::NotText {
         path: path.to_path_buf(),
@@ -60,7 +54,7 @@ pub fn check_erts_named(root: &Path, named: &str, file: &Path) -> Result<(), Erl
         return Ok(());
     }
     let mut found: Vec<String> = fs::read_dir(root)
-        .map_err(io_at(root))?
+        .map_err(at::<PathIo>(root))?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().into_string().ok())
@@ -79,7 +73,7 @@ pub fn check_erts_named(root: &Path, named: &str, file: &Path) -> Result<(), Erl
 
 /// Checks that `path` holds a whole boot script, as `systools` writes it.
 pub fn check_boot_file(path: &Path) -> Result<(), ErlFileError> {
-    let data = fs::read(path).map_err(io_at(path))?;
+    let data = fs::read(path).map_err(at::<PathIo>(path))?;
     check_boot_script(&data).map_err(|problem| ErlFileError::BootScript {
         path: path.to_path_buf(),
         problem,

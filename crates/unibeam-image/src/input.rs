@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 use unibeam_spec::safepath::{self, UnsafePath};
 
 /// Unpacked tarballs are `<scratch>/tarball-<pid>-<random>`: a later run
@@ -20,6 +21,19 @@ pub enum InputError {
     Missing(PathBuf),
     #[error("{path}: truncated or corrupt release tarball: {detail}")]
     BadTarball { path: PathBuf, detail: String },
+    #[error("{path}: truncated or corrupt release tarball")]
+    CorruptTarball {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: truncated or corrupt release tarball at member {member}")]
+    CorruptMember {
+        path: PathBuf,
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}: no release under _build/{1}/rel; run `rebar3 as {1} release` or `MIX_ENV={1} mix release` first")]
     NoBuiltRelease(PathBuf, String),
     #[error("{path}: several releases ({names}); pick one with --release NAME")]
@@ -42,8 +56,8 @@ pub enum InputError {
         member: String,
         why: String,
     },
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
 }
 
 /// Which release to take from a project directory.
@@ -93,9 +107,9 @@ pub fn resolve(path: &Path, selector: &Selector, scratch: &Path) -> Result<Resol
 }
 
 fn unpack_tarball(path: &Path, scratch: &Path) -> Result<TempDir, InputError> {
-    let io = |cause| InputError::Io {
+    let io = |source| PathIo {
         path: scratch.to_path_buf(),
-        cause,
+        source,
     };
     fs::create_dir_all(scratch).map_err(io)?;
     let dir = tempfile::Builder::new()
@@ -117,14 +131,11 @@ fn unpack_tarball(path: &Path, scratch: &Path) -> Result<TempDir, InputError> {
 /// under another name than the one it has: `tar`'s own unpack() silently
 /// skips `..` members and turns `/x` into `x`.
 fn unpack_members(path: &Path, dir: &Path) -> Result<(), InputError> {
-    let corrupt = |e: std::io::Error| InputError::BadTarball {
+    let corrupt = |source| InputError::CorruptTarball {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        source,
     };
-    let file = fs::File::open(path).map_err(|cause| InputError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })?;
+    let file = fs::File::open(path).map_err(at::<PathIo>(path))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -180,26 +191,16 @@ fn unpack_members(path: &Path, dir: &Path) -> Result<(), InputError> {
                     "it would be written outside the release, through a symlink",
                 ))
             }
-            Err(e) => {
-                return Err(InputError::BadTarball {
+            Err(source) => {
+                return Err(InputError::CorruptMember {
                     path: path.to_path_buf(),
-                    detail: format!("member {member}: {}", chain(&e)),
+                    member,
+                    source,
                 })
             }
         }
     }
     Ok(())
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text = format!("{text}: {c}");
-        cause = c.source();
-    }
-    text
 }
 
 fn find_in_project(project: &Path, selector: &Selector) -> Result<PathBuf, InputError> {
@@ -365,7 +366,7 @@ mod tests {
         fs::write(&tarball, b"garbage").unwrap();
         assert!(matches!(
             resolve(&tarball, &Selector::default(), &scratch),
-            Err(InputError::BadTarball { .. })
+            Err(InputError::CorruptTarball { .. })
         ));
     }
 }

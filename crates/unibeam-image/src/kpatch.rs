@@ -6,11 +6,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::PathIo;
 
 #[derive(Debug, Error)]
 pub enum PatchError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error(
         "{path}: expected exactly one `{line}`; this source is not the one unibeam's kernel build knows"
     )]
@@ -82,9 +83,9 @@ early_param(\"apic_bus_khz\", parse_apic_bus_khz);
 pub fn apply(src: &Path) -> Result<(), PatchError> {
     for patch in &PATCHES {
         let path = src.join(patch.file);
-        let io = |cause| PatchError::Io {
+        let io = |source| PathIo {
             path: path.clone(),
-            cause,
+            source,
         };
         let text = fs::read_to_string(&path).map_err(io)?;
         let patched = edited(&text, patch.edits).map_err(|line| PatchError::UnknownSource {

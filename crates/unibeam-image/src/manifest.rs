@@ -19,8 +19,12 @@ pub const FORMAT: u32 = 3;
 pub enum ManifestError {
     #[error("{0}: not a unibeam image (no image.json); build one with `unibeam build`")]
     NotAnImage(PathBuf),
-    #[error("{path}: malformed image.json: {cause}")]
-    Malformed { path: PathBuf, cause: serde_json::Error },
+    #[error("{path}: malformed image.json")]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        cause: serde_json::Error,
+    },
     #[error("{path}: image format {found}, this unibeam reads {FORMAT}; rebuild the image")]
     Format { path: PathBuf, found: u32 },
     /// A size, offset or file name that the image's files contradict:

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 
 /// Modules a Debian-kernel guest needs: both virtio transports (PCI for
 /// `pc`, MMIO for `microvm`; the runner drops the unused one from the
@@ -24,10 +25,16 @@ pub const GUEST_MODULES: &[&str] = &[
 
 #[derive(Debug, Error)]
 pub enum ModuleError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
-    #[error("{path}: unreadable module: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    #[error("{path}: unreadable module")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: object::read::Error,
+    },
+    #[error("{path}: a module without a .modinfo section")]
+    NoModinfo { path: PathBuf },
     #[error("kernel module {name} (needed by {needed_by}) is neither in {dir} nor built in")]
     NotFound {
         name: String,
@@ -43,10 +50,7 @@ fn module_name(file: &Path) -> Option<String> {
 }
 
 fn index_dir(dir: &Path, index: &mut BTreeMap<String, PathBuf>) -> Result<(), ModuleError> {
-    let entries = fs::read_dir(dir).map_err(|cause| ModuleError::Io {
-        path: dir.to_path_buf(),
-        cause,
-    })?;
+    let entries = fs::read_dir(dir).map_err(at::<PathIo>(dir))?;
     for entry in entries.filter_map(|e| e.ok()) {
         let path = entry.path();
         if path.is_dir() {
@@ -69,25 +73,20 @@ fn builtin(modules_dir: &Path) -> BTreeSet<String> {
 
 /// The `depends=` list of one `.ko` file.
 pub fn depends(ko: &Path) -> Result<Vec<String>, ModuleError> {
-    let parse_err = |reason: String| ModuleError::Parse {
+    let parse_err = |source| ModuleError::Parse {
         path: ko.to_path_buf(),
-        reason,
+        source,
     };
-    let data = fs::read(ko).map_err(|cause| ModuleError::Io {
-        path: ko.to_path_buf(),
-        cause,
-    })?;
-    let header = elf::FileHeader64::<Endianness>::parse(&*data).map_err(|e| parse_err(e.to_string()))?;
-    let endian = header.endian().map_err(|e| parse_err(e.to_string()))?;
-    let sections = header
-        .sections(endian, &*data)
-        .map_err(|e| parse_err(e.to_string()))?;
+    let data = fs::read(ko).map_err(at::<PathIo>(ko))?;
+    let header = elf::FileHeader64::<Endianness>::parse(&*data).map_err(parse_err)?;
+    let endian = header.endian().map_err(parse_err)?;
+    let sections = header.sections(endian, &*data).map_err(parse_err)?;
     let Some((_, section)) = sections.section_by_name(endian, b".modinfo") else {
-        return Err(parse_err("no .modinfo section".into()));
+        return Err(ModuleError::NoModinfo {
+            path: ko.to_path_buf(),
+        });
     };
-    let modinfo = section
-        .data(endian, &*data)
-        .map_err(|e| parse_err(e.to_string()))?;
+    let modinfo = section.data(endian, &*data).map_err(parse_err)?;
     Ok(parse_depends(modinfo))
 }
 

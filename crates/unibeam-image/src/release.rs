@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 use unibeam_spec::{ConfigSource, Flavor};
 
 #[derive(Debug, Error)]
@@ -34,8 +35,8 @@ pub enum ReleaseError {
     Check(#[from] crate::relcheck::CheckError),
     #[error(transparent)]
     ErlFile(#[from] crate::erlfiles::ErlFileError),
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
 }
 
 /// A plain sys.config up to this size travels in image.json too, for
@@ -175,10 +176,7 @@ impl Release {
         }
         let mut files = Vec::new();
         for path in paths.into_iter().filter(|p| p.is_file()) {
-            let text = fs::read_to_string(&path).map_err(|cause| ReleaseError::Io {
-                path: path.clone(),
-                cause,
-            })?;
+            let text = fs::read_to_string(&path).map_err(at::<PathIo>(&path))?;
             let inside = path
                 .strip_prefix(&self.root)
                 .expect("start files are inside the release");
@@ -227,10 +225,7 @@ fn versions(dir: &Path) -> Vec<String> {
 
 /// The ERTS version a `.rel` file names: `{erts, "13.1.5"}`.
 fn rel_erts_version(rel: &Path, version: &str) -> Result<String, ReleaseError> {
-    let text = fs::read_to_string(rel).map_err(|cause| ReleaseError::Io {
-        path: rel.to_path_buf(),
-        cause,
-    })?;
+    let text = fs::read_to_string(rel).map_err(at::<PathIo>(rel))?;
     let compact: String = text.split_whitespace().collect();
     compact
         .split_once("{erts,\"")
@@ -244,10 +239,7 @@ fn rel_erts_version(rel: &Path, version: &str) -> Result<String, ReleaseError> {
 }
 
 fn release_name(rel_dir: &Path) -> Result<String, ReleaseError> {
-    let entries = fs::read_dir(rel_dir).map_err(|cause| ReleaseError::Io {
-        path: rel_dir.to_path_buf(),
-        cause,
-    })?;
+    let entries = fs::read_dir(rel_dir).map_err(at::<PathIo>(rel_dir))?;
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {

@@ -30,7 +30,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ShellError {
-    #[error("{path}: cannot read: {cause}")]
+    #[error("{path}: cannot read")]
     Unreadable {
         path: PathBuf,
         #[source]

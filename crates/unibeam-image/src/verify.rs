@@ -12,14 +12,14 @@ use crate::layers::{hex, LayerInfo};
 use crate::manifest::KernelInfo;
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_spec::hostfs::{at, PathIo};
 
 #[derive(Debug, Error)]
 pub enum VerifyError {
-    #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error("{path}: {what} is not what image.json records ({detail}); the image was altered or damaged: rebuild the image")]
     Mismatch {
         path: PathBuf,
@@ -39,10 +39,7 @@ pub struct Verified {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, VerifyError> {
-    fs::read(path).map_err(|cause| VerifyError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })
+    fs::read(path).map_err(at(path))
 }
 
 fn mismatch(path: &Path, what: impl Into<String>, detail: impl Into<String>) -> VerifyError {
