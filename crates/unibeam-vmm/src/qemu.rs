@@ -203,7 +203,9 @@ pub enum PowerButton {
 
 /// Kernel arguments every image boots with: serial console, few messages
 /// (each costs time on an emulated UART), and no reboot loop on panic.
-/// microvm has no PCI bus, so the kernel is told not to look for one.
+/// microvm has no PCI bus, so the kernel is told not to look for one. It
+/// still prints "PCI: Fatal: No config space access function found" (at
+/// error level, whatever `pci=`), which the runner does not show.
 ///
 /// microvm under TCG has no HPET or PM timer to calibrate the TSC against,
 /// and on a busy host (3 VMs on 2 cores) the PIT-based fallbacks for the

@@ -285,6 +285,8 @@ pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<B
         .process_group(0);
     // SAFETY: runs between fork and exec and only calls prctl, which is
     // async-signal-safe. If unibeam dies, QEMU must not live on unseen.
+    // (nix::sys::prctl::set_pdeathsig would make the call itself safe, once
+    // this crate depends on nix; pre_exec stays unsafe either way.)
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
