@@ -101,6 +101,7 @@ fuzz: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --release -- -D warnings
+	$(CARGO) test --release -p unibeam-e2e --test file_cycles
 
 clean:
 	$(CARGO) clean

@@ -349,9 +349,13 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<RawService>) -> 
         None => None,
     };
     let env = check_env(check, name, &s.env)?;
-    let restart = s.restart.get_ref().parse().map_err(|e: unibeam_vmm::state::StateError| {
-        check.error(s.restart.span(), format!("service {name}: restart: {e}"))
-    })?;
+    let restart = s
+        .restart
+        .get_ref()
+        .parse()
+        .map_err(|e: unibeam_vmm::state::StateError| {
+            check.error(s.restart.span(), format!("service {name}: restart: {e}"))
+        })?;
     Ok(Service {
         source,
         replicas: *s.replicas.get_ref(),

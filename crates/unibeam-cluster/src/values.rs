@@ -69,10 +69,7 @@ impl FromStr for Cidr {
                     PREFIX_RANGE.end()
                 )
             })?;
-        Ok(Cidr {
-            address,
-            prefix_len,
-        })
+        Ok(Cidr { address, prefix_len })
     }
 }
 

@@ -164,32 +164,6 @@ impl ReleaseSpec {
     }
 }
 
-/// `net_ticktime`, and a mesh keeper: one process per peer that connects
-/// to it and, whenever the connection is down, tries again every 2 s. So a
-/// node that restarts rejoins by itself, and the app needs no code for it.
-/// The expression goes to init as one argv element, never through a shell.
-pub(crate) fn cluster_args(cluster: &crate::ClusterSpec, me: Option<&str>) -> Vec<String> {
-    let peers: Vec<String> = cluster
-        .peers
-        .iter()
-        .filter(|p| Some(p.as_str()) != me)
-        .map(|p| format!("'{}'", p.replace(['\\', '\''], "")))
-        .collect();
-    let keeper = format!(
-        "[spawn(fun() -> Keep = fun K(P) -> case lists:member(P, nodes()) of true -> ok; \
-         false -> net_kernel:connect_node(P) end, receive after 2000 -> K(P) end end, Keep(Peer) end) \
-         || Peer <- [{}]], ok",
-        peers.join(",")
-    );
-    vec![
-        "-kernel".into(),
-        "net_ticktime".into(),
-        cluster.net_ticktime_s.to_string(),
-        "-eval".into(),
-        keeper,
-    ]
-}
-
 /// Process and port table sizes for a guest of `memory_mib`. The BEAM's
 /// defaults (a million processes, 65536 ports) cost about 4 MiB of tables
 /// before any process runs, and a small VM could never fill them: a

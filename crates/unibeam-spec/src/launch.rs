@@ -2,7 +2,7 @@
 //! `foreground` and mix's `start` would build them. Pure: the host tests
 //! exactly what the guest execs.
 
-use crate::beam::{cluster_args, erl_inetrc, small_guest_flags, table_limits};
+use crate::beam::{erl_inetrc, small_guest_flags, table_limits};
 use crate::render::{filter_vm_args, inline_args_files, os_vars_read, replace_os_vars};
 use crate::startenv::{ReadFile, StartEnv};
 use crate::{
@@ -268,7 +268,7 @@ impl BootSpec {
         // /bin/sh, and the node dies with econnrefused.
         d.arg(&["-start_epmd", "false", "-erl_epmd_port", &DIST_PORT.to_string()]);
         if let Some(cluster) = &self.instance.cluster {
-            d.args.extend(cluster_args(cluster, node.as_deref()));
+            d.args.extend(cluster.beam_args(node.as_deref()));
         }
         d.arg(&["-s", "erlang", "display", "unibeam_apps_started"]);
         match self.release.flavor {

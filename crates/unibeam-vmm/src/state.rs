@@ -416,7 +416,10 @@ mod tests {
         );
         for bad in ["sometimes", "on-failure:x", "on-failure:-1", "no:1", ""] {
             let err = bad.parse::<Restart>().unwrap_err().to_string();
-            assert!(err.contains(&format!("{bad:?}")) && err.contains("on-failure[:N]"), "{err}");
+            assert!(
+                err.contains(&format!("{bad:?}")) && err.contains("on-failure[:N]"),
+                "{err}"
+            );
         }
     }
 

@@ -1,15 +1,14 @@
 //! `unibeam build`: a release (directory, tarball or project) in, an image
 //! directory out.
 
-use crate::paths;
-use anyhow::{Context, Result};
+use crate::progress::Console;
+use anyhow::Result;
 use clap::{Args, ValueEnum};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use unibeam_image::shell::ShellMode;
-use unibeam_image::{
-    build_image, resolve_input, BuildOptions, Compression, ImageManifest, KernelChoice, Release, Selector,
-};
+use unibeam_image::{Compression, KernelChoice};
+use unibeam_lifecycle::images::{self, BuildSettings};
 use unibeam_spec::CodeLoading;
 
 pub const FAILURE_EXIT: u8 = 1;
@@ -121,19 +120,36 @@ enum CodeLoadingArg {
 }
 
 impl BuildFlags {
-    /// The defaults, as a plain `unibeam build` gets them.
-    pub fn defaults() -> BuildFlags {
-        #[derive(clap::Parser)]
-        #[command(no_binary_name = true)]
-        struct Only {
-            #[command(flatten)]
-            flags: BuildFlags,
+    /// The flags as the library takes them.
+    pub fn settings(&self) -> BuildSettings {
+        BuildSettings {
+            profile: self.profile.clone(),
+            release_name: self.release_name.clone(),
+            release_version: self.release_version.clone(),
+            erts_from_host: self.erts_from_host,
+            keep_debug: self.keep_debug,
+            compression: match self.compression {
+                CompressionArg::Zstd => Compression::Zstd(19),
+                CompressionArg::Xz => Compression::Xz,
+                CompressionArg::None => Compression::None,
+            },
+            no_cache: self.no_cache,
+            kernel: self.kernel.clone().unwrap_or(KernelChoice::Auto),
+            code_loading: match self.code_loading {
+                CodeLoadingArg::Interactive => CodeLoading::Interactive,
+                CodeLoadingArg::Embedded => CodeLoading::Embedded,
+            },
+            shell: match self.shell {
+                ShellArg::Auto => ShellMode::Auto,
+                ShellArg::Always => ShellMode::Always,
+                ShellArg::Never => ShellMode::Never,
+            },
+            with_programs: self.with_programs.clone(),
         }
-        <Only as clap::Parser>::parse_from(Vec::<String>::new()).flags
     }
 }
 
-fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
+pub(crate) fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
     Ok(match s {
         "specialised" | "specialized" => KernelChoice::Specialised,
         "debian" => KernelChoice::Debian,
@@ -143,14 +159,12 @@ fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
 }
 
 pub fn build(args: BuildArgs) -> Result<ExitCode> {
-    let guard = crate::scratch::guard_build(&paths::cache_dir()?.join("unpacked"))?;
-    let input = resolve(&args.input, &args.flags)?;
-    let release = flags_release(&input.dir, &args.flags)?;
-    let output = args
-        .output
-        .unwrap_or_else(|| PathBuf::from(format!("{}-{}.unibeam", release.name, release.version)));
-    guard.building(&output);
-    let manifest = build_to(&input.dir, &output, &args.flags)?;
+    let (output, manifest) = images::build(
+        &args.input,
+        args.output.as_deref(),
+        &args.flags.settings(),
+        &Console::default(),
+    )?;
     println!(
         "built {} {} -> {} ({})",
         manifest.release.name,
@@ -161,57 +175,24 @@ pub fn build(args: BuildArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A release directory for `input`; a tarball is unpacked into the cache
-/// and removed when the result is dropped.
-pub fn resolve(input: &Path, flags: &BuildFlags) -> Result<unibeam_image::ResolvedInput> {
-    let selector = Selector {
-        profile: Some(flags.profile.clone()),
-        release: flags.release_name.clone(),
-    };
-    let unpacked = paths::cache_dir()?.join("unpacked");
-    crate::scratch::sweep_unpacked(&unpacked);
-    Ok(resolve_input(input, &selector, &unpacked)?)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
 
-/// The release `flags` pick in `dir`; shared with `run`.
-pub fn flags_release(dir: &Path, flags: &BuildFlags) -> Result<Release> {
-    Ok(Release::open_version(dir, flags.release_version.as_deref())?)
-}
-
-/// Builds `release_dir` into `output` with a spinner; shared with `run`.
-pub fn build_to(release_dir: &Path, output: &Path, flags: &BuildFlags) -> Result<ImageManifest> {
-    let opts = BuildOptions {
-        release_dir: release_dir.to_path_buf(),
-        release_version: flags.release_version.clone(),
-        output: output.to_path_buf(),
-        init_binary: paths::init_binary()?,
-        cache_dir: paths::cache_dir()?,
-        compression: match flags.compression {
-            CompressionArg::Zstd => Compression::Zstd(19),
-            CompressionArg::Xz => Compression::Xz,
-            CompressionArg::None => Compression::None,
-        },
-        keep_debug: flags.keep_debug,
-        erts_from_host: flags.erts_from_host,
-        use_cache: !flags.no_cache,
-        kernel: flags.kernel.clone().unwrap_or(KernelChoice::Auto),
-        code_loading: match flags.code_loading {
-            CodeLoadingArg::Interactive => CodeLoading::Interactive,
-            CodeLoadingArg::Embedded => CodeLoading::Embedded,
-        },
-        with_programs: flags.with_programs.clone(),
-        shell: match flags.shell {
-            ShellArg::Auto => ShellMode::Auto,
-            ShellArg::Always => ShellMode::Always,
-            ShellArg::Never => ShellMode::Never,
-        },
-    };
-    let bar = paths::spinner("build");
-    let result = build_image(&opts, &|step| bar.set_message(step.to_string()));
-    bar.finish_and_clear();
-    let manifest = result.with_context(|| format!("building an image from {}", release_dir.display()))?;
-    for warning in &manifest.warnings {
-        eprintln!("warning: {warning}");
+    #[derive(Parser)]
+    #[command(no_binary_name = true)]
+    struct Only {
+        #[command(flatten)]
+        flags: BuildFlags,
     }
-    Ok(manifest)
+
+    #[test]
+    fn the_flags_defaults_are_the_librarys() {
+        let mut flags = Only::parse_from(Vec::<String>::new()).flags;
+        // The suite may run with UNIBEAM_KERNEL set.
+        flags.kernel = None;
+        let (cli, lib) = (flags.settings(), BuildSettings::default());
+        assert_eq!(format!("{cli:?}"), format!("{lib:?}"));
+    }
 }

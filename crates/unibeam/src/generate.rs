@@ -4,11 +4,11 @@
 //! (`unibeam start --foreground`), so the unit holds no settings of its own
 //! beyond the stop timeout, and stays right while the instance exists.
 
-use crate::instances::store;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use unibeam_lifecycle::paths::store;
 use unibeam_spec::BootSpec;
 use unibeam_vmm::state::{InstanceName, InstanceRecord, Restart, Store, QEMU_FILE};
 use unibeam_vmm::QemuCommand;

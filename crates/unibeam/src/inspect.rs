@@ -46,12 +46,9 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
             .to_str()
             .and_then(|n| n.parse::<unibeam_vmm::state::InstanceName>().ok())
         {
-            let store = crate::instances::store()?;
-            if let Ok(record) = store.load(&name) {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&crate::instances::observed_json(&record))?
-                );
+            let store = unibeam_lifecycle::paths::store()?;
+            if let Ok(record) = unibeam_lifecycle::instances::inspect(&store, &name) {
+                println!("{}", serde_json::to_string_pretty(&record)?);
                 return Ok(ExitCode::SUCCESS);
             }
         }

@@ -1,23 +1,17 @@
 //! `unibeam ps`, `logs`, `stop`, `kill` and `rm`: detached instances,
 //! managed the way Docker users expect, with no daemon.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
-use unibeam_vmm::control;
-use unibeam_vmm::logfile::rotated;
+use unibeam_lifecycle::instances::{self, observed_json, Listed};
+use unibeam_lifecycle::{logs as log_files, paths};
 use unibeam_vmm::monitor::now_secs;
-use unibeam_vmm::state::{InstanceName, InstanceRecord, StateError, Status, Store, CONSOLE_LOG};
+use unibeam_vmm::state::{InstanceName, InstanceRecord, Status};
 
 pub const FAILURE_EXIT: u8 = 1;
-
-pub fn store() -> Result<Store> {
-    let root = Store::default_root().context("neither XDG_STATE_HOME nor HOME is set")?;
-    Ok(Store { root })
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -52,79 +46,68 @@ fn uptime(record: &InstanceRecord, status: &Status) -> String {
     }
 }
 
-/// The record as `inspect` and `ps --format json` show it, liveness checked.
-pub fn observed_json(record: &InstanceRecord) -> serde_json::Value {
-    let mut value = serde_json::to_value(record).expect("record serialises");
-    let observed = serde_json::to_value(record.observed_status()).expect("status serialises");
-    if let (Some(v), Some(o)) = (value.as_object_mut(), observed.as_object()) {
-        v.remove("code");
-        v.extend(o.clone());
-    }
-    value
-}
-
-/// Why an instance directory has no usable record, as `ps -a` shows it.
-fn broken_why(e: &StateError) -> String {
-    match e {
-        StateError::Broken { why, .. } => why.clone(),
-        other => other.to_string(),
-    }
-}
-
 pub fn ps(args: PsArgs) -> Result<ExitCode> {
-    let mut records: Vec<InstanceRecord> = Vec::new();
-    // A broken instance is dead as far as anyone can tell: -a shows it.
-    let mut broken: Vec<(InstanceName, String)> = Vec::new();
-    for (name, loaded) in store()?.list_all() {
-        match loaded {
-            Ok(r) if args.all || !matches!(r.observed_status(), Status::Exited { .. }) => records.push(r),
-            Ok(_) => {}
-            Err(e) if args.all => broken.push((name, broken_why(&e))),
-            Err(_) => {}
-        }
-    }
-    // Standalone instances first, then one group per cluster.
-    records.sort_by(|a, b| (&a.cluster, &a.name).cmp(&(&b.cluster, &b.name)));
+    let listed = instances::list(&paths::store()?, args.all);
     if args.format == Format::Json {
-        let mut all: Vec<_> = records.iter().map(observed_json).collect();
-        all.extend(
-            broken.iter().map(
-                |(name, why)| serde_json::json!({ "name": name.as_str(), "state": "broken", "why": why }),
-            ),
-        );
+        let all: Vec<_> = listed
+            .iter()
+            .map(|l| match l {
+                Listed::Instance(r) => observed_json(r),
+                Listed::Broken { name, why } => {
+                    serde_json::json!({ "name": name.as_str(), "state": "broken", "why": why })
+                }
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} PID",
+    print!("{}", ps_table(&listed));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ps_table(listed: &[Listed]) -> String {
+    let mut out = format!(
+        "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} PID\n",
         "NAME", "IMAGE", "STATE", "UPTIME", "PORTS", "ACCEL"
     );
+    let records: Vec<&InstanceRecord> = listed
+        .iter()
+        .filter_map(|l| match l {
+            Listed::Instance(r) => Some(r),
+            Listed::Broken { .. } => None,
+        })
+        .collect();
     let mut group: Option<&str> = None;
     for r in &records {
         if r.cluster.is_some() && r.cluster.as_deref() != group {
             group = r.cluster.as_deref();
             let members = records.iter().filter(|m| m.cluster.as_deref() == group).count();
-            println!("cluster {} ({members} instances)", group.unwrap_or_default());
+            out.push_str(&format!(
+                "cluster {} ({members} instances)\n",
+                group.unwrap_or_default()
+            ));
         }
         let status = r.observed_status();
         let pid = match status {
             Status::Exited { .. } => "-".to_string(),
             _ => r.qemu.map(|q| q.pid.to_string()).unwrap_or("-".into()),
         };
-        println!(
-            "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} {pid}",
+        out.push_str(&format!(
+            "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} {pid}\n",
             r.name,
             r.release,
             status_text(&status),
             uptime(r, &status),
             r.ports.join(","),
             r.accel
-        );
+        ));
     }
-    for (name, why) in &broken {
-        println!("{:<20} {:<22} broken: {why}", name.as_str(), "-");
+    for l in listed {
+        if let Listed::Broken { name, why } = l {
+            out.push_str(&format!("{:<20} {:<22} broken: {why}\n", name.as_str(), "-"));
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
 /// Show an instance's console log.
@@ -139,76 +122,14 @@ pub struct LogsArgs {
     tail: Option<usize>,
 }
 
-fn read_logs(dir: &Path) -> Vec<u8> {
-    let log = dir.join(CONSOLE_LOG);
-    let mut all = std::fs::read(rotated(&log)).unwrap_or_default();
-    all.extend(std::fs::read(&log).unwrap_or_default());
-    all
-}
-
-fn tail_lines(data: &[u8], k: usize) -> &[u8] {
-    let mut newlines = 0;
-    for (i, b) in data.iter().enumerate().rev().skip(1) {
-        if *b == b'\n' {
-            newlines += 1;
-            if newlines == k {
-                return &data[i + 1..];
-            }
-        }
-    }
-    data
-}
-
 pub fn logs(args: LogsArgs) -> Result<ExitCode> {
-    let store = store()?;
-    store.load(&args.name)?;
-    let dir = store.dir(&args.name);
-    let data = read_logs(&dir);
-    let shown = match args.tail {
-        Some(k) => tail_lines(&data, k),
-        None => &data,
-    };
-    std::io::stdout().write_all(shown)?;
+    let store = paths::store()?;
+    let mut out = std::io::stdout();
+    out.write_all(&log_files::read(&store, &args.name, args.tail)?)?;
     if args.follow {
-        follow(&store, &args.name, &dir.join(CONSOLE_LOG))?;
+        log_files::follow(&store, &args.name, &mut out)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints what is appended to the log, across rotations, until the
-/// instance has exited and nothing is left to read.
-fn follow(store: &Store, name: &InstanceName, log: &Path) -> Result<()> {
-    let mut file = std::fs::File::open(log).ok();
-    let mut pos = file
-        .as_ref()
-        .and_then(|f| f.metadata().ok())
-        .map_or(0, |m| m.len());
-    let mut out = std::io::stdout();
-    loop {
-        let len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-        if len < pos {
-            // Rotated: the old file became .1, this is a new one.
-            file = std::fs::File::open(log).ok();
-            pos = 0;
-        }
-        if let Some(f) = file.as_mut() {
-            f.seek(SeekFrom::Start(pos))?;
-            let mut buf = Vec::new();
-            pos += f.read_to_end(&mut buf)? as u64;
-            out.write_all(&buf)?;
-            out.flush()?;
-        } else {
-            file = std::fs::File::open(log).ok();
-        }
-        let exited = matches!(
-            store.load(name).map(|r| r.observed_status()),
-            Ok(Status::Exited { .. }) | Err(_)
-        );
-        if exited && std::fs::metadata(log).map(|m| m.len()).unwrap_or(0) <= pos {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Stop an instance: power button, then QMP quit, then SIGKILL.
@@ -221,7 +142,7 @@ pub struct StopArgs {
 }
 
 pub fn stop(args: StopArgs) -> Result<ExitCode> {
-    let record = control::stop(&store()?, &args.name, Duration::from_secs(args.time))?;
+    let record = instances::stop(&paths::store()?, &args.name, Duration::from_secs(args.time))?;
     println!("{} {}", record.name, status_text(&record.observed_status()));
     Ok(ExitCode::SUCCESS)
 }
@@ -233,7 +154,7 @@ pub struct KillArgs {
 }
 
 pub fn kill(args: KillArgs) -> Result<ExitCode> {
-    let record = control::kill(&store()?, &args.name)?;
+    let record = instances::kill(&paths::store()?, &args.name)?;
     println!("{} {}", record.name, status_text(&record.observed_status()));
     Ok(ExitCode::SUCCESS)
 }
@@ -248,48 +169,14 @@ pub struct RmArgs {
 }
 
 pub fn rm(args: RmArgs) -> Result<ExitCode> {
-    remove(&store()?, &args.name, args.force)?;
+    instances::remove(&paths::store()?, &args.name, args.force)?;
     println!("{}", args.name);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Removes an instance's directory, killing it first when `force`. A
-/// broken instance (record missing or corrupt) goes only with `force`:
-/// nothing tells whether its VM still runs.
-pub fn remove(store: &Store, name: &InstanceName, force: bool) -> Result<()> {
-    let record = match store.load(name) {
-        Err(StateError::Broken { .. }) if force => {
-            control::kill_unrecorded(store, name);
-            store.remove(name)?;
-            return Ok(());
-        }
-        loaded => loaded?,
-    };
-    if !matches!(record.observed_status(), Status::Exited { .. }) {
-        if !force {
-            bail!("instance {name} is running; `unibeam stop {name}` first, or `unibeam rm -f`");
-        }
-        control::kill(store, name)?;
-    }
-    // A monitor that is still winding down must not write into a removed dir.
-    if let Some(m) = store.load(name)?.monitor.filter(|m| m.alive()) {
-        // SAFETY: kill(2) on a pid verified to be this instance's monitor.
-        unsafe { libc::kill(m.pid as libc::pid_t, libc::SIGKILL) };
-    }
-    store.remove(name)?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail_lines(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(tail_lines(b"a\nb\nc\n", 5), b"a\nb\nc\n");
-        assert_eq!(tail_lines(b"a\nb\nc", 1), b"c");
-    }
 
     #[test]
     fn exited_status_shows_its_code() {

@@ -1,11 +1,12 @@
 //! `unibeam kernel build`: the specialised guest kernel.
 
-use crate::paths;
+use crate::progress::Console;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use unibeam_image::kbuild;
+use unibeam_lifecycle::{paths, Progress};
 
 pub const FAILURE_EXIT: u8 = 1;
 
@@ -50,13 +51,14 @@ fn build(jobs: Option<usize>) -> Result<ExitCode> {
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     let cache = paths::cache_dir()?;
-    let bar = paths::spinner("kernel");
+    let console = Console::default();
+    console.begin("kernel");
     // Without a terminal (CI logs) the spinner is hidden: print the steps,
     // and every 250th compiled file, as plain lines instead.
     let plain = !std::io::stderr().is_terminal();
     let compiled = std::cell::Cell::new(0usize);
     let result = kbuild::build(&cache, jobs, &|step| {
-        bar.set_message(step.to_string());
+        console.step(step);
         if plain {
             let compiling = step.starts_with("compiling");
             if compiling {
@@ -68,7 +70,7 @@ fn build(jobs: Option<usize>) -> Result<ExitCode> {
             }
         }
     });
-    bar.finish_and_clear();
+    console.end();
     let kernel = result.context("building the specialised kernel")?;
     let bytes = std::fs::metadata(&kernel.image)
         .with_context(|| format!("reading {}", kernel.image.display()))?

@@ -1,18 +1,15 @@
 //! unibeam: build Erlang/Elixir releases into microVM images and run them.
 
 mod build;
-mod detach;
 mod down;
 mod generate;
 mod inspect;
 mod instance;
 mod instances;
 mod kernel;
-mod paths;
+mod progress;
 mod run;
-mod scratch;
 mod start;
-mod timeline;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +67,12 @@ pub(crate) fn clap_one_line(e: &clap::Error) -> String {
     lines.join(" ").trim_start_matches("error: ").to_string()
 }
 
+/// `unibeam monitor NAME`: owns one detached instance until it exits.
+fn monitor(name: &unibeam_vmm::state::InstanceName) -> anyhow::Result<ExitCode> {
+    unibeam_lifecycle::instances::monitor(&unibeam_lifecycle::paths::store()?, name)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The error and each of its causes, one per line, as cloud-hypervisor
 /// prints them: what failed first, then why, down to the OS error.
 fn error_chain(e: &anyhow::Error) -> String {
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
         Verb::Rm(args) => (instances::rm(args), instances::FAILURE_EXIT),
         Verb::Start(args) => (start::start(args), start::FAILURE_EXIT),
         Verb::Generate(args) => (generate::generate(args), instances::FAILURE_EXIT),
-        Verb::Monitor { name } => (detach::monitor(&name), instances::FAILURE_EXIT),
+        Verb::Monitor { name } => (monitor(&name), instances::FAILURE_EXIT),
     };
     match result {
         Ok(code) => code,
@@ -121,7 +124,9 @@ mod tests {
     #[test]
     fn an_error_chain_prints_one_cause_per_line() {
         let os = std::io::Error::from_raw_os_error(13);
-        let e = anyhow::Error::new(os).context("/cache/layers/erts.cpio").context("writing a layer");
+        let e = anyhow::Error::new(os)
+            .context("/cache/layers/erts.cpio")
+            .context("writing a layer");
         assert_eq!(
             error_chain(&e),
             "unibeam: error: writing a layer\n  caused by: /cache/layers/erts.cpio\n  caused by: Permission denied (os error 13)\n"

@@ -7,24 +7,35 @@
 //! on SIGINT, SIGTERM and SIGHUP. A process killed with SIGKILL cannot, so
 //! the next command first removes those whose process is gone.
 
-use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
+use thiserror::Error;
 use unibeam_image::image::staging_name;
 use unibeam_image::input::UNPACKED_PREFIX;
 
 const PREFIX: &str = "unibeam-run-";
 
+#[derive(Debug, Error)]
+pub enum ScratchError {
+    #[error("creating a runtime directory in {}", .0.display())]
+    RuntimeDir(PathBuf, #[source] std::io::Error),
+    #[error("installing the interrupt handler")]
+    Signals(#[source] std::io::Error),
+}
+
 /// Creates this run's directory under the system's temporary directory,
 /// after sweeping those that dead runs left there.
-pub fn runtime_dir() -> Result<TempDir> {
+pub fn runtime_dir() -> Result<TempDir, ScratchError> {
     let base = std::env::temp_dir();
     sweep(&base, PREFIX, &|pid| !process_exists(pid));
     tempfile::Builder::new()
         .prefix(&format!("{PREFIX}{}-", std::process::id()))
         .tempdir_in(&base)
-        .with_context(|| format!("creating a runtime directory in {}", base.display()))
+        .map_err(|e| ScratchError::RuntimeDir(base, e))
 }
 
 /// Removes the unpacked tarballs of processes that are gone.
@@ -53,10 +64,11 @@ pub struct BuildGuard {
 /// [`BuildGuard::building`] names it, its staging dir to be removed on
 /// SIGINT, SIGTERM or SIGHUP; the process then exits as the signal would
 /// have ended it.
-pub fn guard_build(unpacked: &Path) -> Result<BuildGuard> {
+pub fn guard_build(unpacked: &Path) -> Result<BuildGuard, ScratchError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let guard = BuildGuard::default();
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .context("installing the interrupt handler")?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ScratchError::Signals)?;
     let (unpacked, staging) = (unpacked.to_path_buf(), guard.staging.clone());
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
@@ -111,10 +123,8 @@ fn owner_pid(name: &str, prefix: &str) -> Option<i32> {
 }
 
 fn process_exists(pid: i32) -> bool {
-    // Signal 0 only checks; EPERM means it exists under another user.
-    // SAFETY: kill(2) with signal 0 sends nothing and touches no memory.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    // No signal only checks; EPERM means it exists under another user.
+    kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH)
 }
 
 #[cfg(test)]

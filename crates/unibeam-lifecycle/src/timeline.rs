@@ -1,16 +1,20 @@
 //! `unibeam run --timings`: picks init's timestamped console lines out of
-//! the stream and prints the boot timeline once the applications started.
+//! the stream and reports the boot timeline once the applications started.
 
 use std::io::Write;
 use std::time::Instant;
+use unibeam_spec::milestone;
+
+/// The label the timeline shows once the applications started.
+const APPS_STARTED: &str = "applications started";
 
 /// The boot milestones init logs, with the label the timeline shows.
 const MILESTONES: &[(&str, &str)] = &[
-    ("unibeam-init: started", "kernel -> init"),
-    ("unibeam-init: modules loaded", "modules loaded"),
-    ("unibeam-init: network up", "network up"),
-    ("unibeam-init: BEAM exec'd", "BEAM exec'd"),
-    ("unibeam-init: applications started", "applications started"),
+    (milestone::INIT_STARTED, "kernel -> init"),
+    (milestone::MODULES_LOADED, "modules loaded"),
+    (milestone::NETWORK_UP, "network up"),
+    (milestone::BEAM_EXECED, "BEAM exec'd"),
+    (milestone::APPS_STARTED, APPS_STARTED),
 ];
 
 /// `[    2.389] unibeam-init: started ...` → (2.389, label)
@@ -42,21 +46,24 @@ pub fn render(steps: &[(f64, &str, f64)]) -> String {
     out
 }
 
-/// Passes the console through and collects the milestones.
+/// Passes the console through, collects the milestones, and hands the
+/// rendered timeline to `report` once the applications started.
 pub struct TimelineWriter<W: Write> {
     inner: W,
     started: Instant,
     pending: Vec<u8>,
     steps: Vec<(f64, &'static str, f64)>,
+    report: Box<dyn FnMut(&str) + Send>,
 }
 
 impl<W: Write> TimelineWriter<W> {
-    pub fn new(inner: W, started: Instant) -> Self {
+    pub fn new(inner: W, started: Instant, report: Box<dyn FnMut(&str) + Send>) -> Self {
         TimelineWriter {
             inner,
             started,
             pending: Vec::new(),
             steps: Vec::new(),
+            report,
         }
     }
 
@@ -64,8 +71,8 @@ impl<W: Write> TimelineWriter<W> {
         if let Some((stamp, label)) = milestone(line) {
             self.steps
                 .push((stamp, label, self.started.elapsed().as_secs_f64()));
-            if label == "applications started" {
-                eprint!("{}", render(&self.steps));
+            if label == APPS_STARTED {
+                (self.report)(&render(&self.steps));
             }
         }
     }
@@ -106,7 +113,7 @@ mod tests {
 
     #[test]
     fn writer_passes_through_and_collects() {
-        let mut w = TimelineWriter::new(Vec::new(), Instant::now());
+        let mut w = TimelineWriter::new(Vec::new(), Instant::now(), Box::new(|_| {}));
         w.write_all(b"[    2.000] unibeam-init: started (kernel -> init)\n[    2.5")
             .unwrap();
         w.write_all(b"00] unibeam-init: modules loaded (11)\nnoise\n")

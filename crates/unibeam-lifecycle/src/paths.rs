@@ -1,18 +1,32 @@
-//! Where unibeam keeps things on the host, and the progress display that
-//! long steps share.
+//! Where unibeam keeps things on the host: the cache, the state of
+//! instances and clusters, and the guest's PID 1 binary.
 
-use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use thiserror::Error;
+use unibeam_vmm::state::Store;
+
+#[derive(Debug, Error)]
+pub enum PathsError {
+    #[error("neither {0} nor HOME is set, so unibeam has nowhere to keep its files")]
+    NoHome(&'static str),
+    #[error("locating the unibeam binary")]
+    CurrentExe(#[source] std::io::Error),
+}
 
 /// `$XDG_CACHE_HOME/unibeam`, else `~/.cache/unibeam`.
-pub fn cache_dir() -> Result<PathBuf> {
+pub fn cache_dir() -> Result<PathBuf, PathsError> {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("unibeam"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?;
+    let home = std::env::var_os("HOME").ok_or(PathsError::NoHome("XDG_CACHE_HOME"))?;
     Ok(PathBuf::from(home).join(".cache/unibeam"))
+}
+
+/// The instances' store: `$XDG_STATE_HOME/unibeam/instances`, else
+/// `~/.local/state/unibeam/instances`.
+pub fn store() -> Result<Store, PathsError> {
+    let root = Store::default_root().ok_or(PathsError::NoHome("XDG_STATE_HOME"))?;
+    Ok(Store { root })
 }
 
 /// The guest PID 1: `$UNIBEAM_INIT`, else `unibeam-init` beside this binary,
@@ -20,11 +34,11 @@ pub fn cache_dir() -> Result<PathBuf> {
 /// build of Cargo.toml's `guest` profile (`target/guest/`, which `make
 /// build` makes) wins, unless the one beside is newer: then init's code
 /// changed since, and a stale init must not reach images.
-pub fn init_binary() -> Result<PathBuf> {
+pub fn init_binary() -> Result<PathBuf, PathsError> {
     if let Some(path) = std::env::var_os("UNIBEAM_INIT") {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe().context("locating the unibeam binary")?;
+    let exe = std::env::current_exe().map_err(PathsError::CurrentExe)?;
     let beside = exe.with_file_name("unibeam-init");
     let guest = exe
         .parent()
@@ -46,22 +60,10 @@ fn built_since(candidate: &Path, other: &Path) -> bool {
     }
 }
 
-/// A spinner on stderr; indicatif hides it when stderr is not a terminal.
-pub fn spinner(prefix: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
-            .expect("static template is valid"),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar.enable_steady_tick(Duration::from_millis(100));
-    bar
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     #[test]
     fn the_guest_build_wins_unless_older() {

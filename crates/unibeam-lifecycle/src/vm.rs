@@ -1,0 +1,249 @@
+//! One VM from an image (or a release, built first): its settings as
+//! values, the checks made before anything starts, the QEMU command
+//! prepared in a work directory, and a foreground boot.
+
+use crate::images::{self, BuildSettings, ImagesError};
+use crate::paths::{self, PathsError};
+use crate::progress::Progress;
+use crate::settings::{InstanceSettings, SettingsError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use unibeam_image::bootfiles::{self, BootFilesError};
+use unibeam_image::kpatch::APIC_BUS_KHZ_PARAM;
+use unibeam_image::manifest::{KernelInfo, ManifestError};
+use unibeam_image::{append_config_layer, ImageManifest, MANIFEST_FILE};
+use unibeam_spec::hostfs::{self, PathIo};
+use unibeam_spec::BootSpec;
+use unibeam_vmm::state::{Restart, INITRD_FILE, QMP_SOCKET};
+use unibeam_vmm::{
+    check_cpus, choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine,
+    Outcome, PortForward, QemuCommand, QemuError, RunError, APIC_BUS_KHZ,
+};
+
+#[derive(Debug, Error)]
+pub enum VmError {
+    #[error(
+        "-p {0}:{1}:{2}: IPv6 is not supported; publish on an IPv4 address such as 127.0.0.1 or 0.0.0.0"
+    )]
+    Ipv6Publish(std::net::IpAddr, u16, u16),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("{} is neither a unibeam image nor a release", .0.display())]
+    NotRunnable(PathBuf, #[source] ImagesError),
+    #[error(transparent)]
+    Images(#[from] ImagesError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    #[error(transparent)]
+    BootFiles(#[from] BootFilesError),
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    #[error(transparent)]
+    Accel(#[from] unibeam_vmm::accel::AccelError),
+    #[error(transparent)]
+    Io(#[from] PathIo),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Everything `run` needs to boot one VM, as values.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// An image directory, or a release (directory, tarball or project)
+    /// to build first.
+    pub target: PathBuf,
+    pub publish: Vec<PortForward>,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: AccelChoice,
+    pub machine: Machine,
+    /// Boot the bzImage as it is instead of the kernel's PVH ELF.
+    pub bzimage: bool,
+    /// Restart policy of a detached instance.
+    pub restart: Restart,
+    pub instance: InstanceSettings,
+    pub build: BuildSettings,
+}
+
+impl VmSpec {
+    /// `target` with the defaults of a plain `unibeam run TARGET`.
+    pub fn new(target: impl Into<PathBuf>) -> VmSpec {
+        VmSpec {
+            target: target.into(),
+            publish: Vec::new(),
+            memory_mib: 128,
+            cpus: 1,
+            accel: AccelChoice::Auto,
+            machine: Machine::Microvm,
+            bzimage: false,
+            restart: Restart::No,
+            instance: InstanceSettings::default(),
+            build: BuildSettings::default(),
+        }
+    }
+
+    /// Every value that can be wrong on its own, checked before anything
+    /// is built, claimed or started.
+    pub fn check(&self) -> Result<(), VmError> {
+        if let Some(p) = self.publish.iter().find(|p| p.host_ip.is_ipv6()) {
+            return Err(VmError::Ipv6Publish(p.host_ip, p.host_port, p.guest_port));
+        }
+        Ok(self.instance.check()?)
+    }
+
+    /// The fix for a guest that ran out of memory, with what its files
+    /// take: they live in RAM, and twice over while the kernel unpacks them.
+    pub fn more_memory_advice(&self, manifest: &ImageManifest) -> String {
+        format!(
+            "give it more with --memory (now {} MiB; the image's files take {:.1} MB of it)",
+            self.memory_mib,
+            manifest.initramfs.uncompressed_bytes as f64 / 1e6
+        )
+    }
+}
+
+/// A VM ready to boot: its QEMU command and the image it boots.
+pub struct Prepared {
+    pub cmd: QemuCommand,
+    pub manifest: ImageManifest,
+}
+
+/// An image dir as given, or a release built into `scratch` (layers come
+/// from the cache, so this is quick after the first build, and runs of
+/// different releases never share a half-replaced image).
+fn resolve_image(spec: &VmSpec, scratch: &Path, progress: &dyn Progress) -> Result<PathBuf, VmError> {
+    let target = &spec.target;
+    if target.join(MANIFEST_FILE).is_file() {
+        return Ok(target.to_path_buf());
+    }
+    let not_runnable = |e| VmError::NotRunnable(target.clone(), e);
+    let input = images::resolve(target, &spec.build).map_err(not_runnable)?;
+    images::release_of(&input.dir, &spec.build).map_err(not_runnable)?;
+    let output = scratch.join("image");
+    images::build_to(&input.dir, &output, &spec.build, progress)?;
+    Ok(output)
+}
+
+/// The image's layers, unpacked (cached), plus this instance's config
+/// layer, as one file: QEMU takes a single initrd.
+fn instance_initrd(mut layers: Vec<u8>, boot: &BootSpec, workdir: &Path) -> Result<PathBuf, VmError> {
+    append_config_layer(&mut layers, boot);
+    let initrd = workdir.join(INITRD_FILE);
+    std::fs::write(&initrd, layers).map_err(hostfs::at::<PathIo>(&initrd))?;
+    Ok(initrd)
+}
+
+/// The instance's boot spec: the image's, with `spec`'s settings applied
+/// and the BEAM's command line planned on the host.
+fn boot_spec(
+    spec: &VmSpec,
+    manifest: &ImageManifest,
+    default_hostname: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<BootSpec, VmError> {
+    let mut boot = manifest.boot.clone();
+    if let Some(name) = default_hostname {
+        boot.hostname = name.to_string();
+    }
+    spec.instance.apply(&mut boot, progress)?;
+    boot.instance.memory_mib = spec.memory_mib;
+    for warning in boot.plan_launch() {
+        progress.warn(&warning);
+    }
+    boot.modules.retain(|m| spec.machine.needs_module(m));
+    Ok(boot)
+}
+
+/// Builds the image if needed and prepares the VM in `workdir`: the
+/// instance's initrd, the QMP socket, the accelerator.
+pub fn prepare(
+    spec: &VmSpec,
+    workdir: &Path,
+    default_hostname: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<Prepared, VmError> {
+    let qemu = find_qemu()?;
+    let image_dir = resolve_image(spec, workdir, progress)?;
+    let manifest = ImageManifest::read(&image_dir)?;
+    check_cpus(spec.machine, spec.cpus, manifest.kernel.acpi)?;
+    let boot = boot_spec(spec, &manifest, default_hostname, progress)?;
+    let cache = paths::cache_dir()?;
+    let files = bootfiles::prepare(&image_dir, &manifest, &cache, !spec.bzimage)?;
+    let decision = choose_accel(spec.accel, &qemu, &files.kernel, &cache)?;
+    progress.note(&format!("accelerator {}: {}", decision.accel, decision.reason));
+    let cmd = QemuCommand {
+        binary: qemu,
+        accel: decision.accel,
+        machine: spec.machine,
+        memory_mib: spec.memory_mib,
+        cpus: spec.cpus,
+        kernel: files.kernel,
+        initrd: instance_initrd(files.layers, &boot, workdir)?,
+        kernel_args: kernel_args(spec.machine, decision.accel, &manifest.kernel),
+        forwards: spec.publish.clone(),
+        qmp_socket: workdir.join(QMP_SOCKET),
+        private_net: spec.instance.private_net(),
+        acpi: manifest.kernel.acpi,
+    };
+    Ok(Prepared { cmd, manifest })
+}
+
+/// The defaults, plus QEMU's APIC bus frequency for a kernel that reads it.
+fn kernel_args(machine: Machine, accel: Accel, kernel: &KernelInfo) -> Vec<String> {
+    let mut args = default_kernel_args(machine, accel);
+    if kernel.apic_bus_khz {
+        args.push(format!("{APIC_BUS_KHZ_PARAM}={APIC_BUS_KHZ}"));
+    }
+    args
+}
+
+/// Boots a prepared VM in the foreground, the console going to `console`,
+/// until it powers off; Ctrl-C presses its power button.
+pub fn boot_foreground(
+    spec: &VmSpec,
+    prepared: &Prepared,
+    console: impl Write + Send + 'static,
+) -> Result<Outcome, VmError> {
+    Ok(run_foreground(
+        &prepared.cmd,
+        console,
+        spec.instance.stop_grace(),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_kernel_that_reads_it_is_told_the_apic_bus_frequency() {
+        let mut kernel: KernelInfo = serde_json::from_str(
+            r#"{"origin": {"kind": "file", "path": "/k"}, "release": "6.1", "file": "vmlinuz", "bytes": 1}"#,
+        )
+        .unwrap();
+        let told = |k: &KernelInfo| {
+            kernel_args(Machine::Microvm, Accel::Tcg, k).contains(&"apic_bus_khz=1000000".to_string())
+        };
+        assert!(
+            !told(&kernel),
+            "images from before the field boot kernels without it"
+        );
+        kernel.apic_bus_khz = true;
+        assert!(told(&kernel));
+    }
+
+    #[test]
+    fn ipv6_publishing_is_refused_before_anything_starts() {
+        let mut spec = VmSpec::new("/nonexistent");
+        spec.publish = vec!["[::1]:8080:80".parse().unwrap_or(PortForward {
+            host_ip: "::1".parse().unwrap(),
+            host_port: 8080,
+            guest_port: 80,
+        })];
+        let err = spec.check().unwrap_err().to_string();
+        assert!(err.contains("IPv6 is not supported"), "{err}");
+    }
+}

@@ -1,0 +1,219 @@
+//! The boot spec: everything one instance's guest needs to know, from
+//! the image (the release) and from `run` (the instance's settings).
+
+use crate::beam::{BeamLaunch, ReleaseSpec};
+#[cfg(any(test, feature = "testing"))]
+use crate::beam::{CodeLoading, ConfigSource, Flavor};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// Everything PID 1 needs to bring the guest up and start the release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSpec {
+    pub hostname: String,
+    /// Kernel modules, as guest paths, in the order they must be loaded.
+    pub modules: Vec<String>,
+    pub network: NetworkSpec,
+    pub release: ReleaseSpec,
+    #[serde(default)]
+    pub instance: InstanceSpec,
+    /// What init execs, worked out by `run` on the host from the release
+    /// and the instance (see [`BootSpec::plan_launch`]).
+    #[serde(default)]
+    pub launch: Option<BeamLaunch>,
+}
+
+/// IPv4 set-up of one interface: static, or leased by DHCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub interface: String,
+    /// Ask a DHCP server; the static fields below are then unused.
+    #[serde(default)]
+    pub dhcp: bool,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub dns: Ipv4Addr,
+    /// A second NIC on a cluster's private segment.
+    #[serde(default)]
+    pub private: Option<PrivateNic>,
+}
+
+/// A NIC on a private L2 segment shared by a cluster's VMs. Init finds it
+/// by MAC: NIC names depend on probe order, which differs by machine type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateNic {
+    /// `52:54:00:xx:xx:xx`, lowercase.
+    pub mac: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// Membership of an Erlang cluster that unibeam meshes: the node connects
+/// to every peer at boot and keeps reconnecting, with no code in the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// Long node names of every member, this node included.
+    pub peers: Vec<String>,
+    /// `net_ticktime`, identical on every node of the cluster.
+    pub net_ticktime_s: u32,
+}
+
+impl NetworkSpec {
+    /// The addressing that QEMU's user-mode network (slirp) hands out.
+    pub fn qemu_user() -> Self {
+        NetworkSpec {
+            interface: "eth0".into(),
+            dhcp: false,
+            address: Ipv4Addr::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 0, 2, 2),
+            dns: Ipv4Addr::new(10, 0, 2, 3),
+            private: None,
+        }
+    }
+
+    pub fn netmask(&self) -> Ipv4Addr {
+        netmask(self.prefix_len)
+    }
+}
+
+pub fn netmask(prefix_len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0))
+}
+
+/// What init does when the BEAM exits on its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitPolicy {
+    /// Power off and hand the exit status to the host.
+    #[default]
+    Poweroff,
+    /// Start the BEAM again, in place.
+    Reboot,
+    /// Keep the VM up, for debugging.
+    Hang,
+}
+
+/// Per-instance settings the runner adds to the image's boot spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// Extra environment for the BEAM (`run -e K=V`).
+    pub env: Vec<(String, String)>,
+    /// Extra emulator flags, after the release's vm.args.
+    pub extra_vm_args: Vec<String>,
+    /// A sys.config-format term list that overrides the release's config.
+    pub sys_config_overrides: Option<String>,
+    /// `name` (short) or `name@host` (long when host has a dot).
+    pub node_name: Option<String>,
+    pub cookie: Option<String>,
+    /// Seconds the BEAM gets to stop before SIGKILL.
+    pub stop_timeout_s: u32,
+    pub on_exit: ExitPolicy,
+    /// Run the BEAM as root instead of an unprivileged user.
+    pub run_as_root: bool,
+    #[serde(default)]
+    pub cluster: Option<ClusterSpec>,
+    /// The guest's memory in MiB (`run --memory`); 0 when unknown. The
+    /// BEAM's process and port tables are sized to it.
+    #[serde(default)]
+    pub memory_mib: u32,
+}
+
+impl Default for InstanceSpec {
+    fn default() -> Self {
+        InstanceSpec {
+            env: Vec::new(),
+            extra_vm_args: Vec::new(),
+            sys_config_overrides: None,
+            node_name: None,
+            cookie: None,
+            stop_timeout_s: 30,
+            on_exit: ExitPolicy::Poweroff,
+            run_as_root: false,
+            cluster: None,
+            memory_mib: 0,
+        }
+    }
+}
+
+impl BootSpec {
+    /// examples/hello's spec, for tests here and in the crates that use it
+    /// (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn sample() -> BootSpec {
+        BootSpec {
+            hostname: "hello".into(),
+            modules: vec![
+                "/lib/modules/virtio.ko".into(),
+                "/lib/modules/virtio_net.ko".into(),
+            ],
+            network: NetworkSpec::qemu_user(),
+            release: ReleaseSpec {
+                root: "/release".into(),
+                name: "hello".into(),
+                version: "0.1.0".into(),
+                erts_version: "13.1.5".into(),
+                boot_script: "start".into(),
+                has_sys_config: true,
+                has_vm_args: true,
+                sys_config_source: ConfigSource::Plain,
+                vm_args_source: ConfigSource::Plain,
+                env_sh: false,
+                start_files: Vec::new(),
+                code_loading: CodeLoading::Embedded,
+                flavor: Flavor::Relx,
+            },
+            instance: InstanceSpec::default(),
+            launch: None,
+        }
+    }
+
+    /// Works out what init execs from the image's start files and the
+    /// instance's settings, and keeps it in the spec; returns what the
+    /// release asks for that was skipped or defaulted.
+    pub fn plan_launch(&mut self) -> Vec<String> {
+        let release = self.release.clone();
+        let launch = self.beam_launch(&|path: &str| release.start_file(path));
+        let warnings = launch.warnings.clone();
+        self.launch = Some(launch);
+        warnings
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("BootSpec always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+impl ClusterSpec {
+    /// `net_ticktime`, and a mesh keeper: one process per peer that connects
+    /// to it and, whenever the connection is down, tries again every 2 s. So a
+    /// node that restarts rejoins by itself, and the app needs no code for it.
+    /// The expression goes to init as one argv element, never through a shell.
+    pub(crate) fn beam_args(&self, me: Option<&str>) -> Vec<String> {
+        let peers: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|p| Some(p.as_str()) != me)
+            .map(|p| format!("'{}'", p.replace(['\\', '\''], "")))
+            .collect();
+        let keeper = format!(
+            "[spawn(fun() -> Keep = fun K(P) -> case lists:member(P, nodes()) of true -> ok; \
+             false -> net_kernel:connect_node(P) end, receive after 2000 -> K(P) end end, Keep(Peer) end) \
+             || Peer <- [{}]], ok",
+            peers.join(",")
+        );
+        vec![
+            "-kernel".into(),
+            "net_ticktime".into(),
+            self.net_ticktime_s.to_string(),
+            "-eval".into(),
+            keeper,
+        ]
+    }
+}
