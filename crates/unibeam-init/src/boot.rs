@@ -1,8 +1,21 @@
 //! The steps between the kernel handing over and the BEAM's exec.
 
+use crate::kmod::KmodError;
 use crate::log;
-use crate::platform::{Mount, Platform};
+use crate::net::NetError;
+use crate::platform::{Mount, Platform, PlatformError};
+use thiserror::Error;
 use unibeam_spec::BootSpec;
+
+#[derive(Debug, Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Mount(#[from] PlatformError),
+    #[error(transparent)]
+    Module(#[from] KmodError),
+    #[error(transparent)]
+    Network(#[from] NetError),
+}
 
 /// What init and the BEAM need mounted, in order.
 pub const MOUNTS: [Mount; 4] = [
@@ -33,7 +46,7 @@ pub const MOUNTS: [Mount; 4] = [
 ];
 
 /// Mounts, kernel modules, network, then a read-only root.
-pub fn bring_up(p: &mut impl Platform, spec: &BootSpec) -> Result<(), String> {
+pub fn bring_up(p: &mut impl Platform, spec: &BootSpec) -> Result<(), BootError> {
     for m in &MOUNTS {
         p.mount(m)?;
     }
@@ -45,7 +58,7 @@ pub fn bring_up(p: &mut impl Platform, spec: &BootSpec) -> Result<(), String> {
     log!("network up: {network}");
     // /etc is written by now; the BEAM writes only to /tmp.
     if let Err(e) = p.seal_rootfs() {
-        log!("warning: {e}");
+        log!("warning: {}", log::chain(&e));
     }
     Ok(())
 }
@@ -85,7 +98,11 @@ mod tests {
             fail_network: true,
             ..Recorder::default()
         };
-        assert_eq!(bring_up(&mut p, &spec()), Err("no eth0".into()));
+        let err = bring_up(&mut p, &spec()).unwrap_err();
+        assert!(
+            matches!(err, BootError::Network(NetError::NoInterface { .. })),
+            "{err}"
+        );
         assert_eq!(p.calls.last().unwrap(), "network eth0 hello");
     }
 }

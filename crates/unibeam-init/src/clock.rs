@@ -4,6 +4,15 @@
 use crate::log;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClockError {
+    #[error("/dev/rtc0")]
+    Open(#[source] std::io::Error),
+    #[error("RTC_RD_TIME")]
+    Read(#[source] std::io::Error),
+}
 
 /// 2020-01-01: any clock before this was never set.
 const PLAUSIBLE_EPOCH_SECS: u64 = 1_577_836_800;
@@ -37,12 +46,12 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn read_rtc() -> Result<i64, String> {
-    let rtc = std::fs::File::open("/dev/rtc0").map_err(|e| format!("/dev/rtc0: {e}"))?;
+fn read_rtc() -> Result<i64, ClockError> {
+    let rtc = std::fs::File::open("/dev/rtc0").map_err(ClockError::Open)?;
     let mut t = RtcTime::default();
     // SAFETY: RTC_RD_TIME fills exactly one struct rtc_time, which `t` is.
     if unsafe { libc::ioctl(rtc.as_raw_fd(), RTC_RD_TIME, &mut t as *mut RtcTime) } != 0 {
-        return Err(format!("RTC_RD_TIME: {}", std::io::Error::last_os_error()));
+        return Err(ClockError::Read(std::io::Error::last_os_error()));
     }
     let days = days_from_civil(i64::from(t.year) + 1900, i64::from(t.mon) + 1, i64::from(t.mday));
     Ok(days * 86_400 + i64::from(t.hour) * 3600 + i64::from(t.min) * 60 + i64::from(t.sec))
@@ -69,7 +78,7 @@ pub fn ensure_wall_clock() {
                 log!("clock set from the RTC");
             }
         }
-        Err(e) => log!("warning: clock not set: {e}"),
+        Err(e) => log!("warning: clock not set: {}", log::chain(&e)),
     }
 }
 

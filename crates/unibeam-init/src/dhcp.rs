@@ -3,9 +3,51 @@
 //! Our own rather than dhcproto: that crate brings a DNS library into PID 1,
 //! which ships in every image, for four fixed-layout messages.
 
+use std::fmt;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+/// Why no lease. Display and Error by hand, not thiserror: the fuzz
+/// target compiles this file in on its own.
+#[derive(Debug)]
+pub enum DhcpError {
+    /// A socket call failed; `what` names it.
+    Socket {
+        what: String,
+        source: io::Error,
+    },
+    NoAnswer,
+    Refused(Ipv4Addr),
+}
+
+impl fmt::Display for DhcpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DhcpError::Socket { what, .. } => write!(f, "dhcp: {what}"),
+            DhcpError::NoAnswer => write!(f, "dhcp: no answer from a DHCP server"),
+            DhcpError::Refused(address) => write!(f, "dhcp: server refused {address} (NAK)"),
+        }
+    }
+}
+
+impl std::error::Error for DhcpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DhcpError::Socket { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// For `map_err`: a failed socket call named `what`.
+fn failed(what: impl Into<String>) -> impl FnOnce(io::Error) -> DhcpError {
+    move |source| DhcpError::Socket {
+        what: what.into(),
+        source,
+    }
+}
 
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 const DISCOVER: u8 = 1;
@@ -101,10 +143,9 @@ pub(crate) fn parse_reply(data: &[u8], xid: u32) -> Option<(u8, Lease)> {
     ))
 }
 
-fn socket(interface: &str) -> Result<UdpSocket, String> {
-    let sock = UdpSocket::bind("0.0.0.0:68").map_err(|e| format!("dhcp: bind :68: {e}"))?;
-    sock.set_broadcast(true)
-        .map_err(|e| format!("dhcp: SO_BROADCAST: {e}"))?;
+fn socket(interface: &str) -> Result<UdpSocket, DhcpError> {
+    let sock = UdpSocket::bind("0.0.0.0:68").map_err(failed("bind :68"))?;
+    sock.set_broadcast(true).map_err(failed("SO_BROADCAST"))?;
     // SAFETY: setsockopt reads `interface.len()` bytes from a live buffer.
     let rc = unsafe {
         libc::setsockopt(
@@ -116,9 +157,8 @@ fn socket(interface: &str) -> Result<UdpSocket, String> {
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "dhcp: SO_BINDTODEVICE {interface}: {}",
-            std::io::Error::last_os_error()
+        return Err(failed(format!("SO_BINDTODEVICE {interface}"))(
+            io::Error::last_os_error(),
         ));
     }
     Ok(sock)
@@ -131,17 +171,16 @@ fn exchange(
     xid: u32,
     wanted: &[u8],
     deadline: Instant,
-) -> Result<(u8, Lease), String> {
+) -> Result<(u8, Lease), DhcpError> {
     let server = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
-        sock.send_to(request, server)
-            .map_err(|e| format!("dhcp: send: {e}"))?;
+        sock.send_to(request, server).map_err(failed("send"))?;
         let resend_at = Instant::now() + Duration::from_millis(700);
         while Instant::now() < resend_at.min(deadline) {
             let wait = resend_at.min(deadline).saturating_duration_since(Instant::now());
             sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-                .map_err(|e| e.to_string())?;
+                .map_err(failed("SO_RCVTIMEO"))?;
             let Ok((n, _)) = sock.recv_from(&mut buf) else {
                 break;
             };
@@ -152,18 +191,18 @@ fn exchange(
             }
         }
     }
-    Err("dhcp: no answer from a DHCP server".into())
+    Err(DhcpError::NoAnswer)
 }
 
 /// Runs DISCOVER/OFFER/REQUEST/ACK on `interface` (up, no address yet).
-pub fn lease(interface: &str, mac: [u8; 6], xid: u32, timeout: Duration) -> Result<Lease, String> {
+pub fn lease(interface: &str, mac: [u8; 6], xid: u32, timeout: Duration) -> Result<Lease, DhcpError> {
     let sock = socket(interface)?;
     let deadline = Instant::now() + timeout;
     let (_, offer) = exchange(&sock, &message(DISCOVER, xid, mac, None), xid, &[OFFER], deadline)?;
     let request = message(REQUEST, xid, mac, Some((offer.address, offer.server)));
     match exchange(&sock, &request, xid, &[ACK, NAK], deadline)? {
         (ACK, lease) => Ok(lease),
-        _ => Err(format!("dhcp: server refused {} (NAK)", offer.address)),
+        _ => Err(DhcpError::Refused(offer.address)),
     }
 }
 

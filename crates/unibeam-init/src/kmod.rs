@@ -4,11 +4,34 @@ use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
 use std::ffi::CString;
 use std::fs::File;
+use thiserror::Error;
 
-pub fn load(path: &str) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("{path}: {e}"))?;
+#[derive(Debug, Error)]
+pub enum KmodError {
+    #[error("{path}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: finit_module")]
+    Load {
+        path: String,
+        #[source]
+        source: Errno,
+    },
+}
+
+pub fn load(path: &str) -> Result<(), KmodError> {
+    let file = File::open(path).map_err(|source| KmodError::Open {
+        path: path.into(),
+        source,
+    })?;
     match finit_module(&file, &CString::default(), ModuleInitFlags::empty()) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(format!("{path}: finit_module: {e}")),
+        Err(source) => Err(KmodError::Load {
+            path: path.into(),
+            source,
+        }),
     }
 }

@@ -19,11 +19,24 @@ mod supervise;
 use platform::{Platform, Real};
 use power::Verdict;
 use std::time::Duration;
+use thiserror::Error;
 use unibeam_spec::{BootSpec, ExitPolicy, BOOT_SPEC_PATH};
 
-fn read_spec() -> Result<BootSpec, String> {
-    let text = std::fs::read_to_string(BOOT_SPEC_PATH).map_err(|e| format!("{BOOT_SPEC_PATH}: {e}"))?;
-    BootSpec::from_json(&text).map_err(|e| format!("{BOOT_SPEC_PATH}: {e}"))
+#[derive(Debug, Error)]
+enum InitError {
+    #[error("{BOOT_SPEC_PATH}")]
+    ReadSpec(#[source] std::io::Error),
+    #[error("{BOOT_SPEC_PATH}")]
+    ParseSpec(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Supervise(#[from] supervise::SuperviseError),
+}
+
+fn read_spec() -> Result<BootSpec, InitError> {
+    let text = std::fs::read_to_string(BOOT_SPEC_PATH).map_err(InitError::ReadSpec)?;
+    BootSpec::from_json(&text).map_err(|e| InitError::ParseSpec(e.into()))
 }
 
 /// Lets the unprivileged BEAM listen on ports below 1024, as root could.
@@ -35,7 +48,7 @@ fn allow_low_ports() {
 }
 
 /// Everything between the kernel handing over and the last BEAM exit.
-fn run(p: &mut impl Platform) -> Result<Verdict, String> {
+fn run(p: &mut impl Platform) -> Result<Verdict, InitError> {
     log!("started (kernel -> init)");
     let spec = read_spec()?;
     // Ctrl-Alt-Del then arrives as SIGINT instead of an instant reboot.
@@ -101,8 +114,9 @@ fn main() {
     }));
     let mut platform = Real;
     let verdict = run(&mut platform).unwrap_or_else(|e| {
-        log!("fatal: {e}");
-        Verdict::InitFailed(e)
+        let why = log::chain(&e);
+        log!("fatal: {why}");
+        Verdict::InitFailed(why)
     });
     platform.power_off(&verdict)
 }

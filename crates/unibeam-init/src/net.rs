@@ -8,39 +8,85 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use thiserror::Error;
 use unibeam_spec::{NetworkSpec, PrivateNic};
+
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// A socket call or ioctl failed; `what` names it.
+    #[error("{what}")]
+    Call {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interface name too long: {0}")]
+    NameTooLong(String),
+    #[error("{name}: no such interface after {limit:?}; is virtio-net attached?")]
+    NoInterface { name: String, limit: Duration },
+    #[error("/sys/class/net/{0}/address: no MAC address")]
+    NoMac(String),
+    #[error("{0:?} is not a MAC address")]
+    BadMac(String),
+    #[error("no NIC with MAC {mac} after {limit:?}; is the private network attached?")]
+    NoPrivateNic { mac: String, limit: Duration },
+    #[error("no second NIC for the user network")]
+    NoSecondNic,
+    #[error(transparent)]
+    Dhcp(#[from] crate::dhcp::DhcpError),
+    #[error("sethostname {name}")]
+    Hostname {
+        name: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("{path}")]
+    Write {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// For `map_err`: a failed call named `what`.
+fn failed(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
+    move |source| NetError::Call {
+        what: what.into(),
+        source,
+    }
+}
 
 struct Socket(OwnedFd);
 
 impl Socket {
-    fn new() -> Result<Socket, String> {
+    fn new() -> Result<Socket, NetError> {
         // SAFETY: plain socket(2) call; the returned fd is checked before use
         // and owned by OwnedFd from then on.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+            return Err(failed("socket")(std::io::Error::last_os_error()));
         }
         // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
         Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Issues an ioctl whose argument is a `T` that the kernel reads or fills.
-    fn ioctl<T>(&self, request: libc::c_ulong, arg: &mut T, what: &str) -> Result<(), String> {
+    fn ioctl<T>(&self, request: libc::c_ulong, arg: &mut T, what: &str) -> Result<(), NetError> {
         // SAFETY: every request used here takes a pointer to a struct of
         // exactly type T (ifreq or rtentry), which lives for the whole call.
         let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), request, arg as *mut T) };
         if rc < 0 {
-            return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+            return Err(failed(what)(std::io::Error::last_os_error()));
         }
         Ok(())
     }
 }
 
-fn ifreq(name: &str) -> Result<libc::ifreq, String> {
+fn ifreq(name: &str) -> Result<libc::ifreq, NetError> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= req.ifr_name.len() {
-        return Err(format!("interface name too long: {name}"));
+        return Err(NetError::NameTooLong(name.into()));
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
@@ -62,7 +108,7 @@ fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
 }
 
-fn set_up(sock: &Socket, name: &str) -> Result<(), String> {
+fn set_up(sock: &Socket, name: &str) -> Result<(), NetError> {
     let mut req = ifreq(name)?;
     sock.ioctl(libc::SIOCGIFFLAGS, &mut req, &format!("{name}: get flags"))?;
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
@@ -70,13 +116,13 @@ fn set_up(sock: &Socket, name: &str) -> Result<(), String> {
     sock.ioctl(libc::SIOCSIFFLAGS, &mut req, &format!("{name}: set up"))
 }
 
-fn set_addr(sock: &Socket, name: &str, request: libc::c_ulong, addr: Ipv4Addr) -> Result<(), String> {
+fn set_addr(sock: &Socket, name: &str, request: libc::c_ulong, addr: Ipv4Addr) -> Result<(), NetError> {
     let mut req = ifreq(name)?;
     req.ifr_ifru.ifru_addr = sockaddr(addr);
     sock.ioctl(request, &mut req, &format!("{name}: set {addr}"))
 }
 
-fn add_default_route(sock: &Socket, gateway: Ipv4Addr) -> Result<(), String> {
+fn add_default_route(sock: &Socket, gateway: Ipv4Addr) -> Result<(), NetError> {
     // SAFETY: rtentry is plain old data; all-zero is a valid value.
     let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
     route.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
@@ -105,10 +151,12 @@ fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-fn wait_for_interface(name: &str, limit: Duration) -> Result<(), String> {
+fn wait_for_interface(name: &str, limit: Duration) -> Result<(), NetError> {
     let path = Path::new("/sys/class/net").join(name);
-    poll(limit, || path.exists().then_some(()))
-        .ok_or_else(|| format!("{name}: no such interface after {limit:?}; is virtio-net attached?"))
+    poll(limit, || path.exists().then_some(())).ok_or_else(|| NetError::NoInterface {
+        name: name.into(),
+        limit,
+    })
 }
 
 /// The MAC address the kernel reports for `interface`.
@@ -126,9 +174,8 @@ struct Addressing {
     how: String,
 }
 
-fn lease(interface: &str) -> Result<Addressing, String> {
-    let mac =
-        mac_of(interface).ok_or_else(|| format!("/sys/class/net/{interface}/address: no MAC address"))?;
+fn lease(interface: &str) -> Result<Addressing, NetError> {
+    let mac = mac_of(interface).ok_or_else(|| NetError::NoMac(interface.into()))?;
     let xid = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ std::process::id();
     let lease = crate::dhcp::lease(interface, mac, xid, Duration::from_secs(10))?;
     Ok(Addressing {
@@ -142,7 +189,7 @@ fn lease(interface: &str) -> Result<Addressing, String> {
 
 /// Brings up `lo` and the NIC (static or DHCP), sets the hostname and
 /// writes the resolver files. Returns a one-line description.
-pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<String, String> {
+pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<String, NetError> {
     let sock = Socket::new()?;
     set_up(&sock, "lo")?;
     let mut private_line = String::new();
@@ -151,7 +198,7 @@ pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<String, String> {
         let name = configure_private(&sock, private)?;
         if name == main {
             // The private NIC probed first and took the main NIC's name.
-            main = other_interface(&name).ok_or("no second NIC for the user network")?;
+            main = other_interface(&name).ok_or(NetError::NoSecondNic)?;
         }
         private_line = format!(", {name} {}/{} (private)", private.address, private.prefix_len);
     }
@@ -184,7 +231,10 @@ pub fn configure(net: &NetworkSpec, hostname: &str) -> Result<String, String> {
     if let Some(gateway) = addressing.gateway {
         add_default_route(&sock, gateway)?;
     }
-    nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname {hostname}: {e}"))?;
+    nix::unistd::sethostname(hostname).map_err(|source| NetError::Hostname {
+        name: hostname.into(),
+        source,
+    })?;
     write_resolver_files(addressing.address, addressing.dns, hostname)?;
     Ok(format!(
         "{} {}/{} ({}){private_line}",
@@ -209,16 +259,19 @@ fn other_interface(not: &str) -> Option<String> {
     interfaces().into_iter().find(|n| n != not)
 }
 
-fn interface_with_mac(mac: &str, limit: Duration) -> Result<String, String> {
-    let wanted = crate::dhcp::parse_mac(mac).ok_or_else(|| format!("{mac:?} is not a MAC address"))?;
+fn interface_with_mac(mac: &str, limit: Duration) -> Result<String, NetError> {
+    let wanted = crate::dhcp::parse_mac(mac).ok_or_else(|| NetError::BadMac(mac.into()))?;
     poll(limit, || {
         interfaces().into_iter().find(|name| mac_of(name) == Some(wanted))
     })
-    .ok_or_else(|| format!("no NIC with MAC {mac} after {limit:?}; is the private network attached?"))
+    .ok_or_else(|| NetError::NoPrivateNic {
+        mac: mac.into(),
+        limit,
+    })
 }
 
 /// Gives the cluster NIC its static address; no route beyond its subnet.
-fn configure_private(sock: &Socket, private: &PrivateNic) -> Result<String, String> {
+fn configure_private(sock: &Socket, private: &PrivateNic) -> Result<String, NetError> {
     let name = interface_with_mac(&private.mac, Duration::from_secs(5))?;
     set_addr(sock, &name, libc::SIOCSIFADDR, private.address)?;
     set_addr(
@@ -233,11 +286,18 @@ fn configure_private(sock: &Socket, private: &PrivateNic) -> Result<String, Stri
 
 /// /etc/hosts and /etc/resolv.conf, so the BEAM's native resolver works
 /// without any helper daemon.
-fn write_resolver_files(address: Ipv4Addr, dns: Option<Ipv4Addr>, hostname: &str) -> Result<(), String> {
-    let hosts = format!("127.0.0.1\tlocalhost\n{address}\t{hostname}\n");
-    fs::write("/etc/hosts", hosts).map_err(|e| format!("/etc/hosts: {e}"))?;
-    let resolv = dns.map(|d| format!("nameserver {d}\n")).unwrap_or_default();
-    fs::write("/etc/resolv.conf", resolv).map_err(|e| format!("/etc/resolv.conf: {e}"))
+fn write_resolver_files(address: Ipv4Addr, dns: Option<Ipv4Addr>, hostname: &str) -> Result<(), NetError> {
+    let write = |path: &'static str, text: String| {
+        fs::write(path, text).map_err(|source| NetError::Write { path, source })
+    };
+    write(
+        "/etc/hosts",
+        format!("127.0.0.1\tlocalhost\n{address}\t{hostname}\n"),
+    )?;
+    write(
+        "/etc/resolv.conf",
+        dns.map(|d| format!("nameserver {d}\n")).unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -17,7 +17,48 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use thiserror::Error;
 use unibeam_spec::{BootSpec, FileContent, APPS_STARTED_MARKER, BEAM_UID, INIT_FAILURE_STATUS, RUN_DIR};
+
+#[derive(Debug, Error)]
+pub enum SuperviseError {
+    #[error("{what}")]
+    Signals {
+        what: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("chown {path}")]
+    Chown {
+        path: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("{path}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("boot.json has no launch plan: run the image with this unibeam's `run`")]
+    NoLaunchPlan,
+    #[error("pipe")]
+    Pipe(#[source] std::io::Error),
+    #[error("exec {program}")]
+    Exec {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// For `map_err`: an I/O error on the file at `path`.
+fn at(path: &str) -> impl FnOnce(std::io::Error) -> SuperviseError + '_ {
+    move |source| SuperviseError::File {
+        path: path.into(),
+        source,
+    }
+}
 
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;
@@ -41,34 +82,39 @@ fn handled_signals() -> SigSet {
 
 /// Blocks the handled signals and returns a descriptor that reports them.
 /// Must run before any child exists, so no SIGCHLD is missed.
-pub fn signal_fd() -> Result<SignalFd, String> {
+pub fn signal_fd() -> Result<SignalFd, SuperviseError> {
     let set = handled_signals();
-    set.thread_block().map_err(|e| format!("block signals: {e}"))?;
-    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("signalfd: {e}"))
+    let failed = |what| move |source| SuperviseError::Signals { what, source };
+    set.thread_block().map_err(failed("block signals"))?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(failed("signalfd"))
 }
 
 /// Writes what the launch needs (cookie, filtered vm.args, overrides, ...),
 /// owned by the user the BEAM runs as.
-fn prepare_files(spec: &BootSpec, launch: &unibeam_spec::BeamLaunch) -> Result<(), String> {
+fn prepare_files(spec: &BootSpec, launch: &unibeam_spec::BeamLaunch) -> Result<(), SuperviseError> {
     let owner = (!spec.instance.run_as_root).then_some(BEAM_UID);
     let chown = |path: &str| match owner {
-        Some(id) => nix::unistd::chown(path, Some(Uid::from_raw(id)), Some(Gid::from_raw(id)))
-            .map_err(|e| format!("chown {path}: {e}")),
+        Some(id) => {
+            nix::unistd::chown(path, Some(Uid::from_raw(id)), Some(Gid::from_raw(id))).map_err(|source| {
+                SuperviseError::Chown {
+                    path: path.into(),
+                    source,
+                }
+            })
+        }
         None => Ok(()),
     };
-    fs::create_dir_all(RUN_DIR).map_err(|e| format!("{RUN_DIR}: {e}"))?;
+    fs::create_dir_all(RUN_DIR).map_err(at(RUN_DIR))?;
     chown(RUN_DIR)?;
     for file in &launch.files {
         let data = match &file.content {
             FileContent::Text(text) => text.clone().into_bytes(),
-            FileContent::CopyOf(from) => fs::read(from).map_err(|e| format!("{from}: {e}"))?,
+            FileContent::CopyOf(from) => fs::read(from).map_err(at(from))?,
         };
         let _ = fs::remove_file(&file.path);
-        fs::write(&file.path, data).map_err(|e| format!("{}: {e}", file.path))?;
+        fs::write(&file.path, data).map_err(at(&file.path))?;
         let mode = if file.private { 0o400 } else { 0o644 };
-        fs::set_permissions(&file.path, fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("{}: {e}", file.path))?;
+        fs::set_permissions(&file.path, fs::Permissions::from_mode(mode)).map_err(at(&file.path))?;
         chown(&file.path)?;
     }
     Ok(())
@@ -89,19 +135,16 @@ fn forward_output(pipe: impl Read + Send + 'static) {
 }
 
 /// Starts erlexec the way the release's own start script would.
-pub fn spawn_beam(spec: &BootSpec) -> Result<Pid, String> {
+pub fn spawn_beam(spec: &BootSpec) -> Result<Pid, SuperviseError> {
     let rel = &spec.release;
     // `run` worked the command out on the host; init only carries it out.
-    let launch = spec
-        .launch
-        .as_ref()
-        .ok_or("boot.json has no launch plan: run the image with this unibeam's `run`")?;
+    let launch = spec.launch.as_ref().ok_or(SuperviseError::NoLaunchPlan)?;
     for warning in &launch.warnings {
         log!("warning: {warning}");
     }
     prepare_files(spec, launch)?;
-    let (reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let writer_err = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    let (reader, writer) = std::io::pipe().map_err(SuperviseError::Pipe)?;
+    let writer_err = writer.try_clone().map_err(SuperviseError::Pipe)?;
     let mut command = Command::new(&launch.program);
     command
         .args(&launch.args)
@@ -126,9 +169,10 @@ pub fn spawn_beam(spec: &BootSpec) -> Result<Pid, String> {
             Ok(())
         });
     }
-    let child = command
-        .spawn()
-        .map_err(|e| format!("exec {}: {e}", launch.program))?;
+    let child = command.spawn().map_err(|source| SuperviseError::Exec {
+        program: launch.program.clone(),
+        source,
+    })?;
     drop(command); // closes our copies of the pipe's write end
     forward_output(reader);
     Ok(Pid::from_raw(child.id() as i32))
