@@ -151,7 +151,7 @@ fn prepare_and_hand_over(
 /// The unibeam binary, which runs `unibeam monitor NAME`: this program,
 /// unless `$UNIBEAM_EXE` names it for a program that embeds this library
 /// without being unibeam (the library's tests do).
-fn unibeam_exe() -> Result<PathBuf, InstancesError> {
+pub(crate) fn unibeam_exe() -> Result<PathBuf, InstancesError> {
     match std::env::var_os("UNIBEAM_EXE") {
         Some(exe) => Ok(PathBuf::from(exe)),
         None => std::env::current_exe().map_err(InstancesError::CurrentExe),

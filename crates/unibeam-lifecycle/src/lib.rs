@@ -16,6 +16,7 @@ pub mod paths;
 pub mod progress;
 pub mod scratch;
 pub mod settings;
+pub mod systemd;
 pub mod timeline;
 pub mod up;
 pub mod vm;
