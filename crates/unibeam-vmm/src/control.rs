@@ -7,6 +7,8 @@ use crate::state::{
     write_atomic, InstanceName, InstanceRecord, StateError, Status, Store, QEMU_FILE, QMP_SOCKET,
     STOP_REQUESTED,
 };
+use nix::sys::signal::{kill as send_signal, Signal};
+use nix::unistd::Pid;
 use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 
@@ -17,8 +19,8 @@ fn forbid_restart(store: &Store, name: &InstanceName) -> Result<(), StateError> 
 
 fn kill_qemu(record: &InstanceRecord) {
     if let Some(q) = record.qemu.filter(|q| q.alive()) {
-        // SAFETY: kill(2) on a pid we just verified is still our QEMU.
-        unsafe { libc::kill(q.pid as libc::pid_t, libc::SIGKILL) };
+        // A pid we just verified is still our QEMU.
+        let _ = send_signal(Pid::from_raw(q.pid as i32), Signal::SIGKILL);
     }
 }
 
@@ -96,8 +98,8 @@ pub fn kill_unrecorded(store: &Store, name: &InstanceName) {
     }
     let identities: Vec<ProcessId> = victims.iter().filter_map(|&pid| ProcessId::of(pid)).collect();
     for id in &identities {
-        // SAFETY: kill(2) on a pid whose identity we just took from /proc.
-        unsafe { libc::kill(id.pid as libc::pid_t, libc::SIGKILL) };
+        // A pid whose identity we just took from /proc.
+        let _ = send_signal(Pid::from_raw(id.pid as i32), Signal::SIGKILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while identities.iter().any(ProcessId::alive) && Instant::now() < deadline {
@@ -140,8 +142,7 @@ mod tests {
     #[test]
     fn finds_parents_and_tells_monitors_by_their_command_line() {
         let me = std::process::id();
-        // SAFETY: getppid(2) has no preconditions.
-        let ppid = unsafe { libc::getppid() } as u32;
+        let ppid = nix::unistd::getppid().as_raw() as u32;
         assert_eq!(parent(me), Some(ppid));
         assert!(pids().any(|p| p == me));
         let web = InstanceName::parse("web").unwrap();

@@ -67,7 +67,7 @@ fn boot_once(store: &Store, record: &mut InstanceRecord, cmd: &QemuCommand) -> R
     let mut booted = match boot(cmd, open_log(store, &record.name)?) {
         Ok(b) => b,
         Err(e) => {
-            note(e.to_string())?;
+            note(crate::error_chain(&e))?;
             return Ok(125);
         }
     };
@@ -87,7 +87,7 @@ fn boot_once(store: &Store, record: &mut InstanceRecord, cmd: &QemuCommand) -> R
         Ok(Outcome::InitFailed(reason)) => note(format!("the guest's init failed: {reason}"))?,
         Ok(Outcome::NoStatus { detail }) => note(detail.clone())?,
         // QEMU's own failure, with its message: `logs` shows it.
-        Err(e) => note(e.to_string())?,
+        Err(e) => note(crate::error_chain(&e))?,
         Ok(Outcome::Exited(_)) => {}
     }
     Ok(code)

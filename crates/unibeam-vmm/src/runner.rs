@@ -284,15 +284,11 @@ pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<B
         // the guest gracefully instead of QEMU dying on SIGINT.
         .process_group(0);
     // SAFETY: runs between fork and exec and only calls prctl, which is
-    // async-signal-safe. If unibeam dies, QEMU must not live on unseen.
-    // (nix::sys::prctl::set_pdeathsig would make the call itself safe, once
-    // this crate depends on nix; pre_exec stays unsafe either way.)
+    // async-signal-safe and touches no memory of ours. If unibeam dies,
+    // QEMU must not live on unseen.
     unsafe {
         command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)
         });
     }
     let mut child = command.spawn().map_err(|source| RunError::Spawn {

@@ -209,24 +209,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
 
 /// rename(2) that fails with `AlreadyExists` instead of replacing `to`.
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let (from_c, to_c) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from_c.as_ptr(),
-            libc::AT_FDCWD,
-            to_c.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    use nix::fcntl::{renameat2, RenameFlags};
+    renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE).map_err(io::Error::from)
 }
 
 impl Store {
@@ -260,14 +244,16 @@ impl Store {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
                 // Filesystems without RENAME_NOREPLACE: mkdir claims the name.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match fs::create_dir(&dir) {
-                    Ok(()) => {
-                        let record_path = dir.join(RECORD_FILE);
-                        fs::rename(staging.join(RECORD_FILE), &record_path).map_err(io_err(&record_path))
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => {
+                    match fs::create_dir(&dir) {
+                        Ok(()) => {
+                            let record_path = dir.join(RECORD_FILE);
+                            fs::rename(staging.join(RECORD_FILE), &record_path).map_err(io_err(&record_path))
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
+                        Err(e) => Err(io_err(&dir)(e)),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
-                    Err(e) => Err(io_err(&dir)(e)),
-                },
+                }
                 Err(e) => Err(io_err(&dir)(e)),
             });
         let _ = fs::remove_dir_all(&staging);
