@@ -14,6 +14,8 @@ pub enum DownError {
     Remove(InstanceName, #[source] InstancesError),
     #[error("removing the cluster's state")]
     State(#[source] PathIo),
+    #[error(transparent)]
+    Config(#[from] unibeam_cluster::ConfigError),
 }
 
 /// Stops each member (power button, `grace` to power off, then killed),
@@ -47,6 +49,19 @@ pub fn down(
         std::fs::remove_dir_all(&dir).map_err(|e| DownError::State(hostfs::at::<PathIo>(&dir)(e)))?;
     }
     Ok(names.len())
+}
+
+/// [`down`] for the cluster of the file at `file`; returns the cluster's
+/// name and how many instances went.
+pub fn down_file(
+    store: &Store,
+    file: &std::path::Path,
+    grace: Duration,
+    progress: &dyn Progress,
+) -> Result<(String, usize), DownError> {
+    let compose = unibeam_cluster::load(file)?;
+    let removed = down(store, &compose.name, grace, progress)?;
+    Ok((compose.name, removed))
 }
 
 /// Kills and removes at once: for an `up` that failed half-way.

@@ -36,6 +36,8 @@ pub enum UpError {
     Io(#[from] PathIo),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(transparent)]
+    Config(#[from] unibeam_cluster::ConfigError),
     #[error("service {0}")]
     Build(String, #[source] ImagesError),
     #[error("{0}")]
@@ -58,6 +60,18 @@ pub enum UpError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// [`up`] for the cluster file at `file`.
+pub fn up_file(
+    store: &Store,
+    file: &Path,
+    build: &BuildSettings,
+    timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<Plan, UpError> {
+    let compose = unibeam_cluster::load(file)?;
+    up(store, &compose, build, timeout, progress)
 }
 
 /// Starts every member of `compose` and waits until each has started its

@@ -5,6 +5,7 @@
 use crate::images::{self, BuildSettings, ImagesError};
 use crate::paths::{self, PathsError};
 use crate::progress::Progress;
+use crate::scratch::{self, ScratchError};
 use crate::settings::{InstanceSettings, SettingsError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,8 @@ pub enum VmError {
     BootFiles(#[from] BootFilesError),
     #[error(transparent)]
     Paths(#[from] PathsError),
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
     #[error(transparent)]
     Accel(#[from] unibeam_vmm::accel::AccelError),
     #[error(transparent)]
@@ -200,18 +203,43 @@ fn kernel_args(machine: Machine, accel: Accel, kernel: &KernelInfo) -> Vec<Strin
     args
 }
 
-/// Boots a prepared VM in the foreground, the console going to `console`,
-/// until it powers off; Ctrl-C presses its power button.
-pub fn boot_foreground(
+/// How a foreground run ended, with the advice for a guest that ran out
+/// of memory.
+pub struct Finished {
+    pub outcome: Outcome,
+    pub more_memory_advice: String,
+}
+
+/// `run` in the foreground: builds the image if needed, prepares the VM
+/// in a scratch directory, and boots it with the console going to
+/// `console` until it powers off; Ctrl-C presses its power button. With
+/// `show_command` the QEMU command line is noted first.
+pub fn run_attached(
     spec: &VmSpec,
-    prepared: &Prepared,
-    console: impl Write + Send + 'static,
-) -> Result<Outcome, VmError> {
-    Ok(run_foreground(
-        &prepared.cmd,
-        console,
-        spec.instance.stop_grace(),
-    )?)
+    console: Box<dyn Write + Send>,
+    show_command: bool,
+    progress: &dyn Progress,
+) -> Result<Finished, VmError> {
+    spec.check()?;
+    // Before any slow build: without QEMU nothing else matters.
+    find_qemu()?;
+    let runtime = scratch::runtime_dir()?;
+    let prepared = prepare(spec, runtime.path(), None, progress)?;
+    if show_command {
+        progress.note(&prepared.cmd.display_line());
+    }
+    let manifest = &prepared.manifest;
+    progress.note(&format!(
+        "booting {} {} ({})",
+        manifest.release.name,
+        manifest.release.version,
+        manifest.size_summary()
+    ));
+    let outcome = run_foreground(&prepared.cmd, console, spec.instance.stop_grace())?;
+    Ok(Finished {
+        outcome,
+        more_memory_advice: spec.more_memory_advice(manifest),
+    })
 }
 
 #[cfg(test)]

@@ -26,9 +26,8 @@ pub struct DownArgs {
 }
 
 pub fn down(args: DownArgs) -> Result<ExitCode> {
-    let compose = unibeam_cluster::load(&args.file)?;
     let grace = Duration::from_secs(args.time);
-    let removed = down::down(&paths::store()?, &compose.name, grace, &Console::default())?;
-    println!("cluster {}: removed {removed} instances", compose.name);
+    let (cluster, removed) = down::down_file(&paths::store()?, &args.file, grace, &Console::default())?;
+    println!("cluster {cluster}: removed {removed} instances");
     Ok(ExitCode::SUCCESS)
 }

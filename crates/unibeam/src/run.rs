@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use unibeam_lifecycle::timeline::TimelineWriter;
 use unibeam_lifecycle::vm::{self, VmSpec};
-use unibeam_lifecycle::{instances, paths, scratch, Progress};
-use unibeam_vmm::{find_qemu, Accel, AccelChoice, Machine, Outcome, PortForward};
+use unibeam_lifecycle::{instances, paths, Progress};
+use unibeam_vmm::{Accel, AccelChoice, Machine, Outcome, PortForward};
 
 /// Exit code for failures of unibeam itself, as `docker run` uses 125.
 pub const FAILURE_EXIT: u8 = 125;
@@ -115,47 +115,30 @@ impl RunArgs {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let spec = args.spec();
-    // Before anything is built, claimed or started.
-    spec.check()?;
-    let console = Console::default();
+    let progress = Console::default();
     if args.detach {
-        println!("{}", instances::create(&paths::store()?, &spec, &console)?);
+        println!("{}", instances::create(&paths::store()?, &spec, &progress)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let started = std::time::Instant::now();
-    // Before any slow build: without QEMU nothing else matters.
-    find_qemu()?;
-    let runtime = scratch::runtime_dir()?;
-    let prepared = vm::prepare(&spec, runtime.path(), None, &console)?;
-    if args.verbose {
-        console.note(&prepared.cmd.display_line());
-    }
-    let manifest = &prepared.manifest;
-    console.note(&format!(
-        "booting {} {} ({})",
-        manifest.release.name,
-        manifest.release.version,
-        manifest.size_summary()
-    ));
-    let outcome = if args.timings {
-        let timeline = TimelineWriter::new(std::io::stdout(), started, Box::new(|t| eprint!("{t}")));
-        vm::boot_foreground(&spec, &prepared, timeline)?
+    let console: Box<dyn std::io::Write + Send> = if args.timings {
+        let started = std::time::Instant::now();
+        Box::new(TimelineWriter::new(
+            std::io::stdout(),
+            started,
+            Box::new(|t| eprint!("{t}")),
+        ))
     } else {
-        vm::boot_foreground(&spec, &prepared, std::io::stdout())?
+        Box::new(std::io::stdout())
     };
-    match outcome {
+    let finished = vm::run_attached(&spec, console, args.verbose, &progress)?;
+    let advice = finished.more_memory_advice;
+    match finished.outcome {
         Outcome::Exited(status) => Ok(ExitCode::from(status)),
         Outcome::KernelPanic(line) => bail!("guest kernel panic: {line}"),
         Outcome::NoStatus { detail } => bail!("{detail}"),
-        Outcome::OutOfMemory(line) => bail!(
-            "the guest ran out of memory ({line}); {}",
-            spec.more_memory_advice(manifest)
-        ),
+        Outcome::OutOfMemory(line) => bail!("the guest ran out of memory ({line}); {advice}"),
         Outcome::OomKilled { status } => {
-            console.note(&format!(
-                "the guest's OOM killer ended the BEAM; {}",
-                spec.more_memory_advice(manifest)
-            ));
+            progress.note(&format!("the guest's OOM killer ended the BEAM; {advice}"));
             Ok(ExitCode::from(status))
         }
         Outcome::InitFailed(reason) => bail!("the guest's init failed: {reason}"),

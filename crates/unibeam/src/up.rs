@@ -42,13 +42,12 @@ pub struct UpArgs {
 }
 
 pub fn up(args: UpArgs) -> Result<ExitCode> {
-    let compose = unibeam_cluster::load(&args.file)?;
     let build = BuildSettings {
         kernel: args.kernel.unwrap_or(KernelChoice::Auto),
         ..BuildSettings::default()
     };
     let timeout = Duration::from_secs(args.timeout);
-    let plan = up::up(&paths::store()?, &compose, &build, timeout, &Console::default())?;
+    let plan = up::up_file(&paths::store()?, &args.file, &build, timeout, &Console::default())?;
     println!("cluster {} is up: {} instances", plan.name, plan.members.len());
     Ok(ExitCode::SUCCESS)
 }
