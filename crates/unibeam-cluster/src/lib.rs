@@ -2,6 +2,8 @@
 //! and checking it, laying out replicas on a private network, and the
 //! per-cluster secrets kept on the host.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod plan;
 pub mod secret;

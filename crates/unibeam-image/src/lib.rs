@@ -1,6 +1,9 @@
 //! Turns an Erlang/Elixir release into a bootable microVM image: a kernel,
 //! a layered initramfs and an `image.json` manifest.
 
+// Only a test's allocator counts allocations with unsafe code.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+
 pub mod beam;
 pub mod bootfiles;
 pub mod content;

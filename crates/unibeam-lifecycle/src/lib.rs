@@ -7,6 +7,10 @@
 //!
 //! Long steps report through [`Progress`]; nothing here prints.
 
+// Errors keep their whole chain by value. They are returned once per
+// command or API call, never in a loop, so their size costs nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod clusters;
 pub mod down;
 pub mod images;

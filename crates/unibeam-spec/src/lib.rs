@@ -5,6 +5,8 @@
 //! back at boot. Secrets such as the cookie travel only this way, never on
 //! the kernel command line.
 
+#![forbid(unsafe_code)]
+
 mod beam;
 mod bootspec;
 mod envsh;

@@ -1,5 +1,7 @@
 //! unibeam: build Erlang/Elixir releases into microVM images and run them.
 
+#![forbid(unsafe_code)]
+
 mod build;
 mod down;
 mod generate;
