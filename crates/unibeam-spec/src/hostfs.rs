@@ -39,31 +39,25 @@ pub fn at<E: From<PathIo>>(path: &Path) -> impl FnOnce(io::Error) -> E + '_ {
 /// flushed to disk and renamed over it. Racing writers each use their own
 /// temporary file, so the last rename wins whole.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), PathIo> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".unibeam-write-")
-        .tempfile_in(dir)
-        .map_err(at(path))?;
-    tmp.write_all(data).map_err(at(path))?;
-    tmp.as_file().sync_all().map_err(at(path))?;
-    tmp.persist(path).map_err(|e| e.error).map_err(at(path))?;
-    Ok(())
+    write_via_temporary(path, data, tempfile::Builder::new())
 }
 
 /// [`write_atomic`], with the file's mode set before it appears: secrets
 /// are never readable by others, not even for a moment.
 pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), PathIo> {
     use std::os::unix::fs::PermissionsExt;
+    let mut builder = tempfile::Builder::new();
+    builder.permissions(fs::Permissions::from_mode(mode));
+    write_via_temporary(path, data, builder)
+}
+
+fn write_via_temporary(path: &Path, data: &[u8], mut builder: tempfile::Builder) -> Result<(), PathIo> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
+    let mut tmp = builder
         .prefix(".unibeam-write-")
-        .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(at(path))?;
     tmp.write_all(data).map_err(at(path))?;
