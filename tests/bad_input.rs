@@ -2,19 +2,13 @@
 
 use unibeam_e2e::*;
 
-fn one_line(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr).trim().to_string();
-    assert_eq!(text.lines().count(), 1, "expected a one-line error, got:\n{text}");
-    text
-}
-
 #[test]
 fn build_on_a_missing_directory() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-release");
     let out = unibeam_output(&["build", missing.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
-    let line = one_line(&out.stderr);
+    let line = one_line(&out);
     assert!(
         line.contains(missing.to_str().unwrap()) && line.contains("no such file or directory"),
         "{line}"
@@ -27,7 +21,7 @@ fn build_on_a_directory_that_is_not_a_release() {
     std::fs::write(dir.path().join("README"), "not a release").unwrap();
     let out = unibeam_output(&["build", dir.path().to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
-    let line = one_line(&out.stderr);
+    let line = one_line(&out);
     assert!(
         line.contains(dir.path().to_str().unwrap()) && line.contains("not an Erlang release"),
         "{line}"
@@ -42,7 +36,7 @@ fn run_without_qemu_installed() {
         &[("PATH", empty_path.path().to_str().unwrap())],
     );
     assert_eq!(out.status.code(), Some(125));
-    let line = one_line(&out.stderr);
+    let line = one_line(&out);
     assert!(
         line.contains("qemu-system-x86_64 not found") && line.contains("apt-get install"),
         "{line}"
@@ -62,7 +56,7 @@ fn run_on_something_that_is_neither_image_nor_release() {
     let dir = tempfile::tempdir().unwrap();
     let out = unibeam_output(&["run", dir.path().to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(125));
-    let line = one_line(&out.stderr);
+    let line = one_line(&out);
     assert!(line.contains("neither a unibeam image nor a release"), "{line}");
 }
 
@@ -93,7 +87,7 @@ fn build_fails_with(
     args.extend(flags);
     let o = unibeam_output(&args, env);
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
-    let line = one_line(&o.stderr);
+    let line = one_line(&o);
     assert!(
         line.contains(culprit) && line.contains(problem),
         "expected {culprit:?} and {problem:?} in: {line}"
@@ -147,7 +141,7 @@ fn unreadable_file() {
         .output()
         .expect("setpriv runs");
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
-    let line = one_line(&o.stderr);
+    let line = one_line(&o);
     assert!(
         line.contains(secret.to_str().unwrap()) && line.contains("cannot read"),
         "{line}"
@@ -211,10 +205,10 @@ fn run_with_bad_instance_settings() {
     let release = release.to_str().unwrap();
     let out = unibeam_output(&["run", release, "--hostname", "bad host"], &[]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(one_line(&out.stderr).contains("--hostname \"bad host\""));
+    assert!(one_line(&out).contains("--hostname \"bad host\""));
     let out = unibeam_output(&["run", release, "--cookie-file", "/nonexistent/cookie"], &[]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(one_line(&out.stderr).contains("--cookie-file /nonexistent/cookie"));
+    assert!(one_line(&out).contains("--cookie-file /nonexistent/cookie"));
     let out = unibeam_output(&["run", release, "-e", "NOVALUE"], &[]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"NOVALUE\" is not KEY=VALUE"));
@@ -278,14 +272,14 @@ fn a_bad_unibeam_toml_names_line_column_and_what_was_expected() {
     for verb in ["up", "down"] {
         let out = unibeam_output(&[verb, "-f", file.to_str().unwrap()], &[]);
         assert_eq!(out.status.code(), Some(1));
-        let line = one_line(&out.stderr);
+        let line = one_line(&out);
         assert!(line.contains(&format!("{}:3:12: ", file.display())), "{line}");
         assert!(line.contains("expected"), "{line}");
     }
     let missing = dir.path().join("nope.toml");
     let out = unibeam_output(&["up", "-f", missing.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(one_line(&out.stderr).contains(missing.to_str().unwrap()));
+    assert!(one_line(&out).contains(missing.to_str().unwrap()));
 }
 
 /// Too little `--memory` for the image is named as such, with the fix,
