@@ -5,7 +5,7 @@ use crate::log;
 use crate::net::NetError;
 use crate::platform::{Mount, Platform, PlatformError};
 use thiserror::Error;
-use unibeam_spec::BootSpec;
+use unibeam_spec::{milestone, BootSpec};
 
 #[derive(Debug, Error)]
 pub enum BootError {
@@ -53,9 +53,9 @@ pub fn bring_up(p: &mut impl Platform, spec: &BootSpec) -> Result<(), BootError>
     for module in &spec.modules {
         p.load_module(module)?;
     }
-    log!("modules loaded ({})", spec.modules.len());
+    crate::log::milestone(milestone::MODULES_LOADED, &format!(" ({})", spec.modules.len()));
     let network = p.configure_network(&spec.network, &spec.hostname)?;
-    log!("network up: {network}");
+    crate::log::milestone(milestone::NETWORK_UP, &format!(": {network}"));
     // /etc is written by now; the BEAM writes only to /tmp.
     if let Err(e) = p.seal_rootfs() {
         log!("warning: {}", log::chain(&e));

@@ -15,6 +15,12 @@ pub fn line(msg: &str) {
     eprintln!("[{:>9.3}] unibeam-init: {msg}", uptime());
 }
 
+/// Writes a boot milestone (`unibeam_spec::milestone`, whose text the
+/// host looks for) followed by `detail`.
+pub fn milestone(milestone: &str, detail: &str) {
+    eprintln!("[{:>9.3}] {milestone}{detail}", uptime());
+}
+
 /// An error and its causes on one line, `a: b: c`: init has only the
 /// console line and the verdict to say why something failed.
 pub fn chain(e: &dyn std::error::Error) -> String {

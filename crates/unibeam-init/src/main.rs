@@ -49,7 +49,7 @@ fn allow_low_ports() {
 
 /// Everything between the kernel handing over and the last BEAM exit.
 fn run(p: &mut impl Platform) -> Result<Verdict, InitError> {
-    log!("started (kernel -> init)");
+    log::milestone(unibeam_spec::milestone::INIT_STARTED, " (kernel -> init)");
     let spec = read_spec()?;
     // Ctrl-Alt-Del then arrives as SIGINT instead of an instant reboot.
     let _ = nix::sys::reboot::set_cad_enabled(false);
@@ -69,11 +69,8 @@ fn run(p: &mut impl Platform) -> Result<Verdict, InitError> {
     let timeout = Duration::from_secs(u64::from(spec.instance.stop_timeout_s));
     loop {
         let beam = supervise::spawn_beam(&spec)?;
-        log!(
-            "BEAM exec'd: {} {} (pid {beam})",
-            spec.release.name,
-            spec.release.version
-        );
+        let what = format!(": {} {} (pid {beam})", spec.release.name, spec.release.version);
+        log::milestone(unibeam_spec::milestone::BEAM_EXECED, &what);
         let exit = supervise::supervise(p, beam, &mut events, timeout);
         let verdict = if exit.oom_killed {
             log!("BEAM killed by the kernel's OOM killer (status {})", exit.status);

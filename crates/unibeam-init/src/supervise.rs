@@ -126,7 +126,7 @@ fn forward_output(pipe: impl Read + Send + 'static) {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             if line.trim() == APPS_STARTED_MARKER {
-                log!("applications started");
+                crate::log::milestone(unibeam_spec::milestone::APPS_STARTED, "");
             } else {
                 eprintln!("{line}");
             }
