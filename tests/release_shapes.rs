@@ -25,12 +25,10 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The build failed with exactly one line, which it returns.
+/// The build failed with one error (and its causes), which it returns.
 fn one_line_failure(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
-    let text = stderr(out).trim().to_string();
-    assert_eq!(text.lines().count(), 1, "expected a one-line error, got:\n{text}");
-    text
+    unibeam_e2e::one_line(out)
 }
 
 /// The build succeeded; its `warning: ` lines.

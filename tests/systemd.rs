@@ -201,9 +201,8 @@ fn generate_names_what_it_cannot_find() {
         (&["start", "nope"][..], "\"nope\""),
     ] {
         let out = state.unibeam(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(culprit), "{args:?}: {stderr}");
+        let error = unibeam_e2e::one_line(&out);
+        assert!(error.contains(culprit), "{args:?}: {error}");
     }
 }
