@@ -7,19 +7,25 @@ use crate::progress::Progress;
 use crate::vm::{self, VmError, VmSpec};
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use unibeam_spec::hostfs::{self, PathIo};
+use unibeam_spec::DIST_PORT;
 use unibeam_vmm::control;
 use unibeam_vmm::monitor::now_secs;
 use unibeam_vmm::runner::check_ports;
 use unibeam_vmm::state::{
-    InstanceName, InstanceRecord, ProcessId, StateError, Status, Store, QEMU_FILE, STOP_REQUESTED,
+    DistEndpoint, InstanceName, InstanceRecord, ProcessId, StateError, Status, Store, QEMU_FILE,
+    STOP_REQUESTED,
 };
-use unibeam_vmm::{QemuCommand, RunError};
+use unibeam_vmm::{PortForward, QemuCommand, RunError};
+
+/// The instance's own cookie, when it has no other.
+pub const COOKIE_FILE: &str = "cookie";
 
 /// How long `create` and `start` wait for the monitor to start QEMU.
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -50,6 +56,10 @@ pub enum InstancesError {
     CurrentExe(#[source] std::io::Error),
     #[error("starting the instance monitor")]
     SpawnMonitor(#[source] std::io::Error),
+    #[error("finding a free port on 127.0.0.1 for the node's distribution")]
+    NoFreePort(#[source] std::io::Error),
+    #[error(transparent)]
+    Cookie(#[from] unibeam_cluster::secret::SecretError),
 }
 
 /// A default instance name: the target's file name plus 4 random hex digits.
@@ -95,6 +105,7 @@ fn new_record(spec: &VmSpec, name: InstanceName) -> Result<InstanceRecord, Insta
         qemu: None,
         monitor: ProcessId::of(std::process::id()),
         cluster: spec.instance.membership.as_ref().map(|m| m.cluster.clone()),
+        dist: None,
     })
 }
 
@@ -137,7 +148,20 @@ fn prepare_and_hand_over(
     progress: &dyn Progress,
 ) -> Result<InstanceName, InstancesError> {
     check_ports(&spec.publish)?;
-    let prepared = vm::prepare(spec, dir, Some(record.name.as_str()), progress)?;
+    let (spec, dist_port) = with_distribution(spec, dir)?;
+    let prepared = vm::prepare(&spec, dir, Some(record.name.as_str()), progress)?;
+    record.dist = dist_port
+        .zip(prepared.node.clone())
+        .map(|(port, node)| DistEndpoint {
+            node,
+            port,
+            cookie_file: spec
+                .instance
+                .cookie_file
+                .as_deref()
+                .map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf()))
+                .unwrap_or_default(),
+        });
     let release = &prepared.manifest.release;
     record.release = format!("{} {}", release.name, release.version);
     record.accel = prepared.cmd.accel.to_string();
@@ -156,6 +180,36 @@ pub(crate) fn unibeam_exe() -> Result<PathBuf, InstancesError> {
         Some(exe) => Ok(PathBuf::from(exe)),
         None => std::env::current_exe().map_err(InstancesError::CurrentExe),
     }
+}
+
+/// `spec` with the node reachable from the host, unless `--no-dist`: the
+/// guest's distribution port forwarded from a free port on 127.0.0.1 (never
+/// another address), and a cookie: the user's `--cookie-file`, a cluster's,
+/// or else a random one of the instance's own, 0600 in its directory.
+fn with_distribution(spec: &VmSpec, dir: &Path) -> Result<(VmSpec, Option<u16>), InstancesError> {
+    let mut spec = spec.clone();
+    if !spec.dist {
+        return Ok((spec, None));
+    }
+    if spec.instance.cookie_file.is_none() {
+        let cookie = unibeam_cluster::secret::ensure_cookie(&dir.join(COOKIE_FILE))?;
+        spec.instance.cookie_file = Some(cookie);
+    }
+    let port = free_loopback_port()?;
+    spec.publish.push(PortForward {
+        host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        host_port: port,
+        guest_port: DIST_PORT,
+    });
+    Ok((spec, Some(port)))
+}
+
+/// A port nothing listens on now, on 127.0.0.1. QEMU binds it moments
+/// later; a port taken in between fails the start with QEMU's message.
+fn free_loopback_port() -> Result<u16, InstancesError> {
+    let listener =
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(InstancesError::NoFreePort)?;
+    Ok(listener.local_addr().map_err(InstancesError::NoFreePort)?.port())
 }
 
 /// `unibeam monitor NAME`, detached from our session.

@@ -18,6 +18,7 @@ pub mod instances;
 pub mod logs;
 pub mod paths;
 pub mod progress;
+pub mod remote;
 pub mod scratch;
 pub mod settings;
 pub mod systemd;

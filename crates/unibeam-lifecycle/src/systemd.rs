@@ -293,6 +293,7 @@ mod tests {
             qemu: None,
             monitor: None,
             cluster: None,
+            dist: None,
         }
     }
 

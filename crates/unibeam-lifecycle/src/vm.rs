@@ -67,6 +67,9 @@ pub struct VmSpec {
     pub bzimage: bool,
     /// Restart policy of a detached instance.
     pub restart: Restart,
+    /// Make the node reachable from the host over Erlang distribution
+    /// (`remsh`, `rpc`, `top`); off with `--no-dist`.
+    pub dist: bool,
     pub instance: InstanceSettings,
     pub build: BuildSettings,
 }
@@ -83,6 +86,7 @@ impl VmSpec {
             machine: Machine::Microvm,
             bzimage: false,
             restart: Restart::No,
+            dist: true,
             instance: InstanceSettings::default(),
             build: BuildSettings::default(),
         }
@@ -112,6 +116,8 @@ impl VmSpec {
 pub struct Prepared {
     pub cmd: QemuCommand,
     pub manifest: ImageManifest,
+    /// The node's full name (`name@host`), if it is distributed.
+    pub node: Option<String>,
 }
 
 /// An image dir as given, or a release built into `scratch` (layers come
@@ -153,11 +159,48 @@ fn boot_spec(
     }
     spec.instance.apply(&mut boot, progress)?;
     boot.instance.memory_mib = spec.memory_mib;
-    for warning in boot.plan_launch() {
+    let mut warnings = boot.plan_launch();
+    if spec.dist && planned_node(&boot).is_none() {
+        // A release that names no node gets one, so the host can reach it.
+        boot.instance.node_name = Some(default_node_name(&boot.release.name));
+        warnings = boot.plan_launch();
+    }
+    for warning in warnings {
         progress.warn(&warning);
     }
     boot.modules.retain(|m| spec.machine.needs_module(m));
     Ok(boot)
+}
+
+/// The node's full name as the guest will know it: a short name takes
+/// the guest's hostname (up to its first dot).
+pub fn planned_node(boot: &BootSpec) -> Option<String> {
+    let node = boot.launch.as_ref()?.node.clone()?;
+    if node.contains('@') {
+        return Some(node);
+    }
+    let host = boot.hostname.split('.').next().unwrap_or(&boot.hostname);
+    Some(format!("{node}@{host}"))
+}
+
+/// A short node name from the release's name: letters, digits, '_' and
+/// '-' only.
+fn default_node_name(release: &str) -> String {
+    let name: String = release
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "node".into()
+    } else {
+        name
+    }
 }
 
 /// Builds the image if needed and prepares the VM in `workdir`: the
@@ -173,6 +216,7 @@ pub fn prepare(
     let manifest = ImageManifest::read(&image_dir)?;
     check_cpus(spec.machine, spec.cpus, manifest.kernel.acpi)?;
     let boot = boot_spec(spec, &manifest, default_hostname, progress)?;
+    let node = spec.dist.then(|| planned_node(&boot)).flatten();
     let cache = paths::cache_dir()?;
     let files = bootfiles::prepare(&image_dir, &manifest, &cache, !spec.bzimage)?;
     let decision = choose_accel(spec.accel, &qemu, &files.kernel, &cache)?;
@@ -191,7 +235,7 @@ pub fn prepare(
         private_net: spec.instance.private_net(),
         acpi: manifest.kernel.acpi,
     };
-    Ok(Prepared { cmd, manifest })
+    Ok(Prepared { cmd, manifest, node })
 }
 
 /// The defaults, plus QEMU's APIC bus frequency for a kernel that reads it.

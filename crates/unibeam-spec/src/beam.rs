@@ -120,6 +120,11 @@ pub enum FileContent {
 pub struct BeamLaunch {
     pub program: String,
     pub args: Vec<String>,
+    /// The node's name (`-sname`/`-name`), from the instance, the mix
+    /// environment or the release's vm.args; `None` for a node that is
+    /// not distributed. The host reaches the node by it.
+    #[serde(default)]
+    pub node: Option<String>,
     pub env: Vec<(String, String)>,
     pub files: Vec<PreparedFile>,
     /// What the release asks of its start script that was skipped or

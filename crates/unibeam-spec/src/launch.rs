@@ -81,11 +81,13 @@ impl BootSpec {
         }
         self.boot_args(&mut d);
         self.sys_config_args(&mut d);
-        self.vm_args(&mut d);
+        let named_in_vm_args = self.vm_args(&mut d);
         self.cookie(&mut d);
-        self.tail_args(&mut d, node.map(|(_, name)| name));
+        let node = node.map(|(_, name)| name);
+        self.tail_args(&mut d, node.clone());
         BeamLaunch {
             program: format!("{}/erlexec", self.release.bindir()),
+            node: node.or(named_in_vm_args),
             args: d.args,
             env: d.env.vars,
             files: d.files,
@@ -194,10 +196,11 @@ impl BootSpec {
     /// The release's vm.args, as it is when nothing changes it, else a
     /// copy: rendered (relx), its `-args_file` chain read in, and without
     /// the lines the instance overrides.
-    fn vm_args(&self, d: &mut Draft) {
+    /// Passes the release's vm.args on; returns the node name it sets.
+    fn vm_args(&self, d: &mut Draft) -> Option<String> {
         let rel = &self.release;
         if !rel.has_vm_args {
-            return;
+            return None;
         }
         let source = rel.vm_args_source;
         let given = match rel.flavor {
@@ -211,7 +214,7 @@ impl BootSpec {
         let Some(text) = (d.read)(&from) else {
             d.warnings
                 .push(format!("{from}: cannot be read; the release starts without it"));
-            return;
+            return None;
         };
         let rendered = if d.renders(self, source) {
             d.render(&from, &text)
@@ -226,6 +229,7 @@ impl BootSpec {
         let drop_name = self.instance.node_name.is_some();
         let drop_cookie = self.instance.cookie.is_some();
         let result = filter_vm_args(&inlined, drop_name, drop_cookie);
+        let named = named_node(&result);
         let path = if result == filter_vm_args(&text, false, false)
             && given.is_none()
             && source == ConfigSource::Plain
@@ -237,6 +241,7 @@ impl BootSpec {
             copy
         };
         d.arg(&["-args_file", &path]);
+        named
     }
 
     /// The instance's cookie, else (mix) `RELEASE_COOKIE`, else a mix
@@ -276,4 +281,16 @@ impl BootSpec {
             Flavor::Mix { .. } => d.arg(&["-extra", "--no-halt"]),
         }
     }
+}
+
+/// The node name a vm.args text sets: the first `-sname`/`-name` line,
+/// which erl takes.
+pub(crate) fn named_node(vm_args: &str) -> Option<String> {
+    vm_args.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("-sname" | "-name") => words.next().map(String::from),
+            _ => None,
+        }
+    })
 }

@@ -116,8 +116,23 @@ fn node_name_and_cookie_replace_the_release_ones() {
     let cookie = file(&launch, "/tmp/.erlang.cookie").unwrap();
     assert!(cookie.private);
     assert_eq!(cookie.content, FileContent::Text("s3cret".into()));
+    assert_eq!(launch.node.as_deref(), Some("web@10.0.9.1"));
     spec.instance.node_name = Some("web".into());
     assert!(joined(&spec).contains("-sname web -boot"));
+}
+
+#[test]
+fn the_launch_names_the_node_its_vm_args_set() {
+    let mut spec = hello();
+    assert_eq!(launch(&spec).node.as_deref(), Some("hello"));
+    spec.release.has_vm_args = false;
+    assert_eq!(launch(&spec).node, None, "no vm.args, no -e, no name");
+    use crate::launch::named_node;
+    assert_eq!(
+        named_node("+K true\n-sname stock\n-name other@h.x\n").as_deref(),
+        Some("stock")
+    );
+    assert_eq!(named_node("## -sname commented\n+A30\n"), None);
 }
 
 #[test]

@@ -193,6 +193,24 @@ pub struct InstanceRecord {
     /// The cluster `unibeam up` started this instance for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Where the node's distribution is reachable from the host; `None`
+    /// for an instance run with `--no-dist` (or before unibeam had it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dist: Option<DistEndpoint>,
+}
+
+/// The host side of an instance's Erlang distribution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistEndpoint {
+    /// The node's name, as it was planned at `run` (the guest's own).
+    pub node: String,
+    /// The host port on 127.0.0.1 forwarded to the guest's distribution
+    /// port.
+    pub port: u16,
+    /// The file holding the node's cookie (0600): the instance's own, the
+    /// cluster's or the user's `--cookie-file`. The record holds its path,
+    /// never the cookie.
+    pub cookie_file: PathBuf,
 }
 
 /// The directory of all instances.
@@ -428,6 +446,7 @@ mod tests {
             qemu: None,
             monitor: None,
             cluster: None,
+            dist: None,
         }
     }
 

@@ -10,6 +10,7 @@ mod instance;
 mod instances;
 mod kernel;
 mod progress;
+mod rpc;
 mod run;
 mod start;
 mod up;
@@ -48,6 +49,7 @@ enum Verb {
     Up(up::UpArgs),
     Down(down::DownArgs),
     Kernel(kernel::KernelArgs),
+    Rpc(rpc::RpcArgs),
     Generate(generate::GenerateArgs),
     /// Owns one detached instance (started by `run -d`)
     #[command(hide = true)]
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Verb::Run(args) => (run::run(args), run::FAILURE_EXIT),
         Verb::Inspect(args) => (inspect::inspect(args), inspect::FAILURE_EXIT),
         Verb::Kernel(args) => (kernel::kernel(args), kernel::FAILURE_EXIT),
+        Verb::Rpc(args) => (rpc::rpc(args), rpc::FAILURE_EXIT),
         Verb::Up(args) => (up::up(args), up::FAILURE_EXIT),
         Verb::Down(args) => (down::down(args), down::FAILURE_EXIT),
         Verb::Ps(args) => (instances::ps(args), instances::FAILURE_EXIT),

@@ -77,6 +77,13 @@ pub struct RunArgs {
     /// With -d: restart policy: no, on-failure[:N] or always
     #[arg(long, value_name = "POLICY", default_value = "no")]
     restart: unibeam_vmm::state::Restart,
+    /// With -d: keep the node unreachable from the host. By default the
+    /// node's distribution port is published on 127.0.0.1 (only) and the
+    /// node gets a random cookie of its own (or --cookie-file's), so
+    /// `remsh`, `rpc` and `top` can reach it; a release that names no
+    /// node is named after itself
+    #[arg(long)]
+    no_dist: bool,
     #[command(flatten)]
     instance: instance::InstanceArgs,
     #[command(flatten)]
@@ -107,6 +114,8 @@ impl RunArgs {
             },
             bzimage: self.bzimage,
             restart: self.restart,
+            // A foreground run keeps no record for remsh and rpc to find.
+            dist: self.detach && !self.no_dist,
             instance: self.instance.settings(),
             build: self.build.settings(),
         }

@@ -72,6 +72,7 @@ mod tests {
             qemu: None,
             monitor: None,
             cluster: None,
+            dist: None,
         }
     }
 
