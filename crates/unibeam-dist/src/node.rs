@@ -117,23 +117,43 @@ impl Node {
         }
     }
 
-    /// `erpc`'s `{Ref, Class, Reason[, Stack]}` as `class: reason`.
+    /// `erpc`'s `{Ref, Class, Reason[, Stack]}` as `class: reason`, on one
+    /// line; an Elixir exception as `(Module) message`.
     fn describe_exception(&self, reason: Term) -> String {
         let (class, reason) = match reason {
             Term::Tuple(t) if t.elements.len() >= 3 => {
                 let mut e = t.elements.into_iter().skip(1);
-                (
-                    e.next().map(|c| c.to_string()),
-                    e.next().unwrap_or(List::nil().into()),
-                )
+                let class = match e.next() {
+                    Some(Term::Atom(a)) => Some(a.name),
+                    other => other.map(|c| c.to_string()),
+                };
+                (class, e.next().unwrap_or(List::nil().into()))
             }
             other => (None, other),
         };
-        let text = self.pretty(&reason).unwrap_or_else(|_| reason.to_string());
+        let text = self
+            .elixir_exception(&reason)
+            .or_else(|| self.pretty(&reason).ok())
+            .unwrap_or_else(|| reason.to_string());
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         match class {
             Some(class) => format!("{class}: {text}"),
             None => text,
         }
+    }
+
+    /// `(RuntimeError) message` for an Elixir exception struct.
+    fn elixir_exception(&self, reason: &Term) -> Option<String> {
+        let Term::Map(map) = reason else { return None };
+        let field = |name: &str| map.map.get(&Term::from(Atom::from(name)));
+        let Some(Term::Atom(module)) = field("__struct__") else {
+            return None;
+        };
+        field("__exception__")?;
+        let message = self.call("Elixir.Exception", "message", vec![reason.clone()]).ok()?;
+        let Term::Binary(message) = message else { return None };
+        let module = module.name.trim_start_matches("Elixir.");
+        Some(format!("({module}) {}", String::from_utf8_lossy(&message.bytes)))
     }
 
     /// `term` as the node prints it (`~tp`).
