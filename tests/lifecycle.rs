@@ -119,6 +119,16 @@ fn a_cluster_goes_up_and_down_through_the_library() {
         );
     }
     assert!(wait_for_http(port + 1).contains("hello"), "replica 2 answers");
+    // A replica is reachable over its distribution with the cluster's cookie.
+    let node = unibeam_lifecycle::remote::rpc(
+        &store,
+        &plan.members[1].instance,
+        unibeam_dist::Lang::Erlang,
+        "node()",
+        Duration::from_secs(30),
+    )
+    .expect("rpc on a replica");
+    assert_eq!(node, format!("'{}'", plan.members[1].node));
     let again = up::up(&store, &compose, &build, Duration::from_secs(300), &Quiet);
     assert!(again.unwrap_err().to_string().contains("already up"));
 
