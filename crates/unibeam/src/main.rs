@@ -13,6 +13,7 @@ mod progress;
 mod rpc;
 mod run;
 mod start;
+mod top;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,7 @@ enum Verb {
     Down(down::DownArgs),
     Kernel(kernel::KernelArgs),
     Rpc(rpc::RpcArgs),
+    Top(top::TopArgs),
     Generate(generate::GenerateArgs),
     /// Owns one detached instance (started by `run -d`)
     #[command(hide = true)]
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Verb::Inspect(args) => (inspect::inspect(args), inspect::FAILURE_EXIT),
         Verb::Kernel(args) => (kernel::kernel(args), kernel::FAILURE_EXIT),
         Verb::Rpc(args) => (rpc::rpc(args), rpc::FAILURE_EXIT),
+        Verb::Top(args) => (top::top(args), top::FAILURE_EXIT),
         Verb::Up(args) => (up::up(args), up::FAILURE_EXIT),
         Verb::Down(args) => (down::down(args), down::FAILURE_EXIT),
         Verb::Ps(args) => (instances::ps(args), instances::FAILURE_EXIT),
