@@ -53,7 +53,10 @@ impl State {
 
 impl Drop for State {
     fn drop(&mut self) {
-        for entry in std::fs::read_dir(self.0.path().join("unibeam/instances")).into_iter().flatten() {
+        for entry in std::fs::read_dir(self.0.path().join("unibeam/instances"))
+            .into_iter()
+            .flatten()
+        {
             let name = entry.unwrap().file_name();
             let _ = self.unibeam(&["rm", "-f", name.to_str().unwrap()]);
         }
@@ -80,7 +83,10 @@ fn host_processes_mention(needle: &str) -> Vec<String> {
 fn rpc_evaluates_on_hello_and_reports_failures() {
     let state = State::new();
     state.start("rpc-hello", shared_hello_image());
-    assert_eq!(state.stdout(&["rpc", "rpc-hello", "node()"]), "'hello@rpc-hello'\n");
+    assert_eq!(
+        state.stdout(&["rpc", "rpc-hello", "node()"]),
+        "'hello@rpc-hello'\n"
+    );
     assert_eq!(state.stdout(&["rpc", "rpc-hello", "1+1"]), "2\n");
     assert_eq!(state.stdout(&["rpc", "rpc-hello", "X = 6, X * 7."]), "42\n");
 
@@ -119,7 +125,11 @@ fn the_instance_cookie_is_private_and_a_wrong_one_is_refused() {
     std::fs::write(&cookie_file, "WRONGCOOKIEWRONGCOOKIE").unwrap();
     let refused = state.unibeam(&["rpc", "rpc-cookie", "1", "--timeout", "10"]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(one_line(&refused).contains("cannot reach"), "{}", one_line(&refused));
+    assert!(
+        one_line(&refused).contains("cannot reach"),
+        "{}",
+        one_line(&refused)
+    );
     std::fs::write(&cookie_file, &cookie).unwrap();
     assert_eq!(state.stdout(&["rpc", "rpc-cookie", "1"]), "1\n");
 }
@@ -134,7 +144,11 @@ fn stopped_and_unknown_instances_are_one_line_errors() {
     state.stdout(&["stop", "rpc-stop"]);
     let stopped = state.unibeam(&["rpc", "rpc-stop", "1"]);
     assert_eq!(stopped.status.code(), Some(1));
-    assert!(one_line(&stopped).contains("not running"), "{}", one_line(&stopped));
+    assert!(
+        one_line(&stopped).contains("not running"),
+        "{}",
+        one_line(&stopped)
+    );
     let no_dist = state.unibeam(&[
         "run",
         "-d",
@@ -143,7 +157,11 @@ fn stopped_and_unknown_instances_are_one_line_errors() {
         "rpc-nodist",
         shared_hello_image().to_str().unwrap(),
     ]);
-    assert!(no_dist.status.success(), "{}", String::from_utf8_lossy(&no_dist.stderr));
+    assert!(
+        no_dist.status.success(),
+        "{}",
+        String::from_utf8_lossy(&no_dist.stderr)
+    );
     let refused = state.unibeam(&["rpc", "rpc-nodist", "1"]);
     assert!(one_line(&refused).contains("--no-dist"), "{}", one_line(&refused));
 }
@@ -154,7 +172,10 @@ fn rpc_takes_elixir_on_an_elixir_release() {
     let dir = tempfile::tempdir().unwrap();
     let image = build_image(&hello_elixir_release(), &dir.path().join("hello_elixir.unibeam"));
     state.start("rpc-ex", &image);
-    assert_eq!(state.stdout(&["rpc", "rpc-ex", "--elixir", "Enum.sum([1, 2])"]), "3\n");
+    assert_eq!(
+        state.stdout(&["rpc", "rpc-ex", "--elixir", "Enum.sum([1, 2])"]),
+        "3\n"
+    );
     let raised = state.unibeam(&["rpc", "rpc-ex", "--elixir", "raise \"nope\""]);
     assert_eq!(raised.status.code(), Some(1));
     assert!(one_line(&raised).contains("nope"), "{}", one_line(&raised));

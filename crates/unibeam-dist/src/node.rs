@@ -150,8 +150,12 @@ impl Node {
             return None;
         };
         field("__exception__")?;
-        let message = self.call("Elixir.Exception", "message", vec![reason.clone()]).ok()?;
-        let Term::Binary(message) = message else { return None };
+        let message = self
+            .call("Elixir.Exception", "message", vec![reason.clone()])
+            .ok()?;
+        let Term::Binary(message) = message else {
+            return None;
+        };
         let module = module.name.trim_start_matches("Elixir.");
         Some(format!("({module}) {}", String::from_utf8_lossy(&message.bytes)))
     }
