@@ -13,17 +13,13 @@ pub enum SecretError {
     Io(#[from] PathIo),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SecretError + '_ {
-    hostfs::at(path)
-}
-
 /// 32 letters from the kernel's CSPRNG: 150 bits, and a valid atom.
 fn random_cookie() -> Result<String, SecretError> {
     let urandom = Path::new("/dev/urandom");
     let mut bytes = [0u8; 32];
     fs::File::open(urandom)
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(io(urandom))?;
+        .map_err(hostfs::at::<SecretError>(urandom))?;
     Ok(bytes.iter().map(|b| char::from(b'A' + b % 26)).collect())
 }
 

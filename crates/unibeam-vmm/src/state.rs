@@ -43,10 +43,6 @@ pub enum StateError {
     BadRestart(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    hostfs::at(path)
-}
-
 /// An instance's name, checked once where it comes in (a flag, a record,
 /// a directory listing) and the only way a name reaches a path: it is one
 /// directory under the store, so it holds letters, digits, '-', '_' and
@@ -250,7 +246,7 @@ impl Store {
     /// of two racing `run --name X` exactly one succeeds, and no one ever
     /// sees the directory without its record.
     pub fn create(&self, record: &InstanceRecord) -> Result<PathBuf, StateError> {
-        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        fs::create_dir_all(&self.root).map_err(hostfs::at::<StateError>(&self.root))?;
         let dir = self.dir(&record.name);
         let staging = self
             .root
@@ -266,23 +262,28 @@ impl Store {
                     match fs::create_dir(&dir) {
                         Ok(()) => {
                             let record_path = dir.join(RECORD_FILE);
-                            fs::rename(staging.join(RECORD_FILE), &record_path).map_err(io_err(&record_path))
+                            fs::rename(staging.join(RECORD_FILE), &record_path).map_err(hostfs::at::<
+                                StateError,
+                            >(
+                                &record_path
+                            ))
                         }
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.in_use(&record.name)),
-                        Err(e) => Err(io_err(&dir)(e)),
+                        Err(e) => Err(hostfs::at::<StateError>(&dir)(e)),
                     }
                 }
-                Err(e) => Err(io_err(&dir)(e)),
+                Err(e) => Err(hostfs::at::<StateError>(&dir)(e)),
             });
         let _ = fs::remove_dir_all(&staging);
         claimed.map(|()| dir)
     }
 
     fn stage(&self, staging: &Path, record: &InstanceRecord) -> Result<(), StateError> {
-        fs::create_dir(staging).map_err(io_err(staging))?;
+        fs::create_dir(staging).map_err(hostfs::at::<StateError>(staging))?;
         // The instance's initrd carries its secrets (the cookie).
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(staging, fs::Permissions::from_mode(0o700)).map_err(io_err(staging))?;
+        fs::set_permissions(staging, fs::Permissions::from_mode(0o700))
+            .map_err(hostfs::at::<StateError>(staging))?;
         write_atomic(&staging.join(RECORD_FILE), &encode(record)?)
     }
 
@@ -370,7 +371,7 @@ impl Store {
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StateError::NoSuchInstance(name.clone())),
-            Err(e) => Err(io_err(&dir)(e)),
+            Err(e) => Err(hostfs::at::<StateError>(&dir)(e)),
         }
     }
 }
