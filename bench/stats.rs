@@ -87,13 +87,19 @@ impl Instance<'_> {
         (cpu, count() - samples_before)
     }
 
-    /// Seconds per evaluation of `1`, over one connection.
-    fn round_trips(&self) -> Vec<f64> {
+    /// Seconds per evaluation of `1` (erl_scan, erl_parse and erl_eval:
+    /// three calls), and per single call (`erlang:node()`), over one
+    /// connection.
+    fn round_trips(&self) -> (Vec<f64>, Vec<f64>) {
         let node = remote::connect(&self.store(), &self.id(), Duration::from_secs(30)).unwrap();
         node.eval_erlang("1").unwrap();
-        (0..ROUND_TRIPS)
+        let evals = (0..ROUND_TRIPS)
             .map(|_| timed(|| node.eval_erlang("1").unwrap()).1)
-            .collect()
+            .collect();
+        let calls = (0..ROUND_TRIPS)
+            .map(|_| timed(|| node.call("erlang", "node", Vec::new()).unwrap()).1)
+            .collect();
+        (evals, calls)
     }
 
     fn remove(self) {
@@ -117,7 +123,7 @@ fn main() {
     let runs = env_or("UNIBEAM_BENCH_RUNS", 3) as usize;
 
     let (mut on, mut off, mut taken) = (Vec::new(), Vec::new(), Vec::new());
-    let mut trips = Vec::new();
+    let (mut trips, mut calls) = (Vec::new(), Vec::new());
     for run in 0..runs {
         for (secs, figures) in [("5", &mut on), ("0", &mut off)] {
             let i = Instance::run(state.path(), &format!("idle-{secs}-{run}"), image, secs);
@@ -131,7 +137,7 @@ fn main() {
                 assert!(samples > 0, "the monitor sampled nothing");
                 taken.push(samples as f64);
                 if trips.is_empty() {
-                    trips = i.round_trips();
+                    (trips, calls) = i.round_trips();
                 }
             }
             i.remove();
@@ -139,6 +145,7 @@ fn main() {
     }
     let overhead = median(&on) - median(&off);
     let trip_ms = median(&trips) * 1000.0;
+    let call_ms = median(&calls) * 1000.0;
     let result = json!({
         "benchmark": "stats",
         "command": "make bench",
@@ -153,6 +160,7 @@ fn main() {
         "samples_per_window": taken,
         "rpc_round_trips": ROUND_TRIPS,
         "rpc_round_trip_median_ms": trip_ms,
+        "single_call_round_trip_median_ms": call_ms,
     });
     write_result(&root, "stats", &result);
     let section = format!(
@@ -161,7 +169,8 @@ fn main() {
          answers, then measured for {} s, {runs} runs each way, alternating: QEMU's host CPU time \
          (utime + stime) is {:.2}% of one core with the monitor sampling every 5 s and {:.2}% with \
          sampling off (`UNIBEAM_SAMPLE_SECS=0`), medians; sampling costs {:+.2} points of one core \
-         (the limit is 2). Evaluating `1` on the node over one connection takes {:.2} ms (median \
+         (the limit is 2). Evaluating `1` on the node over one connection (erl_scan, erl_parse, \
+         erl_eval: three calls) takes {:.2} ms, and one call (`erlang:node()`) {:.2} ms (medians \
          of {ROUND_TRIPS}). Raw figures: `bench/results/stats.json`.\n",
         result["date"].as_str().unwrap_or(""),
         SETTLE.as_secs(),
@@ -170,6 +179,7 @@ fn main() {
         median(&off),
         overhead,
         trip_ms,
+        call_ms,
     );
     println!("{section}");
     update_section(&root, "stats", &section);

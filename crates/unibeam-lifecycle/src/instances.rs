@@ -254,7 +254,13 @@ fn wait_until_running(
 /// `unibeam monitor NAME`: owns one instance until it exits for good.
 pub fn monitor(store: &Store, name: &InstanceName) -> Result<(), InstancesError> {
     let cmd = read_qemu_command(&store.dir(name))?;
-    unibeam_vmm::monitor::monitor(store, name, &cmd)?;
+    // The metrics history (crate::stats), sampled beside QEMU for as long
+    // as the monitor owns it; UNIBEAM_SAMPLE_SECS=0 turns it off.
+    let sampler =
+        crate::stats::interval_from_env().map(|every| crate::stats::Sampler::start(store, name, every));
+    let outcome = unibeam_vmm::monitor::monitor(store, name, &cmd);
+    drop(sampler);
+    outcome?;
     Ok(())
 }
 

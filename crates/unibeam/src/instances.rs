@@ -7,9 +7,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 use unibeam_lifecycle::instances::{self, observed_json, Listed};
-use unibeam_lifecycle::{logs as log_files, paths};
+use unibeam_lifecycle::{logs as log_files, paths, stats};
 use unibeam_vmm::monitor::now_secs;
-use unibeam_vmm::state::{InstanceName, InstanceRecord, Status};
+use unibeam_vmm::state::{InstanceName, InstanceRecord, Status, Store};
 
 pub const FAILURE_EXIT: u8 = 1;
 
@@ -19,7 +19,9 @@ pub enum Format {
     Json,
 }
 
-/// List instances: name, image, state, uptime, ports, accelerator, QEMU pid.
+/// List instances: name, image, state, uptime, ports, accelerator, the
+/// BEAM's memory (from the monitor's last sample: `unibeam stats`) and
+/// QEMU's pid.
 #[derive(Args)]
 pub struct PsArgs {
     /// Show exited instances too
@@ -46,13 +48,29 @@ fn uptime(record: &InstanceRecord, status: &Status) -> String {
     }
 }
 
+/// A running instance's BEAM memory (`erlang:memory(total)`) in its
+/// last sample.
+fn beam_memory(store: &Store, record: &InstanceRecord) -> Option<u64> {
+    match record.observed_status() {
+        Status::Running => stats::last(store, &record.name)?.beam_memory(),
+        _ => None,
+    }
+}
+
 pub fn ps(args: PsArgs) -> Result<ExitCode> {
-    let listed = instances::list(&paths::store()?, args.all);
+    let store = paths::store()?;
+    let listed = instances::list(&store, args.all);
     if args.format == Format::Json {
         let all: Vec<_> = listed
             .iter()
             .map(|l| match l {
-                Listed::Instance(r) => observed_json(r),
+                Listed::Instance(r) => {
+                    let mut value = observed_json(r);
+                    if let Some(object) = value.as_object_mut() {
+                        object.insert("beam_memory".into(), beam_memory(&store, r).into());
+                    }
+                    value
+                }
                 Listed::Broken { name, why } => {
                     serde_json::json!({ "name": name.as_str(), "state": "broken", "why": why })
                 }
@@ -61,14 +79,14 @@ pub fn ps(args: PsArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", ps_table(&listed));
+    print!("{}", ps_table(&listed, |r| beam_memory(&store, r)));
     Ok(ExitCode::SUCCESS)
 }
 
-fn ps_table(listed: &[Listed]) -> String {
+fn ps_table(listed: &[Listed], memory: impl Fn(&InstanceRecord) -> Option<u64>) -> String {
     let mut out = format!(
-        "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} PID\n",
-        "NAME", "IMAGE", "STATE", "UPTIME", "PORTS", "ACCEL"
+        "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} {:<8} PID\n",
+        "NAME", "IMAGE", "STATE", "UPTIME", "PORTS", "ACCEL", "MEM"
     );
     let records: Vec<&InstanceRecord> = listed
         .iter()
@@ -93,13 +111,14 @@ fn ps_table(listed: &[Listed]) -> String {
             _ => r.qemu.map(|q| q.pid.to_string()).unwrap_or("-".into()),
         };
         out.push_str(&format!(
-            "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} {pid}\n",
+            "{:<20} {:<22} {:<14} {:<8} {:<24} {:<6} {:<8} {pid}\n",
             r.name,
             r.release,
             status_text(&status),
             uptime(r, &status),
             r.ports.join(","),
-            r.accel
+            r.accel,
+            memory(r).map(crate::stats::mib).unwrap_or_else(|| "-".into()),
         ));
     }
     for l in listed {

@@ -10,9 +10,11 @@ mod instance;
 mod instances;
 mod kernel;
 mod progress;
+mod remsh;
 mod rpc;
 mod run;
 mod start;
+mod stats;
 mod top;
 mod up;
 
@@ -50,7 +52,9 @@ enum Verb {
     Up(up::UpArgs),
     Down(down::DownArgs),
     Kernel(kernel::KernelArgs),
+    Remsh(remsh::RemshArgs),
     Rpc(rpc::RpcArgs),
+    Stats(stats::StatsArgs),
     Top(top::TopArgs),
     Generate(generate::GenerateArgs),
     /// Owns one detached instance (started by `run -d`)
@@ -103,7 +107,9 @@ fn main() -> ExitCode {
         Verb::Run(args) => (run::run(args), run::FAILURE_EXIT),
         Verb::Inspect(args) => (inspect::inspect(args), inspect::FAILURE_EXIT),
         Verb::Kernel(args) => (kernel::kernel(args), kernel::FAILURE_EXIT),
+        Verb::Remsh(args) => (remsh::remsh(args), remsh::FAILURE_EXIT),
         Verb::Rpc(args) => (rpc::rpc(args), rpc::FAILURE_EXIT),
+        Verb::Stats(args) => (stats::stats(args), stats::FAILURE_EXIT),
         Verb::Top(args) => (top::top(args), top::FAILURE_EXIT),
         Verb::Up(args) => (up::up(args), up::FAILURE_EXIT),
         Verb::Down(args) => (down::down(args), down::FAILURE_EXIT),
