@@ -1,4 +1,5 @@
-//! `make bench`, metrics part: what the monitor's sampling costs an idle
+//! The metrics bench (`cargo bench -p unibeam-e2e --bench stats`; not
+//! yet a line of `make bench`): what the monitor's sampling costs an idle
 //! guest, and the `rpc` round trip. An idle detached hello is measured
 //! for WINDOW seconds with sampling every 5 s and with sampling off
 //! (UNIBEAM_SAMPLE_SECS=0), alternating, RUNS times each: QEMU's host CPU
@@ -148,7 +149,7 @@ fn main() {
     let call_ms = median(&calls) * 1000.0;
     let result = json!({
         "benchmark": "stats",
-        "command": "make bench",
+        "command": "cargo bench -p unibeam-e2e --bench stats",
         "date": utc_now(),
         "window_s": window.as_secs(),
         "runs": runs,
@@ -165,7 +166,7 @@ fn main() {
     write_result(&root, "stats", &result);
     let section = format!(
         "## Metrics: sampling cost and rpc round trip\n\n\
-         Measured by `make bench` on {}. An idle detached hello, left {} s after its node first \
+         Measured by `cargo bench -p unibeam-e2e --bench stats` on {}. An idle detached hello, left {} s after its node first \
          answers, then measured for {} s, {runs} runs each way, alternating: QEMU's host CPU time \
          (utime + stime) is {:.2}% of one core with the monitor sampling every 5 s and {:.2}% with \
          sampling off (`UNIBEAM_SAMPLE_SECS=0`), medians; sampling costs {:+.2} points of one core \
