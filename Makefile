@@ -90,6 +90,7 @@ bench: deps build releases kernel
 	$(CARGO) bench -p unibeam-e2e --bench image
 	$(CARGO) bench -p unibeam-e2e --bench runner
 	$(CARGO) bench -p unibeam-e2e --bench cluster
+	$(CARGO) bench -p unibeam-e2e --bench stats
 
 # Every fuzz target for FUZZ_SECONDS each (fuzz/run.sh); fails on a crash.
 # g++ builds libFuzzer; stable Rust runs cargo-fuzz with RUSTC_BOOTSTRAP=1.
