@@ -1,67 +1,7 @@
 //! `unibeam rpc` on real VMs: values, errors, Elixir, stopped and unknown
 //! instances, a wrong cookie, and the per-instance cookie kept secret.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, Instant};
-use unibeam_e2e::{build_image, hello_elixir_release, one_line, shared_hello_image, unibeam_output};
-
-/// A private state directory: instances of one test only.
-struct State(tempfile::TempDir);
-
-impl State {
-    fn new() -> State {
-        State(tempfile::tempdir().unwrap())
-    }
-
-    fn unibeam(&self, args: &[&str]) -> Output {
-        unibeam_output(args, &[("XDG_STATE_HOME", self.0.path().to_str().unwrap())])
-    }
-
-    fn stdout(&self, args: &[&str]) -> String {
-        let out = self.unibeam(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn instance_dir(&self, name: &str) -> PathBuf {
-        self.0.path().join("unibeam/instances").join(name)
-    }
-
-    /// Runs `image` detached as `name` and waits until its node answers.
-    fn start(&self, name: &str, image: &Path) {
-        self.stdout(&["run", "-d", "--name", name, image.to_str().unwrap()]);
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let out = self.unibeam(&["rpc", name, "ok", "--timeout", "10"]);
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}'s node never answered: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-impl Drop for State {
-    fn drop(&mut self) {
-        for entry in std::fs::read_dir(self.0.path().join("unibeam/instances"))
-            .into_iter()
-            .flatten()
-        {
-            let name = entry.unwrap().file_name();
-            let _ = self.unibeam(&["rm", "-f", name.to_str().unwrap()]);
-        }
-    }
-}
+use unibeam_e2e::{build_image, hello_elixir_release, one_line, shared_hello_image, StateDir as State};
 
 /// Every place on the host where a process's secrets could show.
 fn host_processes_mention(needle: &str) -> Vec<String> {
@@ -83,12 +23,9 @@ fn host_processes_mention(needle: &str) -> Vec<String> {
 fn rpc_evaluates_on_hello_and_reports_failures() {
     let state = State::new();
     state.start("rpc-hello", shared_hello_image());
-    assert_eq!(
-        state.stdout(&["rpc", "rpc-hello", "node()"]),
-        "'hello@rpc-hello'\n"
-    );
-    assert_eq!(state.stdout(&["rpc", "rpc-hello", "1+1"]), "2\n");
-    assert_eq!(state.stdout(&["rpc", "rpc-hello", "X = 6, X * 7."]), "42\n");
+    assert_eq!(state.ok(&["rpc", "rpc-hello", "node()"]), "'hello@rpc-hello'\n");
+    assert_eq!(state.ok(&["rpc", "rpc-hello", "1+1"]), "2\n");
+    assert_eq!(state.ok(&["rpc", "rpc-hello", "X = 6, X * 7."]), "42\n");
 
     let bad = state.unibeam(&["rpc", "rpc-hello", "lists:seq(1,"]);
     assert_eq!(bad.status.code(), Some(1));
@@ -118,7 +55,7 @@ fn the_instance_cookie_is_private_and_a_wrong_one_is_refused() {
         &["ps"][..],
         &["inspect", "rpc-cookie"][..],
     ] {
-        let shown = state.stdout(args);
+        let shown = state.ok(args);
         assert!(!shown.contains(&cookie), "{args:?} shows the cookie");
     }
 
@@ -131,7 +68,7 @@ fn the_instance_cookie_is_private_and_a_wrong_one_is_refused() {
         one_line(&refused)
     );
     std::fs::write(&cookie_file, &cookie).unwrap();
-    assert_eq!(state.stdout(&["rpc", "rpc-cookie", "1"]), "1\n");
+    assert_eq!(state.ok(&["rpc", "rpc-cookie", "1"]), "1\n");
 }
 
 #[test]
@@ -141,7 +78,7 @@ fn stopped_and_unknown_instances_are_one_line_errors() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(one_line(&unknown).contains("\"nope\""), "{}", one_line(&unknown));
     state.start("rpc-stop", shared_hello_image());
-    state.stdout(&["stop", "rpc-stop"]);
+    state.ok(&["stop", "rpc-stop"]);
     let stopped = state.unibeam(&["rpc", "rpc-stop", "1"]);
     assert_eq!(stopped.status.code(), Some(1));
     assert!(
@@ -173,7 +110,7 @@ fn rpc_takes_elixir_on_an_elixir_release() {
     let image = build_image(&hello_elixir_release(), &dir.path().join("hello_elixir.unibeam"));
     state.start("rpc-ex", &image);
     assert_eq!(
-        state.stdout(&["rpc", "rpc-ex", "--elixir", "Enum.sum([1, 2])"]),
+        state.ok(&["rpc", "rpc-ex", "--elixir", "Enum.sum([1, 2])"]),
         "3\n"
     );
     let raised = state.unibeam(&["rpc", "rpc-ex", "--elixir", "raise \"nope\""]);

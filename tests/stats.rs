@@ -3,55 +3,13 @@
 //! `ps` shows the BEAM's memory, and the cookie is in none of it.
 
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
-use unibeam_e2e::{fails_naming, shared_hello_image, unibeam_output};
+use unibeam_e2e::{fails_naming, shared_hello_image, StateDir};
 
 /// A private state directory, with a quick sampling interval for every
 /// monitor started from it.
-struct State(tempfile::TempDir);
-
-impl State {
-    fn new() -> State {
-        State(tempfile::tempdir().unwrap())
-    }
-
-    fn unibeam(&self, args: &[&str]) -> Output {
-        unibeam_output(
-            args,
-            &[
-                ("XDG_STATE_HOME", self.0.path().to_str().unwrap()),
-                ("UNIBEAM_SAMPLE_SECS", "2"),
-            ],
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.unibeam(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn instance_dir(&self, name: &str) -> PathBuf {
-        self.0.path().join("unibeam/instances").join(name)
-    }
-}
-
-impl Drop for State {
-    fn drop(&mut self) {
-        for entry in std::fs::read_dir(self.0.path().join("unibeam/instances"))
-            .into_iter()
-            .flatten()
-        {
-            let name = entry.unwrap().file_name();
-            let _ = self.unibeam(&["rm", "-f", name.to_str().unwrap()]);
-        }
-    }
+fn state() -> StateDir {
+    StateDir::with_env(&[("UNIBEAM_SAMPLE_SECS", "2")])
 }
 
 fn samples(json: &str) -> Vec<Value> {
@@ -68,7 +26,7 @@ fn beam_total(sample: &Value) -> u64 {
 
 #[test]
 fn the_monitor_keeps_samples_that_stats_and_ps_show() {
-    let state = State::new();
+    let state = state();
     let image = shared_hello_image().to_str().unwrap();
     state.ok(&["run", "-d", "--name", "sampled", image]);
 
@@ -142,7 +100,7 @@ fn the_monitor_keeps_samples_that_stats_and_ps_show() {
 
 #[test]
 fn bad_arguments_are_one_line_errors() {
-    let state = State::new();
+    let state = state();
     fails_naming(
         &state.unibeam(&["stats", "nosuch"]),
         1,

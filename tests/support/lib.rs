@@ -560,6 +560,85 @@ pub fn fails_naming(out: &Output, code: i32, needles: &[&str]) -> String {
     line
 }
 
+/// A private state directory (`XDG_STATE_HOME`): the instances of one
+/// test only, each removed (`rm -f`) when it is dropped.
+pub struct StateDir {
+    dir: tempfile::TempDir,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl StateDir {
+    pub fn new() -> StateDir {
+        StateDir::with_env(&[])
+    }
+
+    /// With `env` set for every command, and so for the monitors they start.
+    pub fn with_env(env: &[(&'static str, &'static str)]) -> StateDir {
+        StateDir {
+            dir: tempfile::tempdir().unwrap(),
+            env: env.to_vec(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn unibeam(&self, args: &[&str]) -> Output {
+        let mut env = vec![("XDG_STATE_HOME", self.dir.path().to_str().unwrap())];
+        env.extend(self.env.iter().copied());
+        unibeam_output(args, &env)
+    }
+
+    /// The stdout of a command that must succeed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.unibeam(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("unibeam/instances").join(name)
+    }
+
+    /// Runs `image` detached as `name` and waits until its node answers rpc.
+    pub fn start(&self, name: &str, image: &Path) {
+        self.ok(&["run", "-d", "--name", name, image.to_str().unwrap()]);
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            let out = self.unibeam(&["rpc", name, "ok", "--timeout", "10"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}'s node never answered: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Default for StateDir {
+    fn default() -> Self {
+        StateDir::new()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let instances = self.dir.path().join("unibeam/instances");
+        for entry in std::fs::read_dir(instances).into_iter().flatten().flatten() {
+            let _ = self.unibeam(&["rm", "-f", &entry.file_name().to_string_lossy()]);
+        }
+    }
+}
+
 /// hello's image, built once per test binary under target/ (the layer
 /// cache makes it quick); tests that alter it work on a copy.
 pub fn shared_hello_image() -> &'static Path {
