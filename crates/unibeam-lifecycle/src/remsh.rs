@@ -20,7 +20,6 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,11 +191,11 @@ pub fn prepare(store: &Store, name: &InstanceName, options: RemshOptions) -> Res
         None => image_shell(&store.load(name)?.image)?,
     };
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let program = find_program(&path, shell.program()).ok_or(RemshError::NoProgram {
+    let program = hostfs::find_program(&path, shell.program()).ok_or(RemshError::NoProgram {
         program: shell.program(),
         package: shell.package(),
     })?;
-    let erlc = find_program(&path, "erlc").ok_or(RemshError::NoProgram {
+    let erlc = hostfs::find_program(&path, "erlc").ok_or(RemshError::NoProgram {
         program: "erlc",
         package: "erlang-base",
     })?;
@@ -243,23 +242,9 @@ fn image_shell(image: &Path) -> Result<Shell, RemshError> {
     })
 }
 
-/// `program` in one of `path`'s directories, executable.
-fn find_program(path: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 fn write_cookie(home: &Path, cookie: &str) -> Result<(), RemshError> {
     let path = home.join(".erlang.cookie");
-    std::fs::write(&path, cookie)
-        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)))
-        .map_err(hostfs::at::<PathIo>(&path))
-        .map_err(RemshError::Write)
+    hostfs::write_atomic_mode(&path, cookie.as_bytes(), 0o400).map_err(RemshError::Write)
 }
 
 fn ebin(home: &Path) -> PathBuf {
@@ -413,6 +398,7 @@ fn shell_args(shell: Shell, own: &OwnName, guest: &str, ebin: &Path) -> Vec<OsSt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn args(shell: Shell, guest: &str) -> Vec<String> {
         let home = Path::new("/tmp/unibeam-remsh-Ab12Cd");
@@ -496,7 +482,7 @@ mod tests {
     #[test]
     fn the_epmd_module_compiles() {
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let Some(erlc) = find_program(&path, "erlc") else {
+        let Some(erlc) = hostfs::find_program(&path, "erlc") else {
             eprintln!("no erlc on this host: not compiled");
             return;
         };
@@ -529,10 +515,10 @@ mod tests {
         std::fs::write(&erl, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&erl, std::fs::Permissions::from_mode(0o644)).unwrap();
         let path = dir.path().as_os_str();
-        assert_eq!(find_program(path, "erl"), None, "not executable");
+        assert_eq!(hostfs::find_program(path, "erl"), None, "not executable");
         std::fs::set_permissions(&erl, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(find_program(path, "erl"), Some(erl));
-        assert_eq!(find_program(path, "iex"), None);
+        assert_eq!(hostfs::find_program(path, "erl"), Some(erl));
+        assert_eq!(hostfs::find_program(path, "iex"), None);
     }
 
     #[test]

@@ -66,6 +66,19 @@ fn write_via_temporary(path: &Path, data: &[u8], mut builder: tempfile::Builder)
     Ok(())
 }
 
+/// `program` in one of `path`'s directories (a `PATH` value), as an
+/// executable file: the one lookup of host programs.
+pub fn find_program(path: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

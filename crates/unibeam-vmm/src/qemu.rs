@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use thiserror::Error;
 use unibeam_spec::{DEBUG_EXIT_PORT, VERDICT_PORT};
@@ -27,17 +27,7 @@ pub enum QemuError {
 /// Finds `qemu-system-x86_64` on PATH.
 pub fn find_qemu() -> Result<PathBuf, QemuError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(QEMU_BINARY))
-        .find(|candidate| is_executable(candidate))
-        .ok_or(QemuError::NotInstalled)
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    unibeam_spec::hostfs::find_program(&path, QEMU_BINARY).ok_or(QemuError::NotInstalled)
 }
 
 /// Which QEMU accelerator runs the guest.
