@@ -78,8 +78,12 @@ pub fn rpc(
 
 /// `name`'s figures now.
 pub fn sample(store: &Store, name: &InstanceName, timeout: Duration) -> Result<Sample, RemoteError> {
-    let node = connect(store, name, timeout)?;
-    metrics::sample(&node).map_err(|source| RemoteError::Dist {
+    sample_on(name, &connect(store, name, timeout)?)
+}
+
+/// `name`'s figures, over a connection already open to its node.
+pub fn sample_on(name: &InstanceName, node: &Node) -> Result<Sample, RemoteError> {
+    metrics::sample(node).map_err(|source| RemoteError::Dist {
         name: name.clone(),
         node: node.name().to_string(),
         source,

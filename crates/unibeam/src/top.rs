@@ -119,14 +119,7 @@ fn running(store: &Store) -> Vec<InstanceName> {
 }
 
 fn read(name: &InstanceName, node: &Node) -> Result<Sample> {
-    metrics::sample(node).map_err(|source| {
-        remote::RemoteError::Dist {
-            name: name.clone(),
-            node: node.name().to_string(),
-            source,
-        }
-        .into()
-    })
+    Ok(remote::sample_on(name, node)?)
 }
 
 fn once(name: &InstanceName, node: &Node, format: Format, sort: SortKey) -> Result<ExitCode> {
