@@ -62,7 +62,7 @@ pub enum StatsError {
 }
 
 /// QEMU's use of the host, from `/proc`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QemuUsage {
     pub pid: u32,
     /// User plus system CPU time since QEMU started.
@@ -72,7 +72,7 @@ pub struct QemuUsage {
 }
 
 /// One entry of the history.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StatSample {
     /// Milliseconds since the epoch.
     pub time_ms: u64,
@@ -83,6 +83,7 @@ pub struct StatSample {
     pub beam: Option<Sample>,
     /// QEMU's CPU use since the sample before, in % of one core; worked
     /// out when read, not stored.
+    #[serde(skip_deserializing)]
     pub qemu_cpu_percent: Option<f64>,
 }
 
@@ -94,16 +95,7 @@ impl StatSample {
 
     /// The sample as `stats --format json` prints it.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "time_ms": self.time_ms,
-            "qemu": self.qemu.map(|q| serde_json::json!({
-                "pid": q.pid,
-                "cpu_ms": q.cpu_ms,
-                "rss_bytes": q.rss_bytes,
-            })),
-            "qemu_cpu_percent": self.qemu_cpu_percent,
-            "beam": self.beam.as_ref().and_then(|b| serde_json::to_value(b).ok()),
-        })
+        serde_json::to_value(self).expect("a sample serialises")
     }
 
     /// The stored line: the JSON without what is worked out on reading.
@@ -116,25 +108,7 @@ impl StatSample {
     }
 
     fn from_line(line: &str) -> Option<StatSample> {
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        let qemu = match &value["qemu"] {
-            serde_json::Value::Null => None,
-            q => Some(QemuUsage {
-                pid: u32::try_from(q["pid"].as_u64()?).ok()?,
-                cpu_ms: q["cpu_ms"].as_u64()?,
-                rss_bytes: q["rss_bytes"].as_u64()?,
-            }),
-        };
-        let beam = match value.get("beam") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(b) => Some(serde_json::from_value(b.clone()).ok()?),
-        };
-        Some(StatSample {
-            time_ms: value["time_ms"].as_u64()?,
-            qemu,
-            beam,
-            qemu_cpu_percent: None,
-        })
+        serde_json::from_str(line).ok()
     }
 }
 
