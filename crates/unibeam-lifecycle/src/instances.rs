@@ -48,6 +48,8 @@ pub enum InstancesError {
     Running(InstanceName),
     #[error("instance {0} is already running; `unibeam stop {0}` first")]
     AlreadyRunning(InstanceName),
+    #[error("instance {0} is a foreground `unibeam run`'s; it cannot be started from elsewhere")]
+    Foreground(InstanceName),
     #[error("{}: missing, so the instance cannot start again; `unibeam rm` it and `unibeam run -d` anew", .0.display())]
     BootFileMissing(PathBuf),
     #[error("{}: corrupt", .0.display())]
@@ -63,7 +65,7 @@ pub enum InstancesError {
 }
 
 /// A default instance name: the target's file name plus 4 random hex digits.
-fn generated_name(target: &Path) -> Result<InstanceName, InstancesError> {
+pub(crate) fn generated_name(target: &Path) -> Result<InstanceName, InstancesError> {
     let base: String = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -81,7 +83,7 @@ fn generated_name(target: &Path) -> Result<InstanceName, InstancesError> {
 
 /// The record a new instance starts with: `starting`, owned by us until
 /// the monitor takes over.
-fn new_record(spec: &VmSpec, name: InstanceName) -> Result<InstanceRecord, InstancesError> {
+pub(crate) fn new_record(spec: &VmSpec, name: InstanceName) -> Result<InstanceRecord, InstancesError> {
     let image = std::fs::canonicalize(&spec.target).unwrap_or_else(|_| spec.target.clone());
     // The record is JSON: it holds UTF-8 paths only.
     if image.to_str().is_none() {
@@ -106,6 +108,7 @@ fn new_record(spec: &VmSpec, name: InstanceName) -> Result<InstanceRecord, Insta
         monitor: ProcessId::of(std::process::id()),
         cluster: spec.instance.membership.as_ref().map(|m| m.cluster.clone()),
         dist: None,
+        foreground: false,
     })
 }
 
@@ -143,10 +146,27 @@ pub fn create(store: &Store, spec: &VmSpec, progress: &dyn Progress) -> Result<I
 fn prepare_and_hand_over(
     store: &Store,
     spec: &VmSpec,
-    mut record: InstanceRecord,
+    record: InstanceRecord,
     dir: &Path,
     progress: &dyn Progress,
 ) -> Result<InstanceName, InstancesError> {
+    let (_, _, record) = prepare_recorded(store, spec, record, dir, progress)?;
+    spawn_monitor(&record.name)?;
+    Ok(record.name)
+}
+
+/// Prepares the VM in the instance's directory `dir`, reachable over
+/// distribution unless `--no-dist`, and records what it will run: the
+/// record (node, release, accelerator) and QEMU's command. Returns the
+/// spec as prepared (with its distribution port and cookie), the VM and
+/// the record.
+pub(crate) fn prepare_recorded(
+    store: &Store,
+    spec: &VmSpec,
+    mut record: InstanceRecord,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<(VmSpec, vm::Prepared, InstanceRecord), InstancesError> {
     check_ports(&spec.publish)?;
     let (spec, dist_port) = with_distribution(spec, dir)?;
     let prepared = vm::prepare(&spec, dir, Some(record.name.as_str()), progress)?;
@@ -168,8 +188,7 @@ fn prepare_and_hand_over(
     store.save(&record)?;
     let qemu_json = serde_json::to_vec_pretty(&prepared.cmd).expect("a QemuCommand serialises");
     hostfs::write_atomic(&dir.join(QEMU_FILE), &qemu_json)?;
-    spawn_monitor(&record.name)?;
-    Ok(record.name)
+    Ok((spec, prepared, record))
 }
 
 /// The unibeam binary, which runs `unibeam monitor NAME`: this program,
@@ -302,6 +321,9 @@ fn reset(
     monitor: Option<ProcessId>,
 ) -> Result<InstanceRecord, InstancesError> {
     let mut record = store.load(name)?;
+    if record.foreground {
+        return Err(InstancesError::Foreground(name.clone()));
+    }
     if !matches!(record.observed_status(), Status::Exited { .. }) {
         return Err(InstancesError::AlreadyRunning(name.clone()));
     }
@@ -365,12 +387,37 @@ pub fn remove(store: &Store, name: &InstanceName, force: bool) -> Result<(), Ins
         }
         control::kill(store, name)?;
     }
-    // A monitor that is still winding down must not write into a removed dir.
-    if let Some(m) = store.load(name)?.monitor.filter(|m| m.alive()) {
+    let record = match store.load(name) {
+        // A foreground run that ended and removed itself meanwhile.
+        Err(StateError::NoSuchInstance(_)) if record.foreground => return Ok(()),
+        loaded => loaded?,
+    };
+    if record.foreground {
+        // The foreground run removes its own directory once its QEMU is
+        // gone; it is the user's `unibeam run`, which must not be killed.
+        wait_for_owner(&record, Duration::from_secs(5));
+    } else if let Some(m) = record.monitor.filter(|m| m.alive()) {
+        // A monitor that is still winding down must not write into a removed dir.
         let _ = send_signal(Pid::from_raw(m.pid as i32), Signal::SIGKILL);
     }
-    store.remove(name)?;
-    Ok(())
+    match store.remove(name) {
+        Err(StateError::NoSuchInstance(_)) if record.foreground => Ok(()),
+        removed => Ok(removed?),
+    }
+}
+
+fn wait_for_owner(record: &InstanceRecord, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while record.monitor.is_some_and(|m| m.alive()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `record` is a foreground run's that outlived its run (killed
+/// with SIGKILL, or the host went down): nothing owns it any more, so it
+/// is removed rather than shown, and its name is free again.
+pub(crate) fn is_abandoned_foreground(record: &InstanceRecord) -> bool {
+    record.foreground && !record.monitor.is_some_and(|m| m.alive())
 }
 
 /// One entry of `list`: an instance with its record, or a directory
@@ -389,6 +436,9 @@ pub fn list(store: &Store, all: bool) -> Vec<Listed> {
     let mut broken = Vec::new();
     for (name, loaded) in store.list_all() {
         match loaded {
+            Ok(r) if is_abandoned_foreground(&r) => {
+                let _ = store.remove(&name);
+            }
             Ok(r) if all || !matches!(r.observed_status(), Status::Exited { .. }) => records.push(r),
             Ok(_) => {}
             Err(StateError::Broken { why, .. }) if all => broken.push(Listed::Broken { name, why }),

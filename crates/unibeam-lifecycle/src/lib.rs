@@ -13,6 +13,7 @@
 
 pub mod clusters;
 pub mod down;
+pub mod foreground;
 pub mod images;
 pub mod instances;
 pub mod logs;

@@ -24,6 +24,10 @@ pub enum SystemdError {
     NotAbsolute(PathBuf, #[source] std::io::Error),
     #[error("no instances of cluster {0:?}; `unibeam ps -a` lists them")]
     NoSuchCluster(String),
+    #[error(
+        "instance {0} is a foreground `unibeam run`'s, gone when it ends; `unibeam run -d` it for a unit"
+    )]
+    Foreground(InstanceName),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -41,6 +45,9 @@ pub fn instance_units(
 ) -> Result<Vec<Unit>, SystemdError> {
     let context = UnitContext::new(store)?;
     let record = store.load(name)?;
+    if record.foreground {
+        return Err(SystemdError::Foreground(record.name));
+    }
     let timeout = stop_timeout(store, &record.name, progress);
     Ok(vec![service_unit(&context, &record, timeout, None)])
 }
@@ -294,6 +301,7 @@ mod tests {
             monitor: None,
             cluster: None,
             dist: None,
+            foreground: false,
         }
     }
 

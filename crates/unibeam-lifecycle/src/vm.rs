@@ -269,6 +269,19 @@ pub fn run_attached(
     find_qemu()?;
     let runtime = scratch::runtime_dir()?;
     let prepared = prepare(spec, runtime.path(), None, progress)?;
+    boot_prepared(spec, &prepared, console, show_command, progress, |_| ())
+}
+
+/// Boots a prepared VM in the foreground until it powers off; `started`
+/// is told QEMU's pid once it runs.
+pub fn boot_prepared(
+    spec: &VmSpec,
+    prepared: &Prepared,
+    console: Box<dyn Write + Send>,
+    show_command: bool,
+    progress: &dyn Progress,
+    started: impl FnOnce(u32),
+) -> Result<Finished, VmError> {
     if show_command {
         progress.note(&prepared.cmd.display_line());
     }
@@ -279,7 +292,7 @@ pub fn run_attached(
         manifest.release.version,
         manifest.size_summary()
     ));
-    let outcome = run_foreground(&prepared.cmd, console, spec.instance.stop_grace())?;
+    let outcome = run_foreground(&prepared.cmd, console, spec.instance.stop_grace(), started)?;
     Ok(Finished {
         outcome,
         more_memory_advice: spec.more_memory_advice(manifest),

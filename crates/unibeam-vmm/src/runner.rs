@@ -326,15 +326,18 @@ impl Booted {
 }
 
 /// Boots `cmd` and blocks until QEMU exits. The console goes to `console`.
-/// `stop_grace` bounds how long a stopping guest may take before QEMU is killed.
+/// `stop_grace` bounds how long a stopping guest may take before QEMU is
+/// killed. `started` is told QEMU's pid once it runs.
 pub fn run_foreground(
     cmd: &QemuCommand,
     console: impl Write + Send + 'static,
     stop_grace: Duration,
+    started: impl FnOnce(u32),
 ) -> Result<Outcome, RunError> {
     check_ports(&cmd.forwards)?;
     let signals = signal_channel().map_err(RunError::Signals)?;
     let mut booted = boot(cmd, console)?;
+    started(booted.child.id());
     let code = wait_with_signals(&mut booted.child, cmd, &signals, stop_grace).map_err(RunError::Wait)?;
     booted.finish(code)
 }

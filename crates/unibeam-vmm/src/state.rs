@@ -193,6 +193,10 @@ pub struct InstanceRecord {
     /// for an instance run with `--no-dist` (or before unibeam had it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dist: Option<DistEndpoint>,
+    /// A foreground `run --name`: the run owns it and removes it when it
+    /// ends; one whose run was killed is swept, never restarted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreground: bool,
 }
 
 /// The host side of an instance's Erlang distribution.
@@ -448,6 +452,7 @@ mod tests {
             monitor: None,
             cluster: None,
             dist: None,
+            foreground: false,
         }
     }
 

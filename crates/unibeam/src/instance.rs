@@ -23,7 +23,9 @@ pub struct InstanceArgs {
     /// Set an environment variable for the BEAM (repeatable)
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
-    /// Name of this instance; the guest hostname defaults to it
+    /// Name of this instance; the guest hostname defaults to it. A
+    /// foreground run given a name is an instance while it runs: `ps`,
+    /// `logs`, `stop`, `rpc`, `remsh` and `top` reach it by that name
     #[arg(long)]
     name: Option<String>,
     /// Guest hostname [default: --name, else the release name]
@@ -96,6 +98,10 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 impl InstanceArgs {
+    pub fn named(&self) -> bool {
+        self.name.is_some()
+    }
+
     /// The flags as the library takes them.
     pub fn settings(&self) -> InstanceSettings {
         InstanceSettings {

@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use unibeam_lifecycle::timeline::TimelineWriter;
-use unibeam_lifecycle::vm::{self, VmSpec};
-use unibeam_lifecycle::{instances, paths, Progress};
+use unibeam_lifecycle::vm::VmSpec;
+use unibeam_lifecycle::{foreground, instances, paths, Progress};
 use unibeam_vmm::{Accel, AccelChoice, Machine, Outcome, PortForward};
 
 /// Exit code for failures of unibeam itself, as `docker run` uses 125.
@@ -77,11 +77,11 @@ pub struct RunArgs {
     /// With -d: restart policy: no, on-failure[:N] or always
     #[arg(long, value_name = "POLICY", default_value = "no")]
     restart: unibeam_vmm::state::Restart,
-    /// With -d: keep the node unreachable from the host. By default the
-    /// node's distribution port is published on 127.0.0.1 (only) and the
-    /// node gets a random cookie of its own (or --cookie-file's), so
-    /// `remsh`, `rpc` and `top` can reach it; a release that names no
-    /// node is named after itself
+    /// With -d or --name: keep the node unreachable from the host. By
+    /// default the node's distribution port is published on 127.0.0.1
+    /// (only) and the node gets a random cookie of its own (or
+    /// --cookie-file's), so `remsh`, `rpc` and `top` can reach it; a
+    /// release that names no node is named after itself
     #[arg(long)]
     no_dist: bool,
     #[command(flatten)]
@@ -114,8 +114,9 @@ impl RunArgs {
             },
             bzimage: self.bzimage,
             restart: self.restart,
-            // A foreground run keeps no record for remsh and rpc to find.
-            dist: self.detach && !self.no_dist,
+            // An unnamed foreground run keeps no record for remsh and
+            // rpc to find, so it gets no distribution port either.
+            dist: (self.detach || self.instance.named()) && !self.no_dist,
             instance: self.instance.settings(),
             build: self.build.settings(),
         }
@@ -139,7 +140,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         Box::new(std::io::stdout())
     };
-    let finished = vm::run_attached(&spec, console, args.verbose, &progress)?;
+    let finished = foreground::run(&spec, console, args.verbose, &progress)?;
     let advice = finished.more_memory_advice;
     match finished.outcome {
         Outcome::Exited(status) => Ok(ExitCode::from(status)),

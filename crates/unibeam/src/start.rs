@@ -73,6 +73,7 @@ mod tests {
             monitor: None,
             cluster: None,
             dist: None,
+            foreground: false,
         }
     }
 
