@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the build, the examples, the tests and the baseline benchmark need,
 # then what `unibeam kernel build` needs (the list in kbuild.rs).
 APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 elixir \
-                erlang-os-mon erlang-mnesia \
+                erlang-os-mon erlang-mnesia e2fsprogs \
                 busybox-static cpio curl dash \
                 linux-source-6.1 make gcc libc6-dev bc bison flex libelf-dev xz-utils \
                 g++ systemd
@@ -17,11 +17,12 @@ CLUSTER := examples/cluster/_build/prod/rel/cluster
 STOCK := tests/fixtures/stock/_build/prod/rel/stock
 SRCCONF := tests/fixtures/srcconf/_build/prod/rel/srcconf
 MIXENV := tests/fixtures/mixenv/_build/prod/rel/mixenv
+NOTES := examples/notes/_build/prod/rel/notes
 RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
             $(HALT)/releases/start_erl.data $(HELLO_ELIXIR)/releases/start_erl.data \
             $(CLUSTER)/releases/start_erl.data \
             $(STOCK)/releases/start_erl.data $(SRCCONF)/releases/start_erl.data \
-            $(MIXENV)/releases/start_erl.data
+            $(MIXENV)/releases/start_erl.data $(NOTES)/releases/start_erl.data
 sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
 .PHONY: all deps build releases kernel demo test test-debian-kernel bench lint fuzz clean
@@ -54,6 +55,9 @@ $(HELLO)/hello-0.1.0.tar.gz: $(HELLO)/releases/start_erl.data
 
 $(CLUSTER)/releases/start_erl.data: $(call sources,examples/cluster,rebar.config apps config)
 	cd examples/cluster && rebar3 as prod release
+
+$(NOTES)/releases/start_erl.data: $(call sources,examples/notes,rebar.config apps config)
+	cd examples/notes && rebar3 as prod release
 
 $(HALT)/releases/start_erl.data: $(call sources,tests/fixtures/halt,rebar.config apps config)
 	cd tests/fixtures/halt && rebar3 as prod release
@@ -107,4 +111,5 @@ lint:
 clean:
 	$(CARGO) clean
 	rm -rf bench/work examples/hello/_build examples/hello_elixir/_build examples/cluster/_build tests/fixtures/halt/_build \
-	       tests/fixtures/stock/_build tests/fixtures/srcconf/_build tests/fixtures/mixenv/_build
+	       tests/fixtures/stock/_build tests/fixtures/srcconf/_build tests/fixtures/mixenv/_build \
+	       examples/notes/_build

@@ -148,6 +148,7 @@ fn time_baseline(kernel: &Path, initrd: &Path, scratch: &Path) -> f64 {
         private_net: None,
         // Debian's kernel, with ACPI, as the baseline was booted by hand.
         acpi: true,
+        drives: Vec::new(),
     };
     let mut cmd = Command::new(&qemu.binary);
     cmd.args(qemu.args());

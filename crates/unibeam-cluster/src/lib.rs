@@ -8,6 +8,7 @@ pub mod config;
 pub mod plan;
 pub mod secret;
 pub mod values;
+pub mod volume;
 
 pub use config::{load, Compose, ConfigError, Service, Source};
 pub use plan::{plan, Member, Plan};

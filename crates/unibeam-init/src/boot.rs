@@ -4,6 +4,7 @@ use crate::kmod::KmodError;
 use crate::log;
 use crate::net::NetError;
 use crate::platform::{Mount, Platform, PlatformError};
+use crate::volumes::VolumeError;
 use thiserror::Error;
 use unibeam_spec::{milestone, BootSpec};
 
@@ -15,6 +16,8 @@ pub enum BootError {
     Module(#[from] KmodError),
     #[error(transparent)]
     Network(#[from] NetError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 /// What init and the BEAM need mounted, in order.
@@ -45,7 +48,7 @@ pub const MOUNTS: [Mount; 4] = [
     },
 ];
 
-/// Mounts, kernel modules, network, then a read-only root.
+/// Mounts, kernel modules, network, volumes, then a read-only root.
 pub fn bring_up(p: &mut impl Platform, spec: &BootSpec) -> Result<(), BootError> {
     for m in &MOUNTS {
         p.mount(m)?;
@@ -56,6 +59,11 @@ pub fn bring_up(p: &mut impl Platform, spec: &BootSpec) -> Result<(), BootError>
     crate::log::milestone(milestone::MODULES_LOADED, &format!(" ({})", spec.modules.len()));
     let network = p.configure_network(&spec.network, &spec.hostname)?;
     crate::log::milestone(milestone::NETWORK_UP, &format!(": {network}"));
+    // Mount points are made on the root while it is still writable.
+    for volume in &spec.instance.volumes {
+        let mounted = p.mount_volume(volume, spec.instance.run_as_root)?;
+        log!("{mounted}");
+    }
     // /etc is written by now; the BEAM writes only to /tmp.
     if let Err(e) = p.seal_rootfs() {
         log!("warning: {}", log::chain(&e));
@@ -89,6 +97,24 @@ mod tests {
                 "network eth0 hello",
                 "seal /",
             ]
+        );
+    }
+
+    #[test]
+    fn volumes_are_mounted_after_the_network_and_before_sealing() {
+        let mut spec = spec();
+        spec.instance.volumes = vec![unibeam_spec::VolumeMount {
+            name: "data".into(),
+            serial: "vol0".into(),
+            path: "/var/lib/app".into(),
+            read_only: false,
+        }];
+        let mut p = Recorder::default();
+        bring_up(&mut p, &spec).unwrap();
+        let tail: Vec<&str> = p.calls.iter().rev().take(3).rev().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            ["network eth0 hello", "volume vol0 on /var/lib/app", "seal /"]
         );
     }
 

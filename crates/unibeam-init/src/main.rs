@@ -15,6 +15,7 @@ mod platform;
 mod power;
 mod stop;
 mod supervise;
+mod volumes;
 
 use platform::{Platform, Real};
 use power::Verdict;

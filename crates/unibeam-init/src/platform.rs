@@ -5,11 +5,12 @@
 
 use crate::kmod::KmodError;
 use crate::net::NetError;
+use crate::volumes::VolumeError;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use thiserror::Error;
-use unibeam_spec::NetworkSpec;
+use unibeam_spec::{NetworkSpec, VolumeMount};
 
 #[derive(Debug, Error)]
 pub enum PlatformError {
@@ -39,6 +40,8 @@ pub trait Platform {
     fn load_module(&mut self, path: &str) -> Result<(), KmodError>;
     /// Brings the network up; returns a one-line description.
     fn configure_network(&mut self, net: &NetworkSpec, hostname: &str) -> Result<String, NetError>;
+    /// Mounts a volume; returns a one-line description.
+    fn mount_volume(&mut self, volume: &VolumeMount, run_as_root: bool) -> Result<String, VolumeError>;
     /// Makes the root filesystem read-only; a failure is only a warning.
     fn seal_rootfs(&mut self) -> Result<(), PlatformError>;
     fn signal(&mut self, pid: i32, signal: Signal);
@@ -72,6 +75,10 @@ impl Platform for Real {
 
     fn configure_network(&mut self, net: &NetworkSpec, hostname: &str) -> Result<String, NetError> {
         crate::net::configure(net, hostname)
+    }
+
+    fn mount_volume(&mut self, volume: &VolumeMount, run_as_root: bool) -> Result<String, VolumeError> {
+        crate::volumes::mount(volume, run_as_root)
     }
 
     fn seal_rootfs(&mut self) -> Result<(), PlatformError> {
@@ -118,6 +125,11 @@ pub mod recorder {
                 });
             }
             Ok("up".into())
+        }
+        fn mount_volume(&mut self, volume: &VolumeMount, _: bool) -> Result<String, VolumeError> {
+            self.calls
+                .push(format!("volume {} on {}", volume.serial, volume.path));
+            Ok(String::new())
         }
         fn seal_rootfs(&mut self) -> Result<(), PlatformError> {
             self.calls.push("seal /".into());

@@ -51,6 +51,7 @@ impl Verdict {
 pub fn off(verdict: &Verdict) -> ! {
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     sync();
+    crate::volumes::unmount_all();
     let status = verdict.status();
     // For people reading the console; the host reads the verdict port.
     eprintln!("{EXIT_STATUS_MARKER}{status}");

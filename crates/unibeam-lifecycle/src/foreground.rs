@@ -74,6 +74,8 @@ fn run_named(
     // writing into the directory.
     let _owned = RemovedWhenDone(dir.clone());
     let (spec, prepared, record) = instances::prepare_recorded(store, spec, record, &dir, progress)?;
+    let _held = unibeam_vmm::drives::lock_all(&prepared.cmd.drives, &instances::holder(&record.name))
+        .map_err(InstancesError::from)?;
     let log_path = dir.join(CONSOLE_LOG);
     let log = BoundedLog::open(&log_path, DEFAULT_CAP)
         .map_err(unibeam_spec::hostfs::at::<StateError>(&log_path))?;

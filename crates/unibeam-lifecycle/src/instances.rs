@@ -7,6 +7,7 @@ use crate::progress::Progress;
 use crate::vm::{self, VmError, VmSpec};
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,10 +17,12 @@ use thiserror::Error;
 use unibeam_spec::hostfs::{self, PathIo};
 use unibeam_spec::DIST_PORT;
 use unibeam_vmm::control;
+use unibeam_vmm::drives::{self, DriveError};
+use unibeam_vmm::logfile::{BoundedLog, DEFAULT_CAP};
 use unibeam_vmm::monitor::now_secs;
 use unibeam_vmm::runner::check_ports;
 use unibeam_vmm::state::{
-    DistEndpoint, InstanceName, InstanceRecord, ProcessId, StateError, Status, Store, QEMU_FILE,
+    DistEndpoint, InstanceName, InstanceRecord, ProcessId, StateError, Status, Store, CONSOLE_LOG, QEMU_FILE,
     STOP_REQUESTED,
 };
 use unibeam_vmm::{PortForward, QemuCommand, RunError};
@@ -62,6 +65,8 @@ pub enum InstancesError {
     NoFreePort(#[source] std::io::Error),
     #[error(transparent)]
     Cookie(#[from] unibeam_cluster::secret::SecretError),
+    #[error(transparent)]
+    Drive(#[from] DriveError),
 }
 
 /// A default instance name: the target's file name plus 4 random hex digits.
@@ -150,7 +155,9 @@ fn prepare_and_hand_over(
     dir: &Path,
     progress: &dyn Progress,
 ) -> Result<InstanceName, InstancesError> {
-    let (_, _, record) = prepare_recorded(store, spec, record, dir, progress)?;
+    let (_, prepared, record) = prepare_recorded(store, spec, record, dir, progress)?;
+    // The monitor takes the volumes for good; a volume in use is told here.
+    drop(drives::lock_all(&prepared.cmd.drives, &holder(&record.name))?);
     spawn_monitor(&record.name)?;
     Ok(record.name)
 }
@@ -273,6 +280,14 @@ fn wait_until_running(
 /// `unibeam monitor NAME`: owns one instance until it exits for good.
 pub fn monitor(store: &Store, name: &InstanceName) -> Result<(), InstancesError> {
     let cmd = read_qemu_command(&store.dir(name))?;
+    // Held for as long as the monitor owns the VM, restarts included.
+    let _held = match drives::lock_all(&cmd.drives, &holder(name)) {
+        Ok(held) => held,
+        Err(e) => {
+            refuse_start(store, name, &e)?;
+            return Err(e.into());
+        }
+    };
     // The metrics history (crate::stats), sampled beside QEMU for as long
     // as the monitor owns it; UNIBEAM_SAMPLE_SECS=0 turns it off.
     let sampler =
@@ -281,6 +296,24 @@ pub fn monitor(store: &Store, name: &InstanceName) -> Result<(), InstancesError>
     drop(sampler);
     outcome?;
     Ok(())
+}
+
+/// Who holds an instance's volumes, as `volume` errors name it.
+pub(crate) fn holder(name: &InstanceName) -> String {
+    format!("instance {name}")
+}
+
+/// An instance that cannot start (its volume taken meanwhile): exited,
+/// with why in its log.
+fn refuse_start(store: &Store, name: &InstanceName, why: &DriveError) -> Result<(), InstancesError> {
+    let log_path = store.dir(name).join(CONSOLE_LOG);
+    if let Ok(mut log) = BoundedLog::open(&log_path, DEFAULT_CAP) {
+        let _ = writeln!(log, "unibeam: {}", unibeam_vmm::error_chain(why));
+    }
+    let mut record = store.load(name)?;
+    record.status = Status::Exited { code: 125 };
+    record.monitor = None;
+    Ok(store.save(&record)?)
 }
 
 fn read_qemu_command(dir: &Path) -> Result<QemuCommand, InstancesError> {
@@ -293,6 +326,8 @@ fn read_qemu_command(dir: &Path) -> Result<QemuCommand, InstancesError> {
 /// it was run with; returns once QEMU runs.
 pub fn start(store: &Store, name: &InstanceName) -> Result<(), InstancesError> {
     reset(store, name, None)?;
+    let cmd = read_qemu_command(&store.dir(name))?;
+    drop(drives::lock_all(&cmd.drives, &holder(name))?);
     spawn_monitor(name)?;
     let record = wait_until_running(store, name, START_LIMIT)?;
     match record.observed_status() {

@@ -28,5 +28,7 @@ pub mod systemd;
 pub mod timeline;
 pub mod up;
 pub mod vm;
+pub mod volume_archive;
+pub mod volumes;
 
 pub use progress::{Progress, Quiet};

@@ -7,15 +7,18 @@ use crate::paths::{self, PathsError};
 use crate::progress::Progress;
 use crate::scratch::{self, ScratchError};
 use crate::settings::{InstanceSettings, SettingsError};
+use crate::volumes::{self, VolumeStore, VolumesError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use unibeam_cluster::volume::VolumeRequest;
 use unibeam_image::bootfiles::{self, BootFilesError};
 use unibeam_image::kpatch::APIC_BUS_KHZ_PARAM;
 use unibeam_image::manifest::{KernelInfo, ManifestError};
 use unibeam_image::{append_config_layer, ImageManifest, MANIFEST_FILE};
 use unibeam_spec::hostfs::{self, PathIo};
 use unibeam_spec::BootSpec;
+use unibeam_vmm::drives::{self, DriveError};
 use unibeam_vmm::state::{Restart, INITRD_FILE, QMP_SOCKET};
 use unibeam_vmm::{
     check_cpus, choose_accel, default_kernel_args, find_qemu, run_foreground, Accel, AccelChoice, Machine,
@@ -50,6 +53,10 @@ pub enum VmError {
     Io(#[from] PathIo),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Volumes(#[from] VolumesError),
+    #[error(transparent)]
+    Drive(#[from] DriveError),
 }
 
 /// Everything `run` needs to boot one VM, as values.
@@ -70,6 +77,8 @@ pub struct VmSpec {
     /// Make the node reachable from the host over Erlang distribution
     /// (`remsh`, `rpc`, `top`); off with `--no-dist`.
     pub dist: bool,
+    /// Volumes to attach (`-v NAME:/path[:ro]`), made on first use.
+    pub volumes: Vec<VolumeRequest>,
     pub instance: InstanceSettings,
     pub build: BuildSettings,
 }
@@ -87,6 +96,7 @@ impl VmSpec {
             bzimage: false,
             restart: Restart::No,
             dist: true,
+            volumes: Vec::new(),
             instance: InstanceSettings::default(),
             build: BuildSettings::default(),
         }
@@ -215,7 +225,10 @@ pub fn prepare(
     let image_dir = resolve_image(spec, workdir, progress)?;
     let manifest = ImageManifest::read(&image_dir)?;
     check_cpus(spec.machine, spec.cpus, manifest.kernel.acpi)?;
-    let boot = boot_spec(spec, &manifest, default_hostname, progress)?;
+    let mut boot = boot_spec(spec, &manifest, default_hostname, progress)?;
+    let volume_store = VolumeStore::beside(&paths::store()?);
+    let (drives, mounts) = volumes::attach(&volume_store, &spec.volumes, progress)?;
+    boot.instance.volumes = mounts;
     let node = spec.dist.then(|| planned_node(&boot)).flatten();
     let cache = paths::cache_dir()?;
     let files = bootfiles::prepare(&image_dir, &manifest, &cache, !spec.bzimage)?;
@@ -234,6 +247,7 @@ pub fn prepare(
         qmp_socket: workdir.join(QMP_SOCKET),
         private_net: spec.instance.private_net(),
         acpi: manifest.kernel.acpi,
+        drives,
     };
     Ok(Prepared { cmd, manifest, node })
 }
@@ -269,6 +283,8 @@ pub fn run_attached(
     find_qemu()?;
     let runtime = scratch::runtime_dir()?;
     let prepared = prepare(spec, runtime.path(), None, progress)?;
+    let holder = format!("a foreground `unibeam run` (pid {})", std::process::id());
+    let _held = drives::lock_all(&prepared.cmd.drives, &holder)?;
     boot_prepared(spec, &prepared, console, show_command, progress, |_| ())
 }
 

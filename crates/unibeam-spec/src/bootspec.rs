@@ -119,6 +119,22 @@ pub struct InstanceSpec {
     /// BEAM's process and port tables are sized to it.
     #[serde(default)]
     pub memory_mib: u32,
+    /// Volumes init mounts before the BEAM starts (`run -v`).
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// One volume: a virtio-blk disk holding an ext4 filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// The volume's name on the host, for console lines.
+    pub name: String,
+    /// The disk's virtio serial (`vol0`, ...): how init finds its
+    /// /dev/vdX, whatever order the devices were probed in.
+    pub serial: String,
+    /// Where it is mounted: absolute, normalised, checked on the host.
+    pub path: String,
+    pub read_only: bool,
 }
 
 impl Default for InstanceSpec {
@@ -134,6 +150,7 @@ impl Default for InstanceSpec {
             run_as_root: false,
             cluster: None,
             memory_mib: 0,
+            volumes: Vec::new(),
         }
     }
 }

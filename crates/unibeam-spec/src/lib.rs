@@ -22,7 +22,9 @@ pub use beam::{
     BeamLaunch, CodeLoading, ConfigSource, FileContent, Flavor, PreparedFile, ReleaseSpec,
     APPS_STARTED_MARKER, BEAM_HOME, RUN_DIR, SMALL_GUEST_MIB,
 };
-pub use bootspec::{netmask, BootSpec, ClusterSpec, ExitPolicy, InstanceSpec, NetworkSpec, PrivateNic};
+pub use bootspec::{
+    netmask, BootSpec, ClusterSpec, ExitPolicy, InstanceSpec, NetworkSpec, PrivateNic, VolumeMount,
+};
 pub use envsh::{EnvScript, ENV_SH_SUBSET};
 pub use render::{filter_vm_args, inline_args_files, replace_os_vars};
 pub use startenv::{unsupported_start_vars, ReadFile, UNSUPPORTED_START_VARS};

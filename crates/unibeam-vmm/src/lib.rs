@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod chain;
 pub mod control;
+pub mod drives;
 pub mod logfile;
 pub mod monitor;
 pub mod process;

@@ -1,6 +1,7 @@
 //! The QEMU command line as typed data, so it can be unit-tested, printed
 //! with `--verbose`, and later extended without string surgery.
 
+use crate::drives::Drive;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -166,6 +167,9 @@ pub struct QemuCommand {
     /// [`PowerButton`]). Records from before this field booted ACPI kernels.
     #[serde(default = "yes")]
     pub acpi: bool,
+    /// Volumes, in the order the VM was asked for them.
+    #[serde(default)]
+    pub drives: Vec<Drive>,
 }
 
 fn yes() -> bool {
@@ -372,6 +376,9 @@ impl QemuCommand {
             &format!("unix:{},server=on,wait=off", self.qmp_socket.display()),
         ]);
         push(&["-append", &self.kernel_args.join(" ")]);
+        for (index, drive) in self.drives.iter().enumerate() {
+            args.extend(drive.qemu_args(index, virtio));
+        }
         args.push("-kernel".into());
         args.push(self.kernel.clone().into_os_string());
         args.push("-initrd".into());

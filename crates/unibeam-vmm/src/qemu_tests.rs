@@ -16,6 +16,7 @@ fn command() -> QemuCommand {
         qmp_socket: "/run/x/qmp.sock".into(),
         private_net: None,
         acpi: true,
+        drives: Vec::new(),
     }
 }
 

@@ -51,6 +51,8 @@ pub enum RunError {
     /// QEMU's own message: what it printed, or that it printed nothing.
     #[error("QEMU failed: {0}")]
     Qemu(String),
+    #[error(transparent)]
+    Drive(#[from] crate::drives::DriveError),
 }
 
 /// How the guest ended.
@@ -262,6 +264,9 @@ pub struct Booted {
 /// Starts QEMU for `cmd` in its own process group, dying with its parent,
 /// and streams its console into `console`.
 pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<Booted, RunError> {
+    // Every boot, restarts too: a guest killed mid-write leaves a journal
+    // to replay and, rarely, damage that must not reach the guest.
+    crate::drives::check_all(&cmd.drives)?;
     // A verdict left by an earlier boot must not speak for this one, even
     // if this QEMU fails before it opens the file.
     let verdict_file = cmd.verdict_file();

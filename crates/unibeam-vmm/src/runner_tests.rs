@@ -192,6 +192,7 @@ fn missing_qemu(dir: &Path) -> QemuCommand {
         qmp_socket: dir.join("qmp.sock"),
         private_net: None,
         acpi: false,
+        drives: Vec::new(),
     }
 }
 

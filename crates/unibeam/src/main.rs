@@ -17,6 +17,7 @@ mod start;
 mod stats;
 mod top;
 mod up;
+mod volume;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -56,6 +57,7 @@ enum Verb {
     Rpc(rpc::RpcArgs),
     Stats(stats::StatsArgs),
     Top(top::TopArgs),
+    Volume(volume::VolumeArgs),
     Generate(generate::GenerateArgs),
     /// Owns one detached instance (started by `run -d`)
     #[command(hide = true)]
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Verb::Rpc(args) => (rpc::rpc(args), rpc::FAILURE_EXIT),
         Verb::Stats(args) => (stats::stats(args), stats::FAILURE_EXIT),
         Verb::Top(args) => (top::top(args), top::FAILURE_EXIT),
+        Verb::Volume(args) => (volume::volume(args), volume::FAILURE_EXIT),
         Verb::Up(args) => (up::up(args), up::FAILURE_EXIT),
         Verb::Down(args) => (down::down(args), down::FAILURE_EXIT),
         Verb::Ps(args) => (instances::ps(args), instances::FAILURE_EXIT),

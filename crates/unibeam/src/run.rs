@@ -66,7 +66,7 @@ pub struct RunArgs {
     #[arg(long)]
     bzimage: bool,
     /// Print the full QEMU command line
-    #[arg(short, long)]
+    #[arg(long)]
     verbose: bool,
     /// Print the boot timeline once the release's applications have started
     #[arg(long)]
@@ -84,6 +84,11 @@ pub struct RunArgs {
     /// release that names no node is named after itself
     #[arg(long)]
     no_dist: bool,
+    /// Attach a volume: NAME:/path[:ro] (repeatable). It is made (1G) if
+    /// it does not exist; init mounts it before the BEAM starts, writable
+    /// by the BEAM's user unless :ro. See `unibeam volume --help`
+    #[arg(short = 'v', long = "volume", value_name = "NAME:/PATH[:ro]")]
+    volumes: Vec<unibeam_cluster::volume::VolumeRequest>,
     #[command(flatten)]
     instance: instance::InstanceArgs,
     #[command(flatten)]
@@ -117,6 +122,7 @@ impl RunArgs {
             // An unnamed foreground run keeps no record for remsh and
             // rpc to find, so it gets no distribution port either.
             dist: (self.detach || self.instance.named()) && !self.no_dist,
+            volumes: self.volumes.clone(),
             instance: self.instance.settings(),
             build: self.build.settings(),
         }
