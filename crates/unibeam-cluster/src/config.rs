@@ -2,6 +2,7 @@
 //! they form. Every error names the file, the line and the column.
 
 use crate::values::{parse_memory, parse_port_pair, Cidr};
+use crate::volume::VolumeRequest;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -95,6 +96,9 @@ struct RawService {
     /// Whether the replicas join the cluster's mesh.
     #[serde(default = "yes")]
     cluster: bool,
+    /// `NAME:/path[:ro]`: each replica gets its own volume NAME.
+    #[serde(default)]
+    volumes: Vec<Spanned<String>>,
 }
 
 /// Where a service's image comes from; paths are relative to the
@@ -119,6 +123,8 @@ pub struct Service {
     pub restart: Restart,
     /// Whether the replicas join the cluster's mesh.
     pub meshed: bool,
+    /// Volumes; replica i attaches `<instance>-<NAME>`, its own.
+    pub volumes: Vec<VolumeRequest>,
 }
 
 fn one() -> Spanned<u32> {
@@ -348,6 +354,15 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<RawService>) -> 
         ),
         None => None,
     };
+    let volumes = s
+        .volumes
+        .iter()
+        .map(|v| {
+            v.get_ref()
+                .parse::<VolumeRequest>()
+                .map_err(|m| check.error(v.span(), format!("service {name}: volumes: {m}")))
+        })
+        .collect::<Result<_, _>>()?;
     let env = check_env(check, name, &s.env)?;
     let restart = s
         .restart
@@ -364,6 +379,7 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<RawService>) -> 
         memory_mib,
         restart,
         meshed: s.cluster,
+        volumes,
     })
 }
 

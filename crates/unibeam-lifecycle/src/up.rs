@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use unibeam_cluster::secret::{self, SecretError};
 use unibeam_cluster::values::Cidr;
+use unibeam_cluster::volume::VolumeRequest;
 use unibeam_cluster::{plan, Compose, Member, Plan, Service, Source};
 use unibeam_spec::hostfs::{self, PathIo};
 use unibeam_spec::milestone;
@@ -42,6 +43,8 @@ pub enum UpError {
     Build(String, #[source] ImagesError),
     #[error("{0}")]
     Member(InstanceName, #[source] VmError),
+    #[error("{0}: {1}; shorten the cluster, service or volume name")]
+    MemberVolume(InstanceName, String),
     #[error("{0}")]
     MemberPorts(InstanceName, #[source] RunError),
     #[error("starting {0}")]
@@ -158,7 +161,7 @@ fn prepare_all(
     let mut specs = Vec::new();
     for member in &plan.members {
         let svc = &compose.services[&member.service];
-        let spec = member_spec(plan, member, svc, &images[member.service.as_str()], &cookie);
+        let spec = member_spec(plan, member, svc, &images[member.service.as_str()], &cookie)?;
         spec.check()
             .map_err(|e| UpError::Member(member.instance.clone(), e))?;
         check_ports(&spec.publish).map_err(|e| UpError::MemberPorts(member.instance.clone(), e))?;
@@ -183,8 +186,19 @@ fn build_service(
 }
 
 /// One member's VM: its service's settings plus its place in the cluster.
-pub fn member_spec(plan: &Plan, m: &Member, svc: &Service, image: &Path, cookie: &Path) -> VmSpec {
+pub fn member_spec(
+    plan: &Plan,
+    m: &Member,
+    svc: &Service,
+    image: &Path,
+    cookie: &Path,
+) -> Result<VmSpec, UpError> {
     let mut spec = VmSpec::new(image);
+    spec.volumes = svc
+        .volumes
+        .iter()
+        .map(|v| member_volume(m, v))
+        .collect::<Result<_, _>>()?;
     spec.publish = m.ports.clone();
     spec.restart = svc.restart;
     if let Some(mib) = svc.memory_mib {
@@ -208,7 +222,18 @@ pub fn member_spec(plan: &Plan, m: &Member, svc: &Service, image: &Path, cookie:
             prefix_len: plan.prefix_len,
         },
     });
-    spec
+    Ok(spec)
+}
+
+/// The replica's own copy of a service volume: `<instance>-<NAME>`.
+fn member_volume(m: &Member, v: &VolumeRequest) -> Result<VolumeRequest, UpError> {
+    let name = format!("{}-{}", m.instance, v.name);
+    Ok(VolumeRequest {
+        name: name
+            .parse()
+            .map_err(|why| UpError::MemberVolume(m.instance.clone(), why))?,
+        ..v.clone()
+    })
 }
 
 fn start_all(

@@ -13,7 +13,7 @@ use unibeam_spec::hostfs::{self, PathIo};
 use unibeam_spec::{VolumeMount, BEAM_UID};
 use unibeam_vmm::drives::{sbin_program, Drive, DriveError};
 use unibeam_vmm::monitor::now_secs;
-use unibeam_vmm::state::{Store, QEMU_FILE};
+use unibeam_vmm::state::{InstanceName, Store, QEMU_FILE};
 use unibeam_vmm::QemuCommand;
 
 const INFO_FILE: &str = "volume.json";
@@ -280,6 +280,18 @@ pub fn attach(
     Ok((drives, mounts))
 }
 
+/// The volumes instance `name`'s VM attaches.
+pub fn attached(store: &Store, name: &InstanceName) -> Vec<VolumeName> {
+    read_command(store, name)
+        .map(|cmd| cmd.drives.iter().filter_map(|d| d.name.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn read_command(store: &Store, name: &InstanceName) -> Option<QemuCommand> {
+    let json = std::fs::read(store.dir(name).join(QEMU_FILE)).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
 /// The instances whose VM attaches volume `name`, running or not.
 pub fn users(store: &Store, volumes: &VolumeStore, name: &VolumeName) -> Vec<String> {
     let disk = volumes.disk(name);
@@ -287,10 +299,7 @@ pub fn users(store: &Store, volumes: &VolumeStore, name: &VolumeName) -> Vec<Str
         .list_all()
         .into_iter()
         .filter(|(instance, _)| {
-            std::fs::read(store.dir(instance).join(QEMU_FILE))
-                .ok()
-                .and_then(|json| serde_json::from_slice::<QemuCommand>(&json).ok())
-                .is_some_and(|cmd| cmd.drives.iter().any(|d| d.file == disk))
+            read_command(store, instance).is_some_and(|cmd| cmd.drives.iter().any(|d| d.file == disk))
         })
         .map(|(instance, _)| instance.to_string())
         .collect()

@@ -14,7 +14,7 @@ pub const FAILURE_EXIT: u8 = 1;
 ///
 /// Each instance gets the power button (a graceful `init:stop()`) and
 /// `--time` seconds before it is killed; then its directory, the cluster's
-/// cookie and its images are removed.
+/// cookie and its images are removed. Volumes stay unless `--volumes`.
 #[derive(Args)]
 pub struct DownArgs {
     /// The cluster file `unibeam up` was given
@@ -23,11 +23,21 @@ pub struct DownArgs {
     /// Seconds each instance gets to power off before it is killed
     #[arg(short = 't', long = "time", default_value_t = 30)]
     time: u64,
+    /// Remove the replicas' volumes too (they are kept by default, for
+    /// the next `up`)
+    #[arg(long)]
+    volumes: bool,
 }
 
 pub fn down(args: DownArgs) -> Result<ExitCode> {
     let grace = Duration::from_secs(args.time);
-    let (cluster, removed) = down::down_file(&paths::store()?, &args.file, grace, &Console::default())?;
+    let volumes = if args.volumes {
+        down::Volumes::Remove
+    } else {
+        down::Volumes::Keep
+    };
+    let (cluster, removed) =
+        down::down_file(&paths::store()?, &args.file, grace, volumes, &Console::default())?;
     println!("cluster {cluster}: removed {removed} instances");
     Ok(ExitCode::SUCCESS)
 }

@@ -81,7 +81,7 @@ pub fn volume(args: VolumeArgs) -> Result<ExitCode> {
                 Format::Text => {
                     println!("{:<32} {:>10}", "NAME", "SIZE");
                     for v in all {
-                        println!("{:<32} {:>9}M", v.name, v.bytes >> 20);
+                        println!("{:<32} {:>9}M", v.name.as_str(), v.bytes >> 20);
                     }
                 }
             }
