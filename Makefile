@@ -95,6 +95,7 @@ bench: deps build releases kernel
 	$(CARGO) bench -p unibeam-e2e --bench runner
 	$(CARGO) bench -p unibeam-e2e --bench cluster
 	$(CARGO) bench -p unibeam-e2e --bench stats
+	$(CARGO) bench -p unibeam-e2e --bench volume
 
 # Every fuzz target for FUZZ_SECONDS each (fuzz/run.sh); fails on a crash.
 # g++ builds libFuzzer; stable Rust runs cargo-fuzz with RUSTC_BOOTSTRAP=1.

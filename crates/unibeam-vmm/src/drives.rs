@@ -116,6 +116,9 @@ impl Drive {
             // one (a guest killed while writing it left a journal that a
             // read-only mount cannot replay), then shared with readers.
             Ok(alone) if self.read_only => {
+                // Readers name no holder: a writer's name left from before
+                // must not be blamed for what readers hold now.
+                alone.set_len(0).map_err(hostfs::at::<PathIo>(&self.lock))?;
                 let repaired = self.repair();
                 alone
                     .relock(FlockArg::LockSharedNonblock)
@@ -208,9 +211,11 @@ fn one_line(stdout: &[u8], stderr: &[u8]) -> String {
 fn holder_of(lock: &Path) -> String {
     let mut text = String::new();
     let _ = File::open(lock).and_then(|f| f.take(200).read_to_string(&mut text));
+    // Shown on a terminal: nothing in the file may steer it.
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
     let text = text.trim();
     if text.is_empty() {
-        "another VM (read-only)".into()
+        "an instance that has it read-only".into()
     } else {
         text.to_string()
     }
