@@ -95,6 +95,18 @@ fn guest_io(state: &Path, name: &str, dir: &str) -> (f64, Vec<f64>) {
     (mb_s, latencies)
 }
 
+/// The `io` instance, removed when this goes.
+struct Removed<'a>(&'a Path);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(unibeam())
+            .args(["rm", "-f", "io"])
+            .env("XDG_STATE_HOME", self.0)
+            .output();
+    }
+}
+
 fn kernel_bytes() -> (u64, Option<u64>) {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(std::path::PathBuf::from)
@@ -154,6 +166,8 @@ fn main() {
             image,
         ],
     );
+    // Removed even when a step below panics, before the state dir goes.
+    let io = Removed(state.path());
     let deadline = Instant::now() + BOOT_TIMEOUT;
     while Command::new(unibeam())
         .args(["rpc", "io", "ok"])
@@ -167,7 +181,7 @@ fn main() {
     }
     let (volume_mb_s, volume_fsync) = guest_io(state.path(), "io", "/data");
     let (tmp_mb_s, tmp_fsync) = guest_io(state.path(), "io", "/tmp");
-    unibeam_in(state.path(), &["rm", "-f", "io"]);
+    drop(io);
 
     let (kernel_now, kernel_before_cached) = kernel_bytes();
     let kernel_before = kernel_before_cached.unwrap_or(KERNEL_BEFORE_VOLUMES_BYTES);

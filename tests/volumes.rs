@@ -233,24 +233,6 @@ fn assert_fsck_clean(file: &std::path::Path) {
     );
 }
 
-/// `fails_naming` for a `run -d` that fails after the VM was prepared:
-/// unibeam has then already printed its `accelerator ...` note (every
-/// run does), which is dropped here; the rest must be one error line.
-/// The volume lock is only tried after that note: see the report.
-fn run_fails_naming(out: &std::process::Output, code: i32, needles: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let (notes, rest): (Vec<&str>, Vec<&str>) = stderr
-        .lines()
-        .partition(|l| l.starts_with("unibeam: accelerator "));
-    assert!(notes.len() <= 1, "{stderr}");
-    let rest = std::process::Output {
-        status: out.status,
-        stdout: out.stdout.clone(),
-        stderr: rest.join("\n").into_bytes(),
-    };
-    fails_naming(&rest, code, needles)
-}
-
 fn qemu_pid(record: &Value) -> u32 {
     record["qemu"]["pid"].as_u64().expect("a QEMU pid") as u32
 }
@@ -412,7 +394,7 @@ fn a_volume_in_use_is_refused_naming_its_holder() {
 
     for (second, request) in [("second", "data:/x"), ("reader", "data:/x:ro")] {
         let out = s.unibeam(&["run", "-d", "--name", second, "-v", request, notes_image()]);
-        run_fails_naming(
+        fails_naming(
             &out,
             125,
             &["volume data is in use by instance holder; stop that first"],

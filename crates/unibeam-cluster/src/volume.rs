@@ -104,6 +104,11 @@ impl FromStr for VolumeRequest {
         let (name, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("{s:?}: expected NAME:/path[:ro], e.g. data:/var/lib/app"))?;
+        if rest.matches(':').count() > 1 {
+            return Err(format!(
+                "{s:?}: give one mode at most: NAME:/path, NAME:/path:ro or NAME:/path:rw"
+            ));
+        }
         let (path, read_only) = match rest.rsplit_once(':') {
             Some((path, "ro")) => (path, true),
             Some((path, "rw")) => (path, false),
@@ -171,6 +176,7 @@ mod tests {
         assert!(err("data:srv").contains("absolute"));
         assert!(err("data:/srv:RO").contains("not a mode"));
         assert!(err("data:/srv:r0").contains("not a mode"));
+        assert!(err("data:/srv:rw:ro").contains("one mode at most"));
         assert!(err("data:/").contains("other than /"));
         assert!(err("data:/srv/../etc").contains("normalised"));
         assert!(err("data:/proc/x").contains("/proc"));

@@ -252,15 +252,18 @@ pub fn attach(
     requests: &[VolumeRequest],
     progress: &dyn Progress,
 ) -> Result<(Vec<Drive>, Vec<VolumeMount>), VolumesError> {
+    // Every request is checked before any volume is made.
+    for (i, request) in requests.iter().enumerate() {
+        if requests[..i].iter().any(|r| r.name == request.name) {
+            return Err(VolumesError::Twice(request.name.clone()));
+        }
+        if requests[..i].iter().any(|r| r.path == request.path) {
+            return Err(VolumesError::SamePath(request.path.clone()));
+        }
+    }
     let mut drives = Vec::new();
     let mut mounts: Vec<VolumeMount> = Vec::new();
     for (index, request) in requests.iter().enumerate() {
-        if drives.iter().any(|d: &Drive| d.name == request.name.as_str()) {
-            return Err(VolumesError::Twice(request.name.clone()));
-        }
-        if mounts.iter().any(|m| m.path == request.path) {
-            return Err(VolumesError::SamePath(request.path.clone()));
-        }
         ensure(volumes, &request.name, progress)?;
         let drive = volumes.drive(&request.name, index, request.read_only);
         if !is_ext4(&drive.file) {
@@ -269,6 +272,8 @@ pub fn attach(
                 file: drive.file,
             });
         }
+        // The owner takes it for good later; in use now is said now.
+        drive.probe()?;
         mounts.push(VolumeMount {
             name: request.name.to_string(),
             serial: drive.serial.clone(),

@@ -146,6 +146,35 @@ impl Drive {
         Ok(DriveLock(locked))
     }
 
+    /// Whether [`Drive::lock`] would get the volume now, without taking
+    /// it: so a volume in use is refused before anything is prepared.
+    pub fn probe(&self) -> Result<(), DriveError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.lock)
+            .map_err(hostfs::at::<PathIo>(&self.lock))?;
+        let how = if self.read_only {
+            FlockArg::LockSharedNonblock
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        match Flock::lock(file, how) {
+            Ok(_) => Ok(()),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(DriveError::InUse {
+                name: self.name.clone(),
+                holder: holder_of(&self.lock),
+            }),
+            Err((_, source)) => Err(DriveError::Lock {
+                name: self.name.clone(),
+                lock: self.lock.clone(),
+                source,
+            }),
+        }
+    }
+
     /// `e2fsck -p` on a read-write disk before a boot: replays the journal
     /// and fixes what is safe to fix; refuses a filesystem it cannot. A
     /// read-only disk was repaired when it was locked, if no one else
