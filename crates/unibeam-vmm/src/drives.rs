@@ -92,25 +92,8 @@ impl Drive {
     /// other readers for read-only. Held until the lock is dropped, which
     /// the kernel does for a process that dies however it dies.
     pub fn lock(&self, holder: &str) -> Result<DriveLock, DriveError> {
-        let io = hostfs::at::<PathIo>(&self.lock);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.lock)
-            .map_err(io)?;
-        let failed = |(_, errno): (File, nix::errno::Errno)| match errno {
-            nix::errno::Errno::EWOULDBLOCK => DriveError::InUse {
-                name: self.name.clone(),
-                holder: holder_of(&self.lock),
-            },
-            source => DriveError::Lock {
-                name: self.name.clone(),
-                lock: self.lock.clone(),
-                source,
-            },
-        };
+        let file = self.open_lock()?;
+        let failed = |(_, errno): (File, nix::errno::Errno)| self.lock_failed(errno);
         let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             // Alone with a read-only volume: repaired like a read-write
             // one (a guest killed while writing it left a journal that a
@@ -122,11 +105,7 @@ impl Drive {
                 let repaired = self.repair();
                 alone
                     .relock(FlockArg::LockSharedNonblock)
-                    .map_err(|source| DriveError::Lock {
-                        name: self.name.clone(),
-                        lock: self.lock.clone(),
-                        source,
-                    })?;
+                    .map_err(|errno| self.lock_failed(errno))?;
                 repaired?;
                 alone
             }
@@ -149,6 +128,18 @@ impl Drive {
     /// Whether [`Drive::lock`] would get the volume now, without taking
     /// it: so a volume in use is refused before anything is prepared.
     pub fn probe(&self) -> Result<(), DriveError> {
+        let how = if self.read_only {
+            FlockArg::LockSharedNonblock
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        match Flock::lock(self.open_lock()?, how) {
+            Ok(_) => Ok(()),
+            Err((_, errno)) => Err(self.lock_failed(errno)),
+        }
+    }
+
+    fn open_lock(&self) -> Result<File, DriveError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -156,22 +147,21 @@ impl Drive {
             .truncate(false)
             .open(&self.lock)
             .map_err(hostfs::at::<PathIo>(&self.lock))?;
-        let how = if self.read_only {
-            FlockArg::LockSharedNonblock
-        } else {
-            FlockArg::LockExclusiveNonblock
-        };
-        match Flock::lock(file, how) {
-            Ok(_) => Ok(()),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(DriveError::InUse {
+        Ok(file)
+    }
+
+    /// Why the lock was not had: someone holds it (named), or the OS said no.
+    fn lock_failed(&self, errno: nix::errno::Errno) -> DriveError {
+        match errno {
+            nix::errno::Errno::EWOULDBLOCK => DriveError::InUse {
                 name: self.name.clone(),
                 holder: holder_of(&self.lock),
-            }),
-            Err((_, source)) => Err(DriveError::Lock {
+            },
+            source => DriveError::Lock {
                 name: self.name.clone(),
                 lock: self.lock.clone(),
                 source,
-            }),
+            },
         }
     }
 
