@@ -48,6 +48,11 @@ fn each_replica_keeps_its_own_volume_across_down_and_up() {
         let note = format!("note for replica {}", i + 1);
         assert_eq!(post(port, "/notes", &note), Some((201, "1\n".into())));
     }
+    let inspected: serde_json::Value = serde_json::from_str(&state.ok(&["inspect", "vc-notes-1"])).unwrap();
+    assert_eq!(
+        inspected["volumes"],
+        serde_json::json!([{ "name": "vc-notes-1-data", "read_only": false }])
+    );
     let listed = state.ok(&["volume", "ls"]);
     assert!(
         listed.contains("vc-notes-1-data") && listed.contains("vc-notes-2-data"),

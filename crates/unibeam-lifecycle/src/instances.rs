@@ -501,5 +501,17 @@ pub fn observed_json(record: &InstanceRecord) -> serde_json::Value {
 
 /// `name`'s record, liveness checked, as JSON.
 pub fn inspect(store: &Store, name: &InstanceName) -> Result<serde_json::Value, InstancesError> {
-    Ok(observed_json(&store.load(name)?))
+    let mut value = observed_json(&store.load(name)?);
+    // The volumes it attaches, as its QEMU command has them.
+    let drives = read_qemu_command(&store.dir(name))
+        .map(|cmd| cmd.drives)
+        .unwrap_or_default();
+    if let (Some(object), false) = (value.as_object_mut(), drives.is_empty()) {
+        let volumes: Vec<serde_json::Value> = drives
+            .iter()
+            .map(|d| serde_json::json!({ "name": d.name, "read_only": d.read_only }))
+            .collect();
+        object.insert("volumes".into(), volumes.into());
+    }
+    Ok(value)
 }

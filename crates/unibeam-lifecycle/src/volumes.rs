@@ -34,7 +34,7 @@ pub enum VolumesError {
     Twice(VolumeName),
     #[error("two volumes are mounted on {0}; give each its own directory")]
     SamePath(String),
-    #[error("volume {name}: {} is not an ext4 filesystem; `unibeam volume rm {name}` it, or import a backup", .file.display())]
+    #[error("volume {name}: {} is not an ext4 filesystem (or not a plain file); `unibeam volume rm {name}` it, or import a backup", .file.display())]
     NotAFilesystem { name: VolumeName, file: PathBuf },
     #[error("volume {name}: {} is corrupt", .file.display())]
     BadInfo {
@@ -232,9 +232,13 @@ fn ensure(volumes: &VolumeStore, name: &VolumeName, progress: &dyn Progress) -> 
     }
 }
 
-/// Whether `file` starts like ext4.
+/// Whether `file` is a plain file (not a link to elsewhere, which the
+/// host's e2fsck would then write) that starts like ext4.
 fn is_ext4(file: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
+    if !std::fs::symlink_metadata(file).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut magic = [0u8; 2];
     std::fs::File::open(file)
         .and_then(|mut f| {
