@@ -70,7 +70,7 @@ pub enum InstancesError {
 }
 
 /// A default instance name: the target's file name plus 4 random hex digits.
-pub(crate) fn generated_name(target: &Path) -> Result<InstanceName, InstancesError> {
+fn generated_name(target: &Path) -> Result<InstanceName, InstancesError> {
     let base: String = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -155,9 +155,9 @@ fn prepare_and_hand_over(
     dir: &Path,
     progress: &dyn Progress,
 ) -> Result<InstanceName, InstancesError> {
-    let (_, prepared, record) = prepare_recorded(store, spec, record, dir, progress)?;
-    // The monitor takes the volumes for good; a volume in use is told here.
-    drop(drives::lock_all(&prepared.cmd.drives, &holder(&record.name))?);
+    // A volume in use was refused while preparing (volumes::attach probes
+    // each); the monitor takes them for good.
+    let (_, _, record) = prepare_recorded(store, spec, record, dir, progress)?;
     spawn_monitor(&record.name)?;
     Ok(record.name)
 }
@@ -326,8 +326,8 @@ fn read_qemu_command(dir: &Path) -> Result<QemuCommand, InstancesError> {
 /// it was run with; returns once QEMU runs.
 pub fn start(store: &Store, name: &InstanceName) -> Result<(), InstancesError> {
     reset(store, name, None)?;
-    let cmd = read_qemu_command(&store.dir(name))?;
-    drop(drives::lock_all(&cmd.drives, &holder(name))?);
+    // A volume in use is told here; the monitor takes them for good.
+    drives::probe_all(&read_qemu_command(&store.dir(name))?.drives)?;
     spawn_monitor(name)?;
     let record = wait_until_running(store, name, START_LIMIT)?;
     match record.observed_status() {

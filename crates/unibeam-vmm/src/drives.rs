@@ -115,12 +115,12 @@ impl Drive {
             locked => locked.map_err(failed)?,
         };
         if !self.read_only {
-            let io = hostfs::at::<PathIo>(&self.lock);
-            locked.set_len(0).map_err(io)?;
-            let io = hostfs::at::<PathIo>(&self.lock);
-            locked.rewind().map_err(io)?;
-            let io = hostfs::at::<PathIo>(&self.lock);
-            locked.write_all(holder.as_bytes()).map_err(io)?;
+            let mut name_holder = || {
+                locked.set_len(0)?;
+                locked.rewind()?;
+                locked.write_all(holder.as_bytes())
+            };
+            name_holder().map_err(hostfs::at::<PathIo>(&self.lock))?;
         }
         Ok(DriveLock(locked))
     }
@@ -246,6 +246,11 @@ pub struct DriveLock(#[allow(dead_code)] Flock<File>);
 /// Locks every drive for `holder`; all or none.
 pub fn lock_all(drives: &[Drive], holder: &str) -> Result<Vec<DriveLock>, DriveError> {
     drives.iter().map(|d| d.lock(holder)).collect()
+}
+
+/// Whether every drive could be locked now (see [`Drive::probe`]).
+pub fn probe_all(drives: &[Drive]) -> Result<(), DriveError> {
+    drives.iter().try_for_each(Drive::probe)
 }
 
 /// Checks and repairs every read-write drive.
