@@ -3,26 +3,11 @@
 //! ends, and its name freed after a kill -9 of the run.
 
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use unibeam_e2e::sandbox::{assert_no_processes, Sandbox};
-use unibeam_e2e::{fails_naming, free_port, halt_release_with, shared_hello_image, BOOT_TIMEOUT};
-
-/// Polls `rpc NAME EXPR` until the node answers; its output.
-fn rpc_when_up(s: &Sandbox, name: &str, expr: &str) -> String {
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    loop {
-        let out = s.unibeam(&["rpc", name, expr, "--timeout", "10"]);
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never answered rpc: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
+use unibeam_e2e::{
+    fails_naming, free_port, halt_release_with, rpc_when_up, shared_hello_image, BOOT_TIMEOUT,
+};
 
 #[test]
 fn a_named_foreground_run_is_an_instance_while_it_runs() {
@@ -31,7 +16,7 @@ fn a_named_foreground_run_is_an_instance_while_it_runs() {
     let port = free_port();
     let mut vm = s.spawn(&["run", "--name", "fg", "-p", &format!("{port}:8080"), hello]);
     vm.wait_http_ok(port, BOOT_TIMEOUT);
-    assert_eq!(rpc_when_up(&s, "fg", "node()"), "hello@fg\n");
+    assert_eq!(rpc_when_up("fg", "node()", |args| s.unibeam(args)), "hello@fg\n");
 
     let ps = s.ps();
     assert_eq!(ps.len(), 1, "{ps:?}");

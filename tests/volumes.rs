@@ -167,19 +167,7 @@ fn wait_http(s: &Sandbox, name: &str, port: u16) {
 
 /// Waits until `rpc NAME ok` answers.
 fn wait_rpc(s: &Sandbox, name: &str) {
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    loop {
-        let out = s.unibeam(&["rpc", name, "ok", "--timeout", "10"]);
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}'s node never answered: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        thread::sleep(Duration::from_millis(500));
-    }
+    rpc_when_up(name, "ok", |args| s.unibeam(args));
 }
 
 /// `rpc NAME EXPR`'s printed value.

@@ -608,19 +608,26 @@ impl StateDir {
     /// Runs `image` detached as `name` and waits until its node answers rpc.
     pub fn start(&self, name: &str, image: &Path) {
         self.ok(&["run", "-d", "--name", name, image.to_str().unwrap()]);
-        let deadline = Instant::now() + BOOT_TIMEOUT;
-        loop {
-            let out = self.unibeam(&["rpc", name, "ok", "--timeout", "10"]);
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}'s node never answered: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            thread::sleep(Duration::from_millis(500));
+        rpc_when_up(name, "ok", |args| self.unibeam(args));
+    }
+}
+
+/// Polls `rpc NAME EXPR` (through `unibeam`, which runs a unibeam command
+/// in the caller's state) until the node answers, for up to BOOT_TIMEOUT;
+/// the value printed.
+pub fn rpc_when_up(name: &str, expr: &str, unibeam: impl Fn(&[&str]) -> Output) -> String {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let out = unibeam(&["rpc", name, expr, "--timeout", "10"]);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
         }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s node never answered: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        thread::sleep(Duration::from_millis(500));
     }
 }
 
