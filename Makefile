@@ -6,7 +6,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the build, the examples, the tests and the baseline benchmark need,
 # then what `unibeam kernel build` needs (the list in kbuild.rs).
 APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 elixir \
-                erlang-os-mon erlang-mnesia e2fsprogs \
+                erlang-os-mon erlang-mnesia e2fsprogs erlang-cowlib erlang-jiffy \
+                chromium python3-venv \
                 busybox-static cpio curl dash \
                 linux-source-6.1 make gcc libc6-dev bc bison flex libelf-dev xz-utils \
                 g++ systemd
@@ -25,7 +26,12 @@ RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
             $(MIXENV)/releases/start_erl.data $(NOTES)/releases/start_erl.data
 sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
-.PHONY: all deps build releases kernel demo test test-debian-kernel bench lint fuzz clean
+# The browser and API tests' tools: playwright-core (npm) drives Debian's
+# chromium; schemathesis (PyPI) checks the API against its OpenAPI document.
+PLAYWRIGHT := tests/browser/node_modules/playwright-core/package.json
+SCHEMATHESIS := build/venv/bin/schemathesis
+
+.PHONY: all deps build releases kernel demo test tools test-debian-kernel bench lint fuzz clean
 
 all: build
 
@@ -75,6 +81,17 @@ $(SRCCONF)/releases/start_erl.data: $(call sources,tests/fixtures/srcconf,rebar.
 $(MIXENV)/releases/start_erl.data: $(call sources,tests/fixtures/mixenv,mix.exs lib config rel)
 	cd tests/fixtures/mixenv && MIX_ENV=prod mix release --overwrite </dev/null
 
+tools: deps $(PLAYWRIGHT) $(SCHEMATHESIS)
+
+$(PLAYWRIGHT): tests/browser/package-lock.json
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends nodejs npm
+	cd tests/browser && npm ci --no-audit --no-fund
+	touch $@
+
+$(SCHEMATHESIS):
+	python3 -m venv build/venv
+	build/venv/bin/pip install -q schemathesis==4.32.5
+
 # The specialised guest kernel (6-7 minutes once; cached afterwards).
 kernel: deps build
 	target/release/unibeam kernel build
@@ -82,20 +99,21 @@ kernel: deps build
 demo: deps build releases kernel
 	scripts/demo.sh
 
-test: deps build releases kernel
+test: deps build releases kernel tools
 	$(CARGO) test --release --workspace
 
 # The same suite with Debian's cloud kernel in every image instead.
 test-debian-kernel: deps build releases
 	UNIBEAM_KERNEL=debian $(CARGO) test --release --workspace
 
-bench: deps build releases kernel
+bench: deps build releases kernel tools
 	$(CARGO) bench -p unibeam-e2e --bench boot_bench
 	$(CARGO) bench -p unibeam-e2e --bench image
 	$(CARGO) bench -p unibeam-e2e --bench runner
 	$(CARGO) bench -p unibeam-e2e --bench cluster
 	$(CARGO) bench -p unibeam-e2e --bench stats
 	$(CARGO) bench -p unibeam-e2e --bench volume
+	$(CARGO) bench -p unibeam-e2e --bench dashboard
 
 # Every fuzz target for FUZZ_SECONDS each (fuzz/run.sh); fails on a crash.
 # g++ builds libFuzzer; stable Rust runs cargo-fuzz with RUSTC_BOOTSTRAP=1.
@@ -113,4 +131,4 @@ clean:
 	$(CARGO) clean
 	rm -rf bench/work examples/hello/_build examples/hello_elixir/_build examples/cluster/_build tests/fixtures/halt/_build \
 	       tests/fixtures/stock/_build tests/fixtures/srcconf/_build tests/fixtures/mixenv/_build \
-	       examples/notes/_build
+	       examples/notes/_build build tests/browser/node_modules

@@ -1,0 +1,2 @@
+//! unibeam's control plane (being written).
+#![forbid(unsafe_code)]
