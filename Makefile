@@ -19,11 +19,14 @@ STOCK := tests/fixtures/stock/_build/prod/rel/stock
 SRCCONF := tests/fixtures/srcconf/_build/prod/rel/srcconf
 MIXENV := tests/fixtures/mixenv/_build/prod/rel/mixenv
 NOTES := examples/notes/_build/prod/rel/notes
+CHAT := examples/chat/_build/prod/rel/chat
+CRUD := examples/crud/_build/prod/rel/crud
 RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
             $(HALT)/releases/start_erl.data $(HELLO_ELIXIR)/releases/start_erl.data \
             $(CLUSTER)/releases/start_erl.data \
             $(STOCK)/releases/start_erl.data $(SRCCONF)/releases/start_erl.data \
-            $(MIXENV)/releases/start_erl.data $(NOTES)/releases/start_erl.data
+            $(MIXENV)/releases/start_erl.data $(NOTES)/releases/start_erl.data \
+            $(CHAT)/releases/start_erl.data $(CRUD)/releases/start_erl.data
 sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
 # The browser and API tests' tools: playwright-core (npm) drives Debian's
@@ -64,6 +67,12 @@ $(CLUSTER)/releases/start_erl.data: $(call sources,examples/cluster,rebar.config
 
 $(NOTES)/releases/start_erl.data: $(call sources,examples/notes,rebar.config apps config)
 	cd examples/notes && rebar3 as prod release
+
+$(CHAT)/releases/start_erl.data: $(call sources,examples/chat,rebar.config apps config)
+	cd examples/chat && rebar3 as prod release
+
+$(CRUD)/releases/start_erl.data: $(call sources,examples/crud,rebar.config apps config)
+	cd examples/crud && rebar3 as prod release
 
 $(HALT)/releases/start_erl.data: $(call sources,tests/fixtures/halt,rebar.config apps config)
 	cd tests/fixtures/halt && rebar3 as prod release
@@ -131,4 +140,4 @@ clean:
 	$(CARGO) clean
 	rm -rf bench/work examples/hello/_build examples/hello_elixir/_build examples/cluster/_build tests/fixtures/halt/_build \
 	       tests/fixtures/stock/_build tests/fixtures/srcconf/_build tests/fixtures/mixenv/_build \
-	       examples/notes/_build build tests/browser/node_modules
+	       examples/notes/_build examples/chat/_build examples/crud/_build build tests/browser/node_modules
