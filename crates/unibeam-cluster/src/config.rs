@@ -182,7 +182,10 @@ impl Checker<'_> {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A cluster or service name: lowercase letters, digits and `-`, starting
+/// with a letter, at most 24 characters (it becomes part of instance and
+/// node names, and of paths).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 24
         && name.starts_with(|c: char| c.is_ascii_lowercase())

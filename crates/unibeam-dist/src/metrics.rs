@@ -105,6 +105,16 @@ pub fn sample(node: &Node) -> Result<Sample, DistError> {
     })
 }
 
+/// The nodes `node` is connected to (`erlang:nodes()`): visible peers
+/// only, so unibeam's own hidden connection is never among them.
+pub fn peers(node: &Node) -> Result<Vec<String>, DistError> {
+    let term = node.call("erlang", "nodes", Vec::new())?;
+    serde_json::from_value(to_json(&term)).map_err(|e| DistError::Unexpected {
+        what: "erlang:nodes()",
+        term: e.to_string(),
+    })
+}
+
 /// The rates between `earlier` and `later`; `None` when no time passed.
 pub fn rates(earlier: &Sample, later: &Sample) -> Option<Rates> {
     let wall_ms = later.wall_ms.checked_sub(earlier.wall_ms).filter(|ms| *ms > 0)?;

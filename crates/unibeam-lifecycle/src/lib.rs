@@ -17,6 +17,7 @@ pub mod foreground;
 pub mod images;
 pub mod instances;
 pub mod logs;
+pub mod overview;
 pub mod paths;
 pub mod progress;
 pub mod remote;

@@ -6,10 +6,10 @@ use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
-use unibeam_lifecycle::instances::{self, observed_json, Listed};
-use unibeam_lifecycle::{logs as log_files, paths, stats};
+use unibeam_lifecycle::instances::{self, Listed};
+use unibeam_lifecycle::{logs as log_files, overview, paths};
 use unibeam_vmm::monitor::now_secs;
-use unibeam_vmm::state::{InstanceName, InstanceRecord, Status, Store};
+use unibeam_vmm::state::{InstanceName, InstanceRecord, Status};
 
 pub const FAILURE_EXIT: u8 = 1;
 
@@ -48,38 +48,15 @@ fn uptime(record: &InstanceRecord, status: &Status) -> String {
     }
 }
 
-/// A running instance's BEAM memory (`erlang:memory(total)`) in its
-/// last sample.
-fn beam_memory(store: &Store, record: &InstanceRecord) -> Option<u64> {
-    match record.observed_status() {
-        Status::Running => stats::last(store, &record.name)?.beam_memory(),
-        _ => None,
-    }
-}
-
 pub fn ps(args: PsArgs) -> Result<ExitCode> {
     let store = paths::store()?;
-    let listed = instances::list(&store, args.all);
     if args.format == Format::Json {
-        let all: Vec<_> = listed
-            .iter()
-            .map(|l| match l {
-                Listed::Instance(r) => {
-                    let mut value = observed_json(r);
-                    if let Some(object) = value.as_object_mut() {
-                        object.insert("beam_memory".into(), beam_memory(&store, r).into());
-                    }
-                    value
-                }
-                Listed::Broken { name, why } => {
-                    serde_json::json!({ "name": name.as_str(), "state": "broken", "why": why })
-                }
-            })
-            .collect();
+        let all = overview::instances_json(&store, args.all);
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", ps_table(&listed, |r| beam_memory(&store, r)));
+    let listed = instances::list(&store, args.all);
+    print!("{}", ps_table(&listed, |r| overview::beam_memory(&store, r)));
     Ok(ExitCode::SUCCESS)
 }
 

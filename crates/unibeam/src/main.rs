@@ -17,6 +17,7 @@ mod start;
 mod stats;
 mod top;
 mod up;
+mod dashboard;
 mod volume;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,7 @@ enum Verb {
     Stats(stats::StatsArgs),
     Top(top::TopArgs),
     Volume(volume::VolumeArgs),
+    Dashboard(dashboard::DashboardArgs),
     Generate(generate::GenerateArgs),
     /// Owns one detached instance (started by `run -d`)
     #[command(hide = true)]
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
         Verb::Stats(args) => (stats::stats(args), stats::FAILURE_EXIT),
         Verb::Top(args) => (top::top(args), top::FAILURE_EXIT),
         Verb::Volume(args) => (volume::volume(args), volume::FAILURE_EXIT),
+        Verb::Dashboard(args) => (dashboard::dashboard(args), dashboard::FAILURE_EXIT),
         Verb::Up(args) => (up::up(args), up::FAILURE_EXIT),
         Verb::Down(args) => (down::down(args), down::FAILURE_EXIT),
         Verb::Ps(args) => (instances::ps(args), instances::FAILURE_EXIT),
