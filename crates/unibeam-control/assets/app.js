@@ -283,6 +283,9 @@
 
   function route() {
     if (current) current.leave();
+    // A new view starts with only the errors that outlive views.
+    for (const source of [...errors.keys()]) if (source !== 'token') errors.delete(source);
+    renderBanner();
     current = new View();
     const main = $('#main');
     main.replaceChildren();
@@ -472,14 +475,14 @@
             fact('Image', facts.image), fact('Ports', facts.ports), fact('Restart policy', facts.policy),
             fact('Node', facts.node), fact('Cluster', facts.cluster)),
           el('div', { class: 'actions' }, buttons.stop, buttons.restart, buttons.kill, feedback)),
-        el('div', { class: 'charts' }, ...chartBoxes.map((c) => c.figure),
-          el('figure', { class: 'card' }, el('figcaption', { text: 'Memory now, by type' }), pie)),
+        el('div', { class: 'charts' }, ...chartBoxes.map((c) => c.figure)),
         el('div', { class: 'two-col' },
-          el('section', { class: 'card timeline-card' }, el('h2', { text: 'Boot timeline' }), timeline),
-          el('section', { class: 'card log-card' },
-            el('div', { class: 'log-head' }, el('h2', { text: 'Console log' }),
-              el('label', { class: 'follow' }, follow, ' follow'), logStatus),
-            log))));
+          el('figure', { class: 'card' }, el('figcaption', { text: 'Memory now, by type' }), pie),
+          el('section', { class: 'card timeline-card' }, el('h2', { text: 'Boot timeline' }), timeline)),
+        el('section', { class: 'card log-card' },
+          el('div', { class: 'log-head' }, el('h2', { text: 'Console log' }),
+            el('label', { class: 'follow' }, follow, ' follow'), logStatus),
+          log)));
 
     let inst = null;
     let lastStarted;
@@ -497,7 +500,8 @@
       facts.uptime.textContent = fmtDuration(uptime(value));
       facts.restarts.textContent = String(value.restarts ?? 0);
       facts.memory.textContent = fmtMB(value.beam_memory);
-      facts.image.textContent = value.image || '–';
+      facts.image.textContent = shortImage(value.image);
+      facts.image.title = value.image || '';
       facts.ports.textContent = fmtPorts(value.ports);
       facts.policy.textContent = fmtRestart(value.restart);
       facts.node.textContent = value.dist && value.dist.node ? value.dist.node : '–';
@@ -516,6 +520,13 @@
 
     view.every(STATE_POLL_MS, 'instance', async () => {
       const value = await getJson(base);
+      // The single-instance answer is `inspect`'s shape, which may lack
+      // beam_memory: the newest sample has it.
+      if (value.state === 'running' && value.beam_memory === undefined) {
+        const samples = await getJson(`${base}/metrics?since=30`).catch(() => []);
+        const last = Array.isArray(samples) ? samples[samples.length - 1] : null;
+        value.beam_memory = last && last.beam && last.beam.memory ? last.beam.memory.total : null;
+      }
       if (view.alive) showInstance(value);
     });
 
@@ -617,16 +628,17 @@
         log.dataset.stream = 'error';
         logStatus.textContent = 'reconnecting…';
         // EventSource hides the status: ask the API why.
-        let why = 'the log stream broke';
+        let why = `console log of ${name}: the stream broke; reconnecting`;
         let wait = 3000;
         try {
           await request('GET', `${base}/logs?tail=1`);
         } catch (e) {
+          // The same words as the other requests' error: the banner says it once.
           why = describe(e);
           if (e instanceof ApiError && (e.status === 401 || e.status === 404)) wait = 10000;
         }
         if (!view.alive) return;
-        showError('log', `console log of ${name}: ${why}; retrying`);
+        showError('log', why);
         retry = setTimeout(connectLog, wait);
       };
     }
@@ -674,7 +686,7 @@
           el('section', { class: 'card' }, el('h2', { text: 'Members' }),
             el('div', { class: 'table-wrap' },
               el('table', { id: 'members', class: 'grid-table' },
-                el('thead', {}, el('tr', {}, ...['Instance', 'Node', 'State', 'Node up', 'Uptime', 'Memory', 'Restarts', 'Ports']
+                el('thead', {}, el('tr', {}, ...['Instance', 'Node', 'State', 'Node up', 'Uptime', 'Memory', 'Restarts']
                   .map((c) => el('th', { scope: 'col', text: c })))),
                 membersBody))))));
 
@@ -703,7 +715,6 @@
           { text: fmtDuration(uptime(inst)), class: 'num' },
           { text: fmtMB(inst.beam_memory), class: 'num' },
           { text: inst.restarts ?? 0, class: 'num' },
-          { text: fmtPorts(inst.ports), class: 'ports' },
         ]);
       });
     });
