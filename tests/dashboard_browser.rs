@@ -2,7 +2,7 @@
 //! of three counters run in one private state directory, `unibeam
 //! dashboard` serves them, and tests/browser/dashboard.mjs drives Debian's
 //! headless Chromium through the overview, an instance page (charts that
-//! grow without a reload, Stop), and the cluster page (the mesh graph
+//! grow without a reload; Stop, Restart and Kill), and the cluster page (the mesh graph
 //! losing a node to `kill -9` of its QEMU and getting it back). Screenshots
 //! of each step land in target/test-output/dashboard/.
 //!
@@ -252,14 +252,19 @@ fn the_dashboard_shows_instances_charts_stop_and_a_cluster_losing_and_regaining_
         );
     }
 
-    // The stopped instance is exited for the CLI too.
+    // What the buttons did, as the CLI sees it: the first stopped then
+    // restarted, the second killed.
     let ps = instances.unibeam(&["ps", "-a", "--format", "json"]);
     let listed: serde_json::Value = serde_json::from_slice(&ps.stdout).expect("ps --format json");
-    let web = listed
-        .as_array()
-        .and_then(|all| all.iter().find(|i| i["name"] == names[0].as_str()))
-        .unwrap_or_else(|| panic!("{} in ps -a: {listed}", names[0]));
-    assert_eq!(web["state"], "exited", "{web}");
+    let state_of = |name: &str| {
+        listed
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["name"] == name))
+            .map(|i| i["state"].clone())
+            .unwrap_or_else(|| panic!("{name} in ps -a: {listed}"))
+    };
+    assert_eq!(state_of(&names[0]), "running", "{listed}");
+    assert_eq!(state_of(&names[1]), "exited", "{listed}");
     drop(dashboard);
     drop(instances);
     let down = cluster.down();

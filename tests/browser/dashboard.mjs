@@ -6,7 +6,8 @@
 //
 // Environment (all set by tests/dashboard_browser.rs):
 //   DASH_URL          http://127.0.0.1:PORT/?token=TOKEN, as `unibeam dashboard` printed it
-//   DASH_INSTANCES    two running hello instances, comma-separated; the first is charted, then stopped
+//   DASH_INSTANCES    two running hello instances, comma-separated; the first is charted,
+//                     stopped and restarted, the second killed
 //   DASH_CLUSTER      a running cluster of three
 //   DASH_MEMBERS      its members' instance names, comma-separated
 //   DASH_OUT          where screenshots go
@@ -75,8 +76,8 @@ const pageErrors = [];
 const foreign = [];
 const unauthenticated = [];
 
-async function shot(page, file) {
-  await page.screenshot({ path: path.join(OUT, file), fullPage: true });
+async function shot(page, file, fullPage = true) {
+  await page.screenshot({ path: path.join(OUT, file), fullPage });
   log(`screenshot ${path.join(OUT, file)}`);
 }
 
@@ -175,6 +176,8 @@ async function main() {
     const scripts = await page.locator('.chart script, .chart foreignObject').count();
     if (scripts !== 0) throw new Error(`${scripts} script elements in the charts`);
     await shot(page, '02-instance.png');
+    // The first screen of it, as a user sees it (docs/dashboard.png is one of these).
+    await shot(page, '02-instance-screen.png', false);
   });
 
   await step(`Stop ${charted}: the state becomes exited`, async () => {
@@ -187,9 +190,22 @@ async function main() {
     if (!(await page.evaluate(() => window.__noReload === true))) throw new Error('the page reloaded');
     if (!(await page.isDisabled('#btn-stop'))) throw new Error('Stop is still enabled on an exited instance');
     await shot(page, '03-stopped.png');
+  });
+
+  await step(`Restart ${charted}, Kill ${INSTANCES[1]}: the states follow`, async () => {
+    await page.click('#btn-restart');
+    await page.waitForSelector('#state[data-state="running"]', { timeout: STOP_MS });
+    await page.waitForFunction(() => /restart/.test(document.querySelector('#action-status')?.textContent || ''));
+    log(`restarted; feedback: ${await page.textContent('#action-status')}`);
     await page.click('#home');
-    await page.waitForSelector(`tr[data-instance="${charted}"][data-state="exited"]`);
-    await page.waitForSelector(`tr[data-instance="${INSTANCES[1]}"][data-state="running"]`);
+    await page.waitForSelector(`tr[data-instance="${charted}"][data-state="running"]`);
+    await page.click(`tr[data-instance="${INSTANCES[1]}"] td.name a`);
+    await page.waitForSelector(`#instance[data-name="${INSTANCES[1]}"] #state[data-state="running"]`);
+    await page.click('#btn-kill');
+    await page.waitForSelector('#state[data-state="exited"]', { timeout: STOP_MS });
+    log(`killed; state ${await page.textContent('#state')}; feedback: ${await page.textContent('#action-status')}`);
+    await page.click('#home');
+    await page.waitForSelector(`tr[data-instance="${INSTANCES[1]}"][data-state="exited"]`);
   });
 
   const victim = MEMBERS[MEMBERS.length - 1];
