@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod dashboard;
 pub mod sandbox;
 
 use std::io::Read;

@@ -81,7 +81,9 @@ impl From<RemoteError> for ApiError {
                 source: DistError::Syntax(_) | DistError::Raised(_),
                 ..
             } => StatusCode::UNPROCESSABLE_ENTITY,
-            RemoteError::Dist { .. } => StatusCode::BAD_GATEWAY,
+            // The node is starting, stopping or too busy to answer in
+            // time: the instance's state, not a fault of the dashboard.
+            RemoteError::Dist { .. } => StatusCode::CONFLICT,
             RemoteError::Cookie(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::from_error(status, &e)

@@ -50,10 +50,15 @@ pub fn instance_json(store: &Store, record: &InstanceRecord) -> Value {
     value
 }
 
-/// A running instance's `erlang:memory(total)` in its newest sample.
+/// A running instance's `erlang:memory(total)` in its newest sample, if
+/// that sample is of the current boot (after a restart, the last figure
+/// of the node before is no longer true).
 pub fn beam_memory(store: &Store, record: &InstanceRecord) -> Option<u64> {
+    let started_ms = record.started?.saturating_mul(1000);
     match record.observed_status() {
-        Status::Running => stats::last(store, &record.name)?.beam_memory(),
+        Status::Running => stats::last(store, &record.name)
+            .filter(|s| s.time_ms >= started_ms)?
+            .beam_memory(),
         _ => None,
     }
 }

@@ -56,9 +56,15 @@ pub fn dashboard(args: DashboardArgs) -> Result<ExitCode> {
         token_file: unibeam_control::token_file(&store),
     };
     unibeam_control::serve(store, options, |started| {
-        println!("dashboard: {}", started.url);
-        println!("dashboard: token kept in {}; Ctrl-C stops the dashboard (instances keep running)", started.token_file.display());
-        let _ = std::io::stdout().flush();
+        // Whoever started us may have stopped reading: serving goes on.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "dashboard: {}", started.url);
+        let _ = writeln!(
+            out,
+            "dashboard: token kept in {}; Ctrl-C stops the dashboard (instances keep running)",
+            started.token_file.display()
+        );
+        let _ = out.flush();
     })?;
     Ok(ExitCode::SUCCESS)
 }
