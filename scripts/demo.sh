@@ -40,4 +40,21 @@ trap - EXIT
 status=0
 wait "$vm" || status=$?
 echo "demo: VM stopped gracefully, unibeam exited with status $status"
-exit "$status"
+[ "$status" = 0 ] || exit "$status"
+
+# The original's demos, ready to run, and where to watch them.
+"$unibeam" build examples/chat/_build/prod/rel/chat -o target/demo/chat.unibeam >/dev/null
+"$unibeam" build examples/crud/_build/prod/rel/crud -o target/demo/crud.unibeam >/dev/null
+cat <<EOF
+
+demo: see the demos in the dashboard (images built in target/demo/):
+  $unibeam run -d --name chat -p 8081:8080 target/demo/chat.unibeam
+      websocket chat: open http://127.0.0.1:8081/ in two tabs
+  $unibeam run -d --name crud -p 8082:8080 -v crud-data:/data target/demo/crud.unibeam
+      REST CRUD in Mnesia on a volume: curl -X POST -d '{"name":"milk"}' http://127.0.0.1:8082/items
+      its metrics: curl http://127.0.0.1:8082/metrics
+  (cd examples/cluster && ../../$unibeam up)
+      a 3-node Erlang cluster: its page draws the mesh
+  $unibeam dashboard
+      prints http://127.0.0.1:7007/?token=...: open it for live charts, logs and the buttons
+EOF

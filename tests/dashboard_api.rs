@@ -16,9 +16,7 @@ fn documented_operations(dashboard: &Dashboard) -> Vec<(String, String)> {
     let doc = dashboard.json("/api/openapi.json");
     let mut operations = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
-        let path = path
-            .replace("{name}", "web")
-            .replace("{chart}", "memory.svg");
+        let path = path.replace("{name}", "web").replace("{chart}", "memory.svg");
         for method in item.as_object().unwrap().keys() {
             operations.push((method.to_uppercase(), path.clone()));
         }
@@ -42,12 +40,18 @@ fn every_endpoint_answers_401_without_the_token() {
         let wrong = ureq::request(method, &format!("{}{path}", dashboard.base))
             .set("Authorization", "Bearer 0000")
             .call();
-        assert!(matches!(wrong, Err(ureq::Error::Status(401, _))), "{method} {path} with a wrong token");
+        assert!(
+            matches!(wrong, Err(ureq::Error::Status(401, _))),
+            "{method} {path} with a wrong token"
+        );
     }
     // With the token, each is a real route, not the fallback.
     for (method, path) in &operations[..operations.len() - 2] {
         let (status, body) = dashboard.call(method, path, (method == "POST").then_some("{\"expr\":\"1.\"}"));
-        assert!(!body.contains("no such endpoint"), "{method} {path} is not served: {status} {body}");
+        assert!(
+            !body.contains("no such endpoint"),
+            "{method} {path} is not served: {status} {body}"
+        );
     }
 }
 
@@ -58,7 +62,10 @@ fn changes_need_the_token_in_a_header_not_the_url() {
     let token = &dashboard.token;
     let read = ureq::get(&format!("{}/api/instances?token={token}", dashboard.base)).call();
     assert_eq!(read.map(|r| r.status()).ok(), Some(200));
-    for (method, path) in [("POST", "/api/instances/web/stop"), ("DELETE", "/api/instances/web")] {
+    for (method, path) in [
+        ("POST", "/api/instances/web/stop"),
+        ("DELETE", "/api/instances/web"),
+    ] {
         let change = ureq::request(method, &format!("{}{path}?token={token}", dashboard.base)).call();
         match change {
             Err(ureq::Error::Status(401, r)) => {
@@ -83,16 +90,24 @@ fn the_token_is_private_kept_and_a_tampered_file_refused() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), first);
-    assert_eq!(Dashboard::start(state.path(), &[]).token, first, "a restart keeps the token");
+    assert_eq!(
+        Dashboard::start(state.path(), &[]).token,
+        first,
+        "a restart keeps the token"
+    );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = state.unibeam(&["dashboard", "--listen", "127.0.0.1:0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(file.to_str().unwrap()) && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains(file.to_str().unwrap()) && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
 }
 
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_file, cert.cert.pem()).unwrap();
     std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
@@ -105,25 +120,61 @@ fn off_loopback_it_serves_only_with_tls() {
     let out = state.unibeam(&["dashboard", "--listen", "0.0.0.0:0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("0.0.0.0") && stderr.contains("--tls-cert"), "{stderr}");
+    assert!(
+        stderr.contains("0.0.0.0") && stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
 
     let (cert, key) = certificate(state.path());
-    let bad = state.unibeam(&["dashboard", "--listen", "0.0.0.0:0", "--tls-cert", cert.to_str().unwrap(), "--tls-key", "/nonexistent/key.pem"]);
+    let bad = state.unibeam(&[
+        "dashboard",
+        "--listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/key.pem"));
-    let swapped = state.unibeam(&["dashboard", "--listen", "0.0.0.0:0", "--tls-cert", key.to_str().unwrap(), "--tls-key", cert.to_str().unwrap()]);
+    let swapped = state.unibeam(&[
+        "dashboard",
+        "--listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        key.to_str().unwrap(),
+        "--tls-key",
+        cert.to_str().unwrap(),
+    ]);
     assert!(!swapped.status.success());
-    assert!(String::from_utf8_lossy(&swapped.stderr).contains("PEM"), "{}", String::from_utf8_lossy(&swapped.stderr));
+    assert!(
+        String::from_utf8_lossy(&swapped.stderr).contains("PEM"),
+        "{}",
+        String::from_utf8_lossy(&swapped.stderr)
+    );
 
     let mut child = Command::new(unibeam())
-        .args(["dashboard", "--listen", "0.0.0.0:0", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()])
+        .args([
+            "dashboard",
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
         .env("XDG_STATE_HOME", state.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("https://")).unwrap_or_else(|| panic!("{line}"));
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("{line}"));
     let (base, token) = url.split_once("/?token=").unwrap();
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
     let curl = |extra: &[&str]| {
@@ -134,16 +185,28 @@ fn off_loopback_it_serves_only_with_tls() {
             .output()
             .expect("curl runs (apt-get install curl)")
     };
-    let trusted = curl(&["--cacert", cert.to_str().unwrap(), "-H", &format!("Authorization: Bearer {token}")]);
+    let trusted = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+    ]);
     assert_eq!(String::from_utf8_lossy(&trusted.stdout), "200");
     let untrusted = curl(&["-H", &format!("Authorization: Bearer {token}")]);
-    assert!(!untrusted.status.success(), "a self-signed certificate is not trusted without --cacert");
+    assert!(
+        !untrusted.status.success(),
+        "a self-signed certificate is not trusted without --cacert"
+    );
     let plain = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
         .arg(base.replace("https://", "http://") + "/api/instances")
         .output()
         .unwrap();
-    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "plain HTTP is not served");
+    assert_ne!(
+        String::from_utf8_lossy(&plain.stdout),
+        "200",
+        "plain HTTP is not served"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -178,7 +241,11 @@ fn the_api_shows_what_the_cli_shows_and_acts_like_it() {
 
     let cli: Value = serde_json::from_str(&state.ok(&["ps", "-a", "--format", "json"])).unwrap();
     let api = dashboard.json("/api/instances");
-    assert_eq!(stable(api[0].clone()), stable(cli[0].clone()), "ps -a --format json");
+    assert_eq!(
+        stable(api[0].clone()),
+        stable(cli[0].clone()),
+        "ps -a --format json"
+    );
     let cli: Value = serde_json::from_str(&state.ok(&["inspect", "web"])).unwrap();
     assert_eq!(dashboard.json("/api/instances/web"), cli, "inspect");
 
@@ -189,12 +256,20 @@ fn the_api_shows_what_the_cli_shows_and_acts_like_it() {
     assert!(samples[2]["beam"]["memory"]["total"].as_u64().unwrap() > 1 << 20);
     let (status, svg) = dashboard.call("GET", "/api/instances/web/charts/memory.svg", None);
     assert_eq!(status, 200);
-    assert!(svg.contains("<svg") && svg.contains("data-points=\"") && svg.contains("<circle"), "{svg}");
+    assert!(
+        svg.contains("<svg") && svg.contains("data-points=\"") && svg.contains("<circle"),
+        "{svg}"
+    );
     let (status, pie) = dashboard.call("GET", "/api/instances/web/charts/memory-pie.svg", None);
     assert!(status == 200 && pie.contains("processes"), "{pie}");
 
     let timeline = dashboard.json("/api/instances/web/timeline");
-    let steps: Vec<&str> = timeline.as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    let steps: Vec<&str> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
     assert_eq!(steps.first(), Some(&"kernel -> init"), "{timeline}");
     assert_eq!(steps.last(), Some(&"applications started"), "{timeline}");
 
@@ -215,15 +290,22 @@ fn the_api_shows_what_the_cli_shows_and_acts_like_it() {
     let stopped: Value = serde_json::from_str(&stopped.1).unwrap();
     assert_eq!(stopped["state"], "exited", "{stopped}");
     let events = follower.join().unwrap();
-    assert!(events.contains("data: ") && events.contains("unibeam-init"), "{events}");
-    assert!(events.trim_end().ends_with("event: end\ndata: exited"), "{events}");
+    assert!(
+        events.contains("data: ") && events.contains("unibeam-init"),
+        "{events}"
+    );
+    assert!(
+        events.trim_end().ends_with("event: end\ndata: exited"),
+        "{events}"
+    );
 
     let restarted = dashboard.call("POST", "/api/instances/web/restart", None);
     assert_eq!(restarted.0, 200, "{}", restarted.1);
     wait_for("web running again", Duration::from_secs(120), || {
         (dashboard.json("/api/instances/web")["state"] == "running").then_some(())
     });
-    let killed: Value = serde_json::from_str(&dashboard.call("POST", "/api/instances/web/kill", None).1).unwrap();
+    let killed: Value =
+        serde_json::from_str(&dashboard.call("POST", "/api/instances/web/kill", None).1).unwrap();
     assert_eq!(killed["state"], "exited", "{killed}");
     let (status, _) = dashboard.call("DELETE", "/api/instances/web", None);
     assert_eq!(status, 204);
@@ -234,7 +316,10 @@ fn the_api_shows_what_the_cli_shows_and_acts_like_it() {
 
 /// Reads `name`'s log as server-sent events until the stream ends.
 fn follow_log(dashboard: &Dashboard, name: &str) -> std::thread::JoinHandle<String> {
-    let url = format!("{}/api/instances/{name}/logs/follow?token={}", dashboard.base, dashboard.token);
+    let url = format!(
+        "{}/api/instances/{name}/logs/follow?token={}",
+        dashboard.base, dashboard.token
+    );
     let reader = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(120))
         .build()
@@ -269,12 +354,30 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         // a name that fits the schema but names nothing as a failure.
         .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
         // The follow stream is endless while the instance runs.
-        .args(["--exclude-path-regex", "follow", "--max-examples", "40", "--workers", "2"])
-        .args(["--request-timeout", "90", "--max-response-time", "100", "--seed", "7"])
+        .args([
+            "--exclude-path-regex",
+            "follow",
+            "--max-examples",
+            "40",
+            "--workers",
+            "2",
+        ])
+        .args([
+            "--request-timeout",
+            "90",
+            "--max-response-time",
+            "100",
+            "--seed",
+            "7",
+        ])
         .output()
         .expect("schemathesis runs");
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!("{report}");
-    assert!(out.status.success(), "schemathesis found problems:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(report.contains("passed"), "{report}");
 }

@@ -68,7 +68,11 @@ impl Dashboard {
 
     /// `method path` with no token at all.
     pub fn call_without_token(&self, method: &str, path: &str) -> (u16, String) {
-        answer(Self::agent().request(method, &format!("{}{path}", self.base)).call())
+        answer(
+            Self::agent()
+                .request(method, &format!("{}{path}", self.base))
+                .call(),
+        )
     }
 
     /// GET `path` as JSON, which must answer 200.

@@ -25,14 +25,21 @@ pub async fn list(State(app): State<App>) -> Result<Json<Value>, ApiError> {
 pub async fn inspect(State(app): State<App>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let view = overview::cluster(&app.store, &name, MESH_TIMEOUT)?;
-        Ok(Json(serde_json::to_value(view).expect("a cluster view serialises")))
+        Ok(Json(
+            serde_json::to_value(view).expect("a cluster view serialises"),
+        ))
     })
     .await
 }
 
 /// As `volume ls --format json`.
 pub async fn volumes(State(app): State<App>) -> Result<Json<Value>, ApiError> {
-    blocking(move || Ok(Json(serde_json::to_value(app.volumes.list()).expect("volumes serialise")))).await
+    blocking(move || {
+        Ok(Json(
+            serde_json::to_value(app.volumes.list()).expect("volumes serialise"),
+        ))
+    })
+    .await
 }
 
 /// As `volume inspect`.

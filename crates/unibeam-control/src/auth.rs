@@ -40,10 +40,12 @@ fn refusal(app: &App, request: &Request) -> Option<&'static str> {
     match presented(request) {
         Presented::Header(t) if app.token.matches(t) => None,
         Presented::Query(t) if app.token.matches(t) && reads_only(request.method()) => None,
-        Presented::Query(t) if app.token.matches(t) => {
-            Some("calls that change state need the token in the Authorization header (Bearer), not in the URL")
+        Presented::Query(t) if app.token.matches(t) => Some(
+            "calls that change state need the token in the Authorization header (Bearer), not in the URL",
+        ),
+        Presented::Nothing => {
+            Some("no token: send `Authorization: Bearer TOKEN` (the token `unibeam dashboard` printed)")
         }
-        Presented::Nothing => Some("no token: send `Authorization: Bearer TOKEN` (the token `unibeam dashboard` printed)"),
         _ => Some("wrong token: use the one `unibeam dashboard` printed, kept in its token file"),
     }
 }
@@ -52,7 +54,11 @@ pub async fn require_token(State(app): State<App>, request: Request, next: Next)
     match refusal(&app, &request) {
         None => next.run(request).await,
         Some(why) => {
-            let mut response = (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": why }))).into_response();
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({ "error": why })),
+            )
+                .into_response();
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -92,9 +98,17 @@ mod tests {
         let token = "t".repeat(64);
         let get = request(Method::GET, &format!("/api/instances?token={token}"), None);
         assert_eq!(refusal(&app, &get), None);
-        let post = request(Method::POST, &format!("/api/instances/a/stop?token={token}"), None);
+        let post = request(
+            Method::POST,
+            &format!("/api/instances/a/stop?token={token}"),
+            None,
+        );
         assert!(refusal(&app, &post).unwrap().contains("Authorization header"));
-        let post = request(Method::POST, "/api/instances/a/stop", Some(&format!("Bearer {token}")));
+        let post = request(
+            Method::POST,
+            "/api/instances/a/stop",
+            Some(&format!("Bearer {token}")),
+        );
         assert_eq!(refusal(&app, &post), None);
         let wrong = request(Method::GET, "/api/instances", Some("Bearer nope"));
         assert!(refusal(&app, &wrong).unwrap().contains("wrong token"));

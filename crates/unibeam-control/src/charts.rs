@@ -43,12 +43,17 @@ pub async fn instance_chart(
     let name = instance_name(&name)?;
     let span = q.since.unwrap_or(DEFAULT_SPAN);
     if span > MAX_SPAN {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("since: at most {MAX_SPAN} seconds")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("since: at most {MAX_SPAN} seconds"),
+        ));
     }
     let draw = drawing(&chart).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no chart {chart:?}: memory.svg, processes.svg, run_queue.svg, cpu.svg or memory-pie.svg"),
+            format!(
+                "no chart {chart:?}: memory.svg, processes.svg, run_queue.svg, cpu.svg or memory-pie.svg"
+            ),
         )
     })?;
     let samples =
@@ -61,9 +66,21 @@ type Drawing = fn(&[StatSample], u64) -> String;
 fn drawing(chart: &str) -> Option<Drawing> {
     Some(match chart {
         "memory.svg" => memory_chart,
-        "processes.svg" => |s, now| one_line("Processes", "", "processes", s, now, |s| Some(s.beam.as_ref()?.process_count as f64)),
-        "run_queue.svg" => |s, now| one_line("Run queue", "", "run queue", s, now, |s| Some(s.beam.as_ref()?.run_queue as f64)),
-        "cpu.svg" => |s, now| one_line("Host CPU (QEMU)", "% of a core", "cpu", s, now, |s| s.qemu_cpu_percent),
+        "processes.svg" => |s, now| {
+            one_line("Processes", "", "processes", s, now, |s| {
+                Some(s.beam.as_ref()?.process_count as f64)
+            })
+        },
+        "run_queue.svg" => |s, now| {
+            one_line("Run queue", "", "run queue", s, now, |s| {
+                Some(s.beam.as_ref()?.run_queue as f64)
+            })
+        },
+        "cpu.svg" => |s, now| {
+            one_line("Host CPU (QEMU)", "% of a core", "cpu", s, now, |s| {
+                s.qemu_cpu_percent
+            })
+        },
         "memory-pie.svg" => |s, _| memory_pie(s),
         _ => return None,
     })
@@ -80,10 +97,18 @@ fn ago(sample: &StatSample, now: u64) -> f64 {
     -((now.saturating_sub(sample.time_ms)) as f64 / 1000.0)
 }
 
-fn series(name: &str, samples: &[StatSample], now: u64, value: impl Fn(&StatSample) -> Option<f64>) -> Series {
+fn series(
+    name: &str,
+    samples: &[StatSample],
+    now: u64,
+    value: impl Fn(&StatSample) -> Option<f64>,
+) -> Series {
     Series {
         name: name.to_string(),
-        points: samples.iter().filter_map(|s| Some((ago(s, now), value(s)?))).collect(),
+        points: samples
+            .iter()
+            .filter_map(|s| Some((ago(s, now), value(s)?)))
+            .collect(),
     }
 }
 
@@ -129,7 +154,9 @@ fn memory_pie(samples: &[StatSample]) -> String {
     let memory = samples.iter().rev().find_map(|s| Some(&s.beam.as_ref()?.memory));
     let get = |k: &str| memory.and_then(|m| m.get(k)).copied().unwrap_or(0);
     let parts = ["atom", "binary", "code", "ets"];
-    let other = parts.iter().fold(get("system"), |left, k| left.saturating_sub(get(k)));
+    let other = parts
+        .iter()
+        .fold(get("system"), |left, k| left.saturating_sub(get(k)));
     let mut slices: Vec<(String, f64)> = std::iter::once("processes")
         .chain(parts)
         .map(|k| (k.to_string(), get(k) as f64))
@@ -151,5 +178,10 @@ pub async fn cluster_graph(State(app): State<App>, Path(name): Path<String>) -> 
         })
         .collect();
     let links: Vec<(usize, usize)> = view.mesh.links.iter().map(|[a, b]| (*a, *b)).collect();
-    Ok(svg(unibeam_charts::cluster_graph(&nodes, &links, WIDTH, HEIGHT + 60)))
+    Ok(svg(unibeam_charts::cluster_graph(
+        &nodes,
+        &links,
+        WIDTH,
+        HEIGHT + 60,
+    )))
 }

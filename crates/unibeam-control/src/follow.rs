@@ -102,11 +102,13 @@ async fn next_events(phase: Phase) -> Option<(Vec<Result<Event, Infallible>>, Ph
             }
             None => Some((lines.finish().into_iter().map(line_event).collect(), Phase::Ended)),
         },
-        Phase::Ended => Some((vec![Ok(Event::default().event("end").data("exited"))], Phase::Done)),
+        Phase::Ended => Some((
+            vec![Ok(Event::default().event("end").data("exited"))],
+            Phase::Done,
+        )),
         Phase::Done => None,
     }
 }
-
 
 #[cfg(test)]
 mod tests {

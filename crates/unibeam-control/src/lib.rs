@@ -21,6 +21,7 @@ mod charts;
 mod error;
 mod follow;
 mod pages;
+mod routes;
 mod server;
 pub mod token;
 

@@ -26,7 +26,10 @@ struct Page {
 
 fn sha256_source(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest))
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
 }
 
 fn build_page() -> Page {
@@ -79,8 +82,16 @@ mod tests {
 
     #[test]
     fn the_page_inlines_its_script_and_style_once() {
-        assert_eq!(INDEX_HTML.matches(JS_SLOT).count(), 1, "index.html needs one {JS_SLOT}");
-        assert_eq!(INDEX_HTML.matches(CSS_SLOT).count(), 1, "index.html needs one {CSS_SLOT}");
+        assert_eq!(
+            INDEX_HTML.matches(JS_SLOT).count(),
+            1,
+            "index.html needs one {JS_SLOT}"
+        );
+        assert_eq!(
+            INDEX_HTML.matches(CSS_SLOT).count(),
+            1,
+            "index.html needs one {CSS_SLOT}"
+        );
         let page = build_page();
         assert!(!page.html.contains("/*APP_JS*/") && !page.html.contains("/*STYLE_CSS*/"));
         assert!(page.policy.contains(&sha256_source(APP_JS)));
@@ -89,7 +100,14 @@ mod tests {
     #[test]
     fn the_page_loads_nothing_from_elsewhere() {
         for text in [INDEX_HTML, APP_JS, STYLE_CSS] {
-            for needle in ["src=\"http", "href=\"http", "//cdn", "<script src", "@import", "url(http"] {
+            for needle in [
+                "src=\"http",
+                "href=\"http",
+                "//cdn",
+                "<script src",
+                "@import",
+                "url(http",
+            ] {
                 assert!(!text.contains(needle), "an asset mentions {needle}");
             }
         }

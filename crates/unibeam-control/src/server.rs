@@ -2,7 +2,8 @@
 //! loopback the token would cross the network in clear, so a certificate
 //! and key are required there.
 
-use crate::app::{router, App};
+use crate::app::App;
+use crate::routes::router;
 use crate::token::{self, TokenError};
 use axum_server::tls_rustls::RustlsConfig;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
@@ -110,7 +111,11 @@ fn browsable(addr: SocketAddr) -> SocketAddr {
 }
 
 fn read_tls(files: &TlsFiles) -> Result<(TlsFiles, Vec<u8>, Vec<u8>), ControlError> {
-    let read = |p: &PathBuf| std::fs::read(p).map_err(hostfs::at::<PathIo>(p)).map_err(ControlError::TlsFile);
+    let read = |p: &PathBuf| {
+        std::fs::read(p)
+            .map_err(hostfs::at::<PathIo>(p))
+            .map_err(ControlError::TlsFile)
+    };
     Ok((files.clone(), read(&files.cert)?, read(&files.key)?))
 }
 
@@ -132,11 +137,13 @@ async fn run(
                 // One process-wide crypto provider: ring's. A second
                 // install (there is none) would be refused harmlessly.
                 let _ = rustls::crypto::ring::default_provider().install_default();
-                let config = RustlsConfig::from_pem(cert, key).await.map_err(|source| ControlError::Tls {
-                    cert: files.cert,
-                    key: files.key,
-                    source,
-                })?;
+                let config = RustlsConfig::from_pem(cert, key)
+                    .await
+                    .map_err(|source| ControlError::Tls {
+                        cert: files.cert,
+                        key: files.key,
+                        source,
+                    })?;
                 let server = axum_server::from_tcp_rustls(listener, config);
                 server.serve(app.into_make_service()).await.map_err(serve_err)
             }

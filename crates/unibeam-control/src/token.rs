@@ -29,6 +29,13 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct Token(String);
 
+/// Never shows the secret, not even in a debug print.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
 impl Token {
     #[cfg(test)]
     pub fn for_tests(token: String) -> Token {

@@ -96,7 +96,11 @@ fn summary(store: &Store, name: &str) -> Option<ClusterSummary> {
     }
     let running = members
         .iter()
-        .filter(|m| store.load(m).is_ok_and(|r| r.observed_status() == Status::Running))
+        .filter(|m| {
+            store
+                .load(m)
+                .is_ok_and(|r| r.observed_status() == Status::Running)
+        })
         .count();
     Some(ClusterSummary {
         name: name.to_string(),
@@ -166,7 +170,10 @@ pub fn mesh(store: &Store, records: &[InstanceRecord], timeout: Duration) -> Mes
         .iter()
         .zip(&peers)
         .map(|(r, p)| MeshNode {
-            name: r.dist.as_ref().map_or_else(|| r.name.to_string(), |d| d.node.clone()),
+            name: r
+                .dist
+                .as_ref()
+                .map_or_else(|| r.name.to_string(), |d| d.node.clone()),
             instance: r.name.to_string(),
             up: p.is_some(),
         })

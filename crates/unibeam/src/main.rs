@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod dashboard;
 mod down;
 mod generate;
 mod inspect;
@@ -17,7 +18,6 @@ mod start;
 mod stats;
 mod top;
 mod up;
-mod dashboard;
 mod volume;
 
 use clap::{Parser, Subcommand};
