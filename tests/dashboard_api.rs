@@ -304,6 +304,14 @@ fn the_api_shows_what_the_cli_shows_and_acts_like_it() {
     wait_for("web running again", Duration::from_secs(120), || {
         (dashboard.json("/api/instances/web")["state"] == "running").then_some(())
     });
+    // The dashboard owns nothing: the monitor its restart started outlives
+    // it, and a new dashboard shows the instance as it is.
+    drop(dashboard);
+    std::thread::sleep(Duration::from_secs(2));
+    let cli: Value = serde_json::from_str(&state.ok(&["inspect", "web"])).unwrap();
+    assert_eq!(cli["state"], "running", "{cli}");
+    let dashboard = Dashboard::start(state.path(), &[]);
+    assert_eq!(dashboard.json("/api/instances/web")["state"], "running");
     let killed: Value =
         serde_json::from_str(&dashboard.call("POST", "/api/instances/web/kill", None).1).unwrap();
     assert_eq!(killed["state"], "exited", "{killed}");

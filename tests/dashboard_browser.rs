@@ -9,41 +9,17 @@
 //! Needs node, playwright-core in tests/browser/node_modules and
 //! /usr/bin/chromium (`make tools`); without them it fails, naming that.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+use unibeam_e2e::browser;
 use unibeam_e2e::cluster::Cluster;
-use unibeam_e2e::{rpc_when_up, shared_hello_image, unibeam, unibeam_output, workspace_root, BOOT_TIMEOUT};
+use unibeam_e2e::dashboard::Dashboard;
+use unibeam_e2e::{rpc_when_up, shared_hello_image, unibeam_output, workspace_root, BOOT_TIMEOUT};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// The whole browser run: boots, a 30 s stop grace and two mesh changes on TCG.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
-
-fn browser_dir() -> PathBuf {
-    workspace_root().join("tests/browser")
-}
-
-/// Fails (never skips) when a tool the browser test needs is missing.
-fn require_browser_tools() {
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.as_ref().is_ok_and(|o| o.status.success()),
-        "node is missing ({node:?}): run `make tools` (it installs nodejs, npm, playwright-core and chromium)"
-    );
-    let playwright = browser_dir().join("node_modules/playwright-core/package.json");
-    assert!(
-        playwright.is_file(),
-        "{} is missing: run `make tools` (npm ci in tests/browser)",
-        playwright.display()
-    );
-    assert!(
-        Path::new(CHROMIUM).is_file(),
-        "{CHROMIUM} is missing: run `make tools` (apt-get install chromium)"
-    );
-}
 
 /// Hello instances in the cluster's state directory, removed on drop.
 struct Instances<'a> {
@@ -82,73 +58,6 @@ impl Drop for Instances<'_> {
     }
 }
 
-/// `unibeam dashboard` on a free port; stopped on drop.
-struct Dashboard {
-    child: Child,
-    url: String,
-}
-
-impl Dashboard {
-    fn start(state: &Path) -> Dashboard {
-        let mut child = Command::new(unibeam())
-            .args(["dashboard", "--listen", "127.0.0.1:0"])
-            .env("XDG_STATE_HOME", state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("unibeam dashboard starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                eprintln!("dashboard: {line}");
-                if let Some(url) = dashboard_url(&line) {
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let mut dashboard = Dashboard {
-            child,
-            url: String::new(),
-        };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => dashboard.url = url,
-            Err(_) => {
-                let status = dashboard.child.try_wait();
-                panic!("unibeam dashboard printed no http://127.0.0.1:PORT/?token= URL within 60 s (status: {status:?})");
-            }
-        }
-        dashboard
-    }
-}
-
-/// The `http://127.0.0.1:PORT/?token=...` in a line of the dashboard's stdout.
-fn dashboard_url(line: &str) -> Option<String> {
-    let start = line.find("http://127.0.0.1:")?;
-    let url: String = line[start..]
-        .chars()
-        .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | '<' | '>'))
-        .collect();
-    url.contains("token=").then_some(url)
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A node process, killed if the test gives up on it.
 struct Script(Child);
 
@@ -163,7 +72,7 @@ impl Drop for Script {
 
 #[test]
 fn the_dashboard_shows_instances_charts_stop_and_a_cluster_losing_and_regaining_a_node() {
-    require_browser_tools();
+    browser::require_tools();
     let image = shared_hello_image();
     let t0 = Instant::now();
 
@@ -190,7 +99,7 @@ fn the_dashboard_shows_instances_charts_stop_and_a_cluster_losing_and_regaining_
         t0.elapsed()
     );
 
-    let dashboard = Dashboard::start(&state);
+    let dashboard = Dashboard::start(&state, &[]);
     eprintln!(
         "dashboard at {}",
         dashboard.url.split("?token=").next().unwrap_or_default()
@@ -203,8 +112,8 @@ fn the_dashboard_shows_instances_charts_stop_and_a_cluster_losing_and_regaining_
     let script_start = Instant::now();
     let mut script = Script(
         Command::new("node")
-            .arg(browser_dir().join("dashboard.mjs"))
-            .current_dir(browser_dir())
+            .arg(browser::dir().join("dashboard.mjs"))
+            .current_dir(browser::dir())
             .env("DASH_URL", &dashboard.url)
             .env("DASH_INSTANCES", names.join(","))
             .env("DASH_CLUSTER", &cluster.name)

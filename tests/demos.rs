@@ -9,7 +9,6 @@
 //! others, so boots take turns too, and every wait is generous.
 
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
@@ -391,30 +390,10 @@ fn crud_data_survives_a_stop_and_a_new_run_on_the_same_volume() {
 // ---------------------------------------------------------------------
 // examples/chat in a real browser
 
-/// node, playwright-core and chromium, or a failure naming `make tools`.
-fn browser_tools() -> PathBuf {
-    let script = workspace_root().join("tests/browser/chat.mjs");
-    let playwright = workspace_root().join("tests/browser/node_modules/playwright-core/package.json");
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        matches!(&node, Ok(out) if out.status.success()),
-        "node is missing: `make tools` installs it (with npm, playwright-core and chromium)"
-    );
-    assert!(
-        playwright.is_file(),
-        "{} is missing: `make tools` installs playwright-core",
-        playwright.display()
-    );
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").is_file(),
-        "/usr/bin/chromium is missing: `make tools` installs it"
-    );
-    script
-}
-
 #[test]
 fn chat_echoes_and_broadcasts_in_a_browser() {
-    let script = browser_tools();
+    unibeam_e2e::browser::require_tools();
+    let script = unibeam_e2e::browser::dir().join("chat.mjs");
     let state = StateDir::new();
     let port = boot(&state, "chat-demo", chat_image(), None);
     let shots = workspace_root().join("target/test-output/demos");

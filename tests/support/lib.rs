@@ -3,6 +3,7 @@
 //! them over HTTP the way a user would.
 
 pub mod bench;
+pub mod browser;
 pub mod cluster;
 pub mod dashboard;
 pub mod sandbox;

@@ -77,7 +77,9 @@ pub async fn follow(
     let (store, who) = (app.store.clone(), name.clone());
     let backlog = blocking(move || Ok(logs::read(&store, &who, Some(BACKLOG_LINES))?)).await?;
     let (sender, receiver) = mpsc::channel(64);
-    tokio::task::spawn_blocking(move || {
+    // A thread of its own, not the blocking pool's: a follow lasts as long
+    // as the client watches, and open log tabs must not starve the API.
+    std::thread::spawn(move || {
         // Its only possible failures are the client leaving or the log
         // going away with the instance: either way, the stream ends.
         let _ = logs::follow(&app.store, &name, &mut ToClient(sender));

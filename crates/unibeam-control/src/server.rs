@@ -12,6 +12,10 @@ use thiserror::Error;
 use unibeam_spec::hostfs::{self, PathIo};
 use unibeam_vmm::state::Store;
 
+/// Threads for the lifecycle's blocking calls: enough for a few users at
+/// once, while the dashboard stays within its 30 MB.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 #[derive(Debug, Error)]
 pub enum ControlError {
     #[error("--listen {0}: not a loopback address, so the token would cross the network in clear; give --tls-cert and --tls-key, or listen on 127.0.0.1")]
@@ -90,6 +94,10 @@ pub fn serve(store: Store, options: Options, started: impl FnOnce(&Started)) -> 
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Library calls block; a burst of clients must not grow the pool
+        // (and its RSS) without bound. Log followers run on threads of
+        // their own, so they never hold these.
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .map_err(ControlError::Runtime)?;

@@ -256,7 +256,10 @@ fn spawn_monitor(name: &InstanceName) -> Result<(), InstancesError> {
             Ok(())
         });
     }
-    monitor.spawn().map_err(InstancesError::SpawnMonitor)?;
+    let mut child = monitor.spawn().map_err(InstancesError::SpawnMonitor)?;
+    // A long-lived caller (the dashboard's restart) must not keep an exited
+    // monitor as a zombie: it is reaped whenever it ends.
+    std::thread::spawn(move || child.wait());
     Ok(())
 }
 
