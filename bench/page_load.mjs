@@ -21,9 +21,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { CHROMIUM, launchOptions } from '../tests/browser/chromium.mjs';
 import { createRequire } from 'node:module';
 
-const CHROMIUM = '/usr/bin/chromium';
 const READY_TIMEOUT_MS = 120000;
 
 function fail(message) {
@@ -89,15 +89,9 @@ async function load(context, kind, url) {
 const userData = fs.mkdtempSync(path.join(os.tmpdir(), 'unibeam-bench-chromium-'));
 let context;
 try {
-  context = await chromium.launchPersistentContext(userData, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run', '--disable-sync',
-    ],
+  context = await chromium.launchPersistentContext(userData, launchOptions({
     viewport: { width: 1440, height: 1000 },
-  });
+  }));
   // The persistent context opens with a blank page; it stays, unused.
   const result = { loads: LOADS - 1, overview_load_ms: [], overview_rows_ms: [], instance_load_ms: [], instance_chart_ms: [] };
   const pages = [

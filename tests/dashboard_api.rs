@@ -370,11 +370,13 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
             "--workers",
             "2",
         ])
+        // A restart is a stop (30 s grace at most) and a TCG boot, on a
+        // host that may be busy with other tests' VMs.
         .args([
             "--request-timeout",
-            "90",
+            "300",
             "--max-response-time",
-            "100",
+            "300",
             "--seed",
             "7",
         ])

@@ -12,8 +12,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { CHROMIUM, launchOptions } from './chromium.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
 const TIMEOUT_MS = Number(process.env.CHAT_TIMEOUT_MS || 60000);
 
 function fail(message) {
@@ -74,14 +74,9 @@ async function expectMessage(page, label, text) {
 let a;
 let b;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-      '--disable-background-networking', '--disable-component-update',
-      '--no-first-run', '--disable-sync'],
+  context = await chromium.launchPersistentContext(profile, launchOptions({
     timeout: TIMEOUT_MS,
-  });
+  }));
   step('chromium started');
   const tag = `${process.pid}-${Date.now()}`;
 

@@ -17,8 +17,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { CHROMIUM, launchOptions } from './chromium.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
 
 function need(name) {
   const value = process.env[name];
@@ -91,15 +91,9 @@ async function api(p) {
 const attr = (page, selector, name) => page.locator(selector).first().getAttribute(name, { timeout: 1000 }).catch(() => null);
 
 async function main() {
-  context = await chromium.launchPersistentContext(userData, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run', '--disable-sync',
-    ],
+  context = await chromium.launchPersistentContext(userData, launchOptions({
     viewport: { width: 1440, height: 1000 },
-  });
+  }));
   const page = context.pages()[0] || (await context.newPage());
   page.setDefaultTimeout(30000);
   page.on('pageerror', (e) => pageErrors.push(String(e && e.stack ? e.stack : e)));
