@@ -105,6 +105,24 @@ fn the_token_is_private_kept_and_a_tampered_file_refused() {
     );
 }
 
+#[test]
+fn a_port_in_use_is_named_and_nothing_is_served() {
+    let state = StateDir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = state.unibeam(&["dashboard", "--listen", &addr]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("listening on {addr}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no URL is printed for a dashboard that is not serving"
+    );
+}
+
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let cert =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();

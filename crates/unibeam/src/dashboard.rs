@@ -13,25 +13,27 @@ pub const FAILURE_EXIT: u8 = 1;
 
 /// Serve a web dashboard and a JSON API for this host's instances.
 ///
-/// The dashboard shows every instance and cluster with live charts of
-/// memory, processes, run queue and CPU, a pie of memory by type, the
-/// boot timeline, the live log, the cluster's mesh, and buttons to stop,
-/// restart and kill. The API (described at /api/openapi.json) lists and
-/// inspects instances, clusters and volumes, reads metrics and logs, and
-/// stops, kills, restarts, removes and runs `rpc`; its JSON is that of
-/// the CLI's `--format json`.
+/// The dashboard shows every instance and cluster: live charts of BEAM
+/// memory by type, processes, run queue and host CPU, a pie of memory by
+/// type, the boot timeline, the live log, each cluster's mesh, and Stop,
+/// Restart and Kill buttons. The API (described at /api/openapi.json)
+/// lists and inspects instances, clusters and volumes, reads metrics and
+/// logs (a tail, or followed as server-sent events), and stops, kills,
+/// restarts, removes and runs `rpc`, with the CLI's `--format json` shapes.
 ///
-/// Every request needs the token printed at start (kept, 0600, in
-/// $XDG_STATE_HOME/unibeam/dashboard/token): open the printed URL, or send
+/// Every request needs the token printed at start, kept (0600) in
+/// $XDG_STATE_HOME/unibeam/dashboard/token: open the printed URL, or send
 /// `Authorization: Bearer TOKEN`. Calls that change state take the token
 /// only in that header. The dashboard owns no instance: stop it (Ctrl-C)
 /// and start it again at any time.
 ///
+/// Examples:
 ///   unibeam dashboard
 ///   curl -H "Authorization: Bearer $(cat ~/.local/state/unibeam/dashboard/token)" \
 ///        http://127.0.0.1:7007/api/instances
 ///   unibeam dashboard --listen 0.0.0.0:7443 --tls-cert cert.pem --tls-key key.pem
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct DashboardArgs {
     /// Address and port to listen on; off loopback, TLS is required
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7007")]
