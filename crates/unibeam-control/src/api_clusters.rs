@@ -4,48 +4,30 @@
 use crate::app::{blocking, App};
 use crate::error::ApiError;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde_json::Value;
-use std::time::Duration;
 use unibeam_cluster::volume::VolumeName;
-use unibeam_lifecycle::{overview, volumes};
+use unibeam_lifecycle::overview::{self, ClusterSummary, ClusterView, MESH_TIMEOUT};
+use unibeam_lifecycle::volumes::{self, VolumeInfo};
 
-/// How long each node may take to say whom it is connected to.
-const MESH_TIMEOUT: Duration = Duration::from_secs(3);
-
-pub async fn list(State(app): State<App>) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        let all = overview::clusters(&app.store);
-        Ok(Json(serde_json::to_value(all).expect("summaries serialise")))
-    })
-    .await
+pub async fn list(State(app): State<App>) -> Result<Json<Vec<ClusterSummary>>, ApiError> {
+    blocking(move || Ok(Json(overview::clusters(&app.store)))).await
 }
 
-pub async fn inspect(State(app): State<App>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        let view = overview::cluster(&app.store, &name, MESH_TIMEOUT)?;
-        Ok(Json(
-            serde_json::to_value(view).expect("a cluster view serialises"),
-        ))
-    })
-    .await
+pub async fn inspect(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Json<ClusterView>, ApiError> {
+    blocking(move || Ok(Json(overview::cluster(&app.store, &name, MESH_TIMEOUT)?))).await
 }
 
 /// As `volume ls --format json`.
-pub async fn volumes(State(app): State<App>) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        Ok(Json(
-            serde_json::to_value(app.volumes.list()).expect("volumes serialise"),
-        ))
-    })
-    .await
+pub async fn volumes(State(app): State<App>) -> Result<Json<Vec<VolumeInfo>>, ApiError> {
+    blocking(move || Ok(Json(app.volumes.list()))).await
 }
 
 /// As `volume inspect`.
 pub async fn volume(State(app): State<App>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let name: VolumeName = name
-        .parse()
-        .map_err(|why: String| ApiError::new(StatusCode::BAD_REQUEST, why))?;
+    let name: VolumeName = name.parse().map_err(|why: String| ApiError::bad_request(why))?;
     blocking(move || Ok(Json(volumes::inspect(&app.store, &app.volumes, &name)?))).await
 }

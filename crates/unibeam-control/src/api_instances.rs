@@ -61,13 +61,12 @@ pub async fn metrics(
     .await
 }
 
-pub async fn timeline(State(app): State<App>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn timeline(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<overview::TimelineStep>>, ApiError> {
     let name = instance_name(&name)?;
-    blocking(move || {
-        let steps = overview::boot_timeline(&app.store, &name)?;
-        Ok(Json(serde_json::to_value(steps).expect("steps serialise")))
-    })
-    .await
+    blocking(move || Ok(Json(overview::boot_timeline(&app.store, &name)?))).await
 }
 
 #[derive(Deserialize)]
@@ -82,10 +81,7 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let name = instance_name(&name)?;
     if q.tail.is_some_and(|k| k > MAX_TAIL) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("tail: at most {MAX_TAIL} lines"),
-        ));
+        return Err(ApiError::bad_request(format!("tail: at most {MAX_TAIL} lines")));
     }
     let text = blocking(move || Ok(logs::read(&app.store, &name, q.tail)?)).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
@@ -100,10 +96,9 @@ pub struct StopQuery {
 fn grace(q: &StopQuery) -> Result<Duration, ApiError> {
     match q.timeout.unwrap_or(STOP_GRACE) {
         secs if secs <= MAX_GRACE => Ok(Duration::from_secs(secs)),
-        _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("timeout: at most {MAX_GRACE} seconds"),
-        )),
+        _ => Err(ApiError::bad_request(format!(
+            "timeout: at most {MAX_GRACE} seconds"
+        ))),
     }
 }
 
@@ -188,10 +183,9 @@ pub async fn rpc(
 ) -> Result<Json<Value>, ApiError> {
     let name = instance_name(&name)?;
     if request.expr.trim().is_empty() || request.expr.len() > MAX_EXPR {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("expr: give an expression of 1 to {MAX_EXPR} bytes"),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "expr: give an expression of 1 to {MAX_EXPR} bytes"
+        )));
     }
     let lang = match request.lang {
         Some(RpcLang::Elixir) => Lang::Elixir,

@@ -8,10 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use unibeam_charts::{GraphNode, LineChart, Series};
-use unibeam_lifecycle::overview;
-use unibeam_lifecycle::stats::{self, StatSample};
+use unibeam_lifecycle::overview::{self, MESH_TIMEOUT};
+use unibeam_lifecycle::stats::{self, now_ms, StatSample};
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 300;
@@ -21,8 +21,6 @@ const DEFAULT_SPAN: u64 = 600;
 const MAX_SPAN: u64 = 86_400;
 /// The memory types `erlang:memory/0` reports that the line chart draws.
 const MEMORY_TYPES: [&str; 7] = ["total", "processes", "system", "binary", "code", "ets", "atom"];
-/// How long the mesh may take its nodes to answer.
-const MESH_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Deserialize)]
 pub struct SpanQuery {
@@ -43,10 +41,9 @@ pub async fn instance_chart(
     let name = instance_name(&name)?;
     let span = q.since.unwrap_or(DEFAULT_SPAN);
     if span > MAX_SPAN {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("since: at most {MAX_SPAN} seconds"),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "since: at most {MAX_SPAN} seconds"
+        )));
     }
     let draw = drawing(&chart).ok_or_else(|| {
         ApiError::new(
@@ -84,12 +81,6 @@ fn drawing(chart: &str) -> Option<Drawing> {
         "memory-pie.svg" => |s, _| memory_pie(s),
         _ => return None,
     })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Seconds before `now`, as the charts' x axis counts (negative).

@@ -29,6 +29,11 @@ impl ApiError {
         }
     }
 
+    /// A parameter out of its bounds, or otherwise not valid.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
     fn from_error(status: StatusCode, e: &dyn std::error::Error) -> ApiError {
         ApiError::new(status, error_chain(e))
     }
@@ -52,6 +57,13 @@ fn state_status(e: &StateError) -> StatusCode {
 impl From<StateError> for ApiError {
     fn from(e: StateError) -> ApiError {
         ApiError::from_error(state_status(&e), &e)
+    }
+}
+
+fn logs_status(e: &LogsError) -> StatusCode {
+    match e {
+        LogsError::State(s) => state_status(s),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -95,31 +107,15 @@ impl From<OverviewError> for ApiError {
         let status = match &e {
             OverviewError::BadClusterName(_) => StatusCode::BAD_REQUEST,
             OverviewError::NoSuchCluster(_) => StatusCode::NOT_FOUND,
-            OverviewError::Instances(i) => return ApiError::from_instances_ref(i, &e),
-            OverviewError::Logs(LogsError::State(s)) => state_status(s),
-            OverviewError::Logs(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OverviewError::Logs(l) => logs_status(l),
         };
         ApiError::from_error(status, &e)
-    }
-}
-
-impl ApiError {
-    fn from_instances_ref(inner: &InstancesError, whole: &dyn std::error::Error) -> ApiError {
-        let status = match inner {
-            InstancesError::State(s) => state_status(s),
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::from_error(status, whole)
     }
 }
 
 impl From<LogsError> for ApiError {
     fn from(e: LogsError) -> ApiError {
-        let status = match &e {
-            LogsError::State(s) => state_status(s),
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::from_error(status, &e)
+        ApiError::from_error(logs_status(&e), &e)
     }
 }
 

@@ -4,7 +4,7 @@
 //! `erlang:nodes()` over unibeam's hidden connection.
 
 use crate::clusters::{self, cluster_dir};
-use crate::instances::{self, observed_json, InstancesError, Listed};
+use crate::instances::{self, observed_json, Listed};
 use crate::logs::{self, LogsError};
 use crate::remote;
 use crate::stats;
@@ -16,14 +16,16 @@ use std::time::Duration;
 use thiserror::Error;
 use unibeam_vmm::state::{InstanceName, InstanceRecord, Status, Store};
 
+/// How long each node may take to say whom it is connected to, when the
+/// mesh is asked for.
+pub const MESH_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Error)]
 pub enum OverviewError {
     #[error("{0:?} is not a cluster name: lowercase letters, digits and '-', starting with a letter, at most 24 characters")]
     BadClusterName(String),
     #[error("no cluster named {0} (`unibeam up` starts one)")]
     NoSuchCluster(String),
-    #[error(transparent)]
-    Instances(#[from] InstancesError),
     #[error(transparent)]
     Logs(#[from] LogsError),
 }

@@ -241,7 +241,8 @@ fn repair(path: &Path) -> Result<(), StatsError> {
     hostfs::write_atomic(path, &text[..whole]).map_err(StatsError::Write)
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch, as samples' `time_ms` counts them.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
