@@ -10,7 +10,7 @@ APT_PACKAGES := qemu-system-x86 erlang-base erlang-inets erlang-crypto rebar3 el
                 chromium python3-venv \
                 busybox-static cpio curl dash \
                 linux-source-6.1 make gcc libc6-dev bc bison flex libelf-dev xz-utils \
-                g++ systemd
+                g++ systemd skopeo genisoimage iproute2 erlang-ssl tcpdump dnsmasq-base util-linux
 HELLO := examples/hello/_build/prod/rel/hello
 HALT := tests/fixtures/halt/_build/prod/rel/halt
 HELLO_ELIXIR := examples/hello_elixir/_build/prod/rel/hello_elixir
@@ -21,12 +21,14 @@ MIXENV := tests/fixtures/mixenv/_build/prod/rel/mixenv
 NOTES := examples/notes/_build/prod/rel/notes
 CHAT := examples/chat/_build/prod/rel/chat
 CRUD := examples/crud/_build/prod/rel/crud
+TLSCLUSTER := tests/fixtures/tlscluster/_build/prod/rel/tlscluster
 RELEASES := $(HELLO)/releases/start_erl.data $(HELLO)/hello-0.1.0.tar.gz \
             $(HALT)/releases/start_erl.data $(HELLO_ELIXIR)/releases/start_erl.data \
             $(CLUSTER)/releases/start_erl.data \
             $(STOCK)/releases/start_erl.data $(SRCCONF)/releases/start_erl.data \
             $(MIXENV)/releases/start_erl.data $(NOTES)/releases/start_erl.data \
-            $(CHAT)/releases/start_erl.data $(CRUD)/releases/start_erl.data
+            $(CHAT)/releases/start_erl.data $(CRUD)/releases/start_erl.data \
+            $(TLSCLUSTER)/releases/start_erl.data
 sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 
 # The browser and API tests' tools: playwright-core (npm) drives Debian's
@@ -34,7 +36,7 @@ sources = $(shell find $(addprefix $(1)/,$(2)) -type f 2>/dev/null)
 PLAYWRIGHT := tests/browser/node_modules/playwright-core/package.json
 SCHEMATHESIS := build/venv/bin/schemathesis
 
-.PHONY: all deps build releases kernel demo test tools test-debian-kernel bench lint fuzz clean
+.PHONY: all deps build releases kernel demo test tools test-debian-kernel bench bench-density lint fuzz clean
 
 all: build
 
@@ -76,6 +78,11 @@ $(CRUD)/releases/start_erl.data: $(call sources,examples/crud,rebar.config apps 
 
 $(HALT)/releases/start_erl.data: $(call sources,tests/fixtures/halt,rebar.config apps config)
 	cd tests/fixtures/halt && rebar3 as prod release
+
+# tlscluster is examples/cluster's code (apps/ and config/ are links to
+# it) released with ssl: only its rebar.config is its own.
+$(TLSCLUSTER)/releases/start_erl.data: $(call sources,tests/fixtures/tlscluster,rebar.config) $(call sources,examples/cluster,apps config)
+	cd tests/fixtures/tlscluster && rebar3 as prod release
 
 $(HELLO_ELIXIR)/releases/start_erl.data: $(call sources,examples/hello_elixir,mix.exs lib config)
 	cd examples/hello_elixir && MIX_ENV=prod mix release --overwrite </dev/null
@@ -123,6 +130,14 @@ bench: deps build releases kernel tools
 	$(CARGO) bench -p unibeam-e2e --bench stats
 	$(CARGO) bench -p unibeam-e2e --bench volume
 	$(CARGO) bench -p unibeam-e2e --bench dashboard
+	$(CARGO) bench -p unibeam-e2e --bench snapshot
+
+# How many idle hello VMs (--memory 64M) the host holds, all answering HTTP:
+# a tb-size sweep, then up to 200 VMs (half an hour or more under TCG).
+# Not in `bench`, since it is long; it switches host KSM on while it runs
+# when it may (root) and restores it after.
+bench-density: deps build releases kernel
+	$(CARGO) bench -p unibeam-e2e --bench density
 
 # Every fuzz target for FUZZ_SECONDS each (fuzz/run.sh); fails on a crash.
 # g++ builds libFuzzer; stable Rust runs cargo-fuzz with RUSTC_BOOTSTRAP=1.

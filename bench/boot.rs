@@ -149,6 +149,7 @@ fn time_baseline(kernel: &Path, initrd: &Path, scratch: &Path) -> f64 {
         // Debian's kernel, with ACPI, as the baseline was booted by hand.
         acpi: true,
         drives: Vec::new(),
+        snapshots: Default::default(),
     };
     let mut cmd = Command::new(&qemu.binary);
     cmd.args(qemu.args());

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-use unibeam_e2e::{free_port, http_get, shared_hello_image, unibeam};
+use std::time::Duration;
+use unibeam_e2e::{free_port, http_200_within, shared_hello_image, unibeam};
 use unibeam_lifecycle::instances::{self, Listed};
 use unibeam_lifecycle::{down, logs, paths, up, vm::VmSpec, Quiet};
 use unibeam_vmm::state::{Status, Store};
@@ -37,14 +37,7 @@ fn names(store: &Store) -> Vec<String> {
 }
 
 fn wait_for_http(port: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some((200, body)) = http_get(port) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "no answer on port {port}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    http_200_within(port, "/", Duration::from_secs(120))
 }
 
 #[test]

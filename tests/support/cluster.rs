@@ -39,13 +39,19 @@ pub struct Cluster {
 impl Cluster {
     /// Writes a unibeam.toml for `replicas` counters named `name`.
     pub fn new(name: &str, replicas: u16, ticktime: u32) -> Cluster {
+        Cluster::with_service_lines(name, replicas, ticktime, "")
+    }
+
+    /// [`Cluster::new`] with `lines` (e.g. "snapshot = true\n") added to
+    /// the service.
+    pub fn with_service_lines(name: &str, replicas: u16, ticktime: u32, lines: &str) -> Cluster {
         let home = tempfile::tempdir().unwrap();
         let base_port = free_port_range(replicas);
         let file = home.path().join("unibeam.toml");
         let toml = format!(
             "[cluster]\nname = \"{name}\"\nnet_ticktime = {ticktime}\n\n\
              [services.counter]\nrelease = \"{}\"\nreplicas = {replicas}\n\
-             ports = [\"{base_port}:8080\"]\nrestart = \"always\"\n",
+             ports = [\"{base_port}:8080\"]\nrestart = \"always\"\n{lines}",
             cluster_release().display()
         );
         std::fs::write(&file, toml).unwrap();

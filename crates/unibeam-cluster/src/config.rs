@@ -1,7 +1,7 @@
 //! `unibeam.toml`: the services to run, how many of each, and the cluster
 //! they form. Every error names the file, the line and the column.
 
-use crate::values::{parse_memory, parse_port_pair, Cidr};
+use crate::values::{self, parse_memory, parse_port_pair, Cidr};
 use crate::volume::VolumeRequest;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -45,9 +45,12 @@ struct ClusterSection {
     subnet: Spanned<String>,
     #[serde(default = "default_ticktime")]
     net_ticktime: Spanned<u32>,
-    /// TLS distribution (`inet_tls_dist`): not available yet.
+    /// TLS distribution (`inet_tls_dist`), certificates from the cluster's CA.
     #[serde(default = "no_tls")]
     tls: Spanned<bool>,
+    /// The cookie, from a file shared by every host of a cluster that
+    /// spans hosts; default: one made for this cluster on this host.
+    cookie_file: Option<Spanned<PathBuf>>,
 }
 
 impl Default for ClusterSection {
@@ -57,6 +60,7 @@ impl Default for ClusterSection {
             subnet: default_subnet(),
             net_ticktime: default_ticktime(),
             tls: Spanned::new(0..0, false),
+            cookie_file: None,
         }
     }
 }
@@ -99,6 +103,14 @@ struct RawService {
     /// `NAME:/path[:ro]`: each replica gets its own volume NAME.
     #[serde(default)]
     volumes: Vec<Spanned<String>>,
+    /// A named network (`unibeam network create`) instead of the cluster's
+    /// own segment.
+    network: Option<Spanned<String>>,
+    /// `dns:NAME`: peers are the A records of NAME, nodes `<service>@<ip>`.
+    discovery: Option<Spanned<String>>,
+    /// Start from a saved state (`run --snapshot`); each replica its own.
+    #[serde(default = "no_snapshot")]
+    snapshot: Spanned<bool>,
 }
 
 /// Where a service's image comes from; paths are relative to the
@@ -125,6 +137,16 @@ pub struct Service {
     pub meshed: bool,
     /// Volumes; replica i attaches `<instance>-<NAME>`, its own.
     pub volumes: Vec<VolumeRequest>,
+    /// A named network the replicas join.
+    pub network: Option<String>,
+    /// The DNS name whose A records are the service's members.
+    pub discovery: Option<String>,
+    /// Replicas start from their own saved state after their first boot.
+    pub snapshot: bool,
+}
+
+fn no_snapshot() -> Spanned<bool> {
+    Spanned::new(0..0, false)
 }
 
 fn one() -> Spanned<u32> {
@@ -148,6 +170,10 @@ pub struct Compose {
     pub subnet: Cidr,
     pub net_ticktime_s: u32,
     pub services: BTreeMap<String, Service>,
+    /// Distribution over TLS (`tls = true`).
+    pub tls: bool,
+    /// `cookie_file`, relative to the file's directory.
+    pub cookie_file: Option<PathBuf>,
 }
 
 impl Compose {
@@ -207,6 +233,12 @@ pub fn load(path: &Path) -> Result<Compose, ConfigError> {
 /// it says what else is wrong, still before any VM starts).
 fn check_sources(check: &Checker, compose: &Compose, file: &ClusterFile) -> Result<(), ConfigError> {
     let base = compose.base_dir();
+    if let Some(cookie) = &file.cluster.cookie_file {
+        let path = base.join(cookie.get_ref());
+        if let Err(e) = std::fs::metadata(&path) {
+            return Err(check.error(cookie.span(), format!("cookie_file: {}: {e}", path.display())));
+        }
+    }
     for (name, svc) in &file.services {
         let svc = svc.get_ref();
         if let Some(image) = &svc.image {
@@ -273,6 +305,8 @@ fn parse_file(path: &Path, text: &str) -> Result<(Compose, ClusterFile), ConfigE
         subnet,
         net_ticktime_s: *file.cluster.net_ticktime.get_ref(),
         services,
+        tls: *file.cluster.tls.get_ref(),
+        cookie_file: file.cluster.cookie_file.as_ref().map(|f| f.get_ref().clone()),
     };
     Ok((compose, file))
 }
@@ -297,12 +331,6 @@ fn default_name(path: &Path) -> String {
 
 /// The subnet, once `[cluster]` is checked.
 fn check_cluster(check: &Checker, c: &ClusterSection) -> Result<Cidr, ConfigError> {
-    if *c.tls.get_ref() {
-        return Err(check.error(
-            c.tls.span(),
-            "tls = true: TLS distribution is not supported yet; remove the line (traffic stays on the private segment)",
-        ));
-    }
     let subnet = Cidr::network(c.subnet.get_ref())
         .map_err(|m| check.error(c.subnet.span(), format!("subnet: {m}")))?;
     let ticktime = &c.net_ticktime;
@@ -367,6 +395,17 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<RawService>) -> 
         })
         .collect::<Result<_, _>>()?;
     let env = check_env(check, name, &s.env)?;
+    let (network, discovery) = check_network(check, name, s)?;
+    let snapshot = *s.snapshot.get_ref();
+    if snapshot && !s.volumes.is_empty() {
+        return Err(check.error(
+            s.snapshot.span(),
+            format!(
+                "service {name}: snapshot = true with volumes: a saved state would not match \
+                 the volume's later contents; drop one of them"
+            ),
+        ));
+    }
     let restart = s
         .restart
         .get_ref()
@@ -383,7 +422,40 @@ fn check_service(check: &Checker, name: &str, spanned: &Spanned<RawService>) -> 
         restart,
         meshed: s.cluster,
         volumes,
+        network,
+        discovery,
+        snapshot,
     })
+}
+
+/// `network` names a network; `discovery` is `dns:NAME` and needs one (the
+/// cluster's own segment has no DNS server).
+fn check_network(
+    check: &Checker,
+    name: &str,
+    s: &RawService,
+) -> Result<(Option<String>, Option<String>), ConfigError> {
+    let network = match &s.network {
+        Some(n) => Some(
+            values::network_name(n.get_ref())
+                .map_err(|m| check.error(n.span(), format!("service {name}: network: {m}")))?,
+        ),
+        None => None,
+    };
+    let discovery = match &s.discovery {
+        Some(d) if network.is_none() => {
+            return Err(check.error(
+                d.span(),
+                format!("service {name}: discovery needs `network = \"NAME\"`, a network whose --dns answers the name"),
+            ))
+        }
+        Some(d) => Some(
+            values::dns_discovery(d.get_ref())
+                .map_err(|m| check.error(d.span(), format!("service {name}: discovery: {m}")))?,
+        ),
+        None => None,
+    };
+    Ok((network, discovery))
 }
 
 fn check_env(
@@ -447,154 +519,5 @@ fn check_host_ports(check: &Checker, file: &ClusterFile) -> Result<(), ConfigErr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[cluster]
-name = "shop"
-net_ticktime = 8
-
-[services.counter]
-release = "examples/cluster"
-replicas = 3
-ports = ["18080:8080"]
-env = { GREETING = "hi" }
-memory = "128M"
-"#;
-
-    fn error_of(text: &str) -> String {
-        parse(Path::new("unibeam.toml"), text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn a_good_file_parses_with_defaults() {
-        let c = parse(Path::new("unibeam.toml"), GOOD).unwrap();
-        assert_eq!(c.name, "shop");
-        let svc = &c.services["counter"];
-        assert_eq!(svc.replicas, 3);
-        assert_eq!(svc.restart, Restart::Always);
-        assert!(svc.meshed);
-        assert_eq!(svc.ports, [(18080, 8080)]);
-        assert_eq!(svc.memory_mib, Some(128));
-        assert_eq!(svc.env, [("GREETING".to_string(), "hi".to_string())]);
-        assert_eq!(svc.source, Source::Release("examples/cluster".into()));
-        assert_eq!(c.net_ticktime_s, 8);
-        assert_eq!(c.subnet.to_string(), "10.77.0.0/24");
-    }
-
-    #[test]
-    fn syntax_errors_name_line_and_column() {
-        let e = error_of("[services.web]\nrelease = \"x\"\nreplicas = \"three\"\n");
-        assert!(e.starts_with("unibeam.toml:3:12: "), "{e}");
-        assert!(e.contains("expected"), "{e}");
-    }
-
-    #[test]
-    fn unknown_keys_say_what_was_expected() {
-        let e = error_of("[services.web]\nrelease = \"x\"\nreplica = 3\n");
-        assert!(e.starts_with("unibeam.toml:3:1: "), "{e}");
-        assert!(e.contains("unknown field `replica`"), "{e}");
-        assert!(e.contains("replicas"), "{e}");
-    }
-
-    #[test]
-    fn semantic_errors_point_at_the_value() {
-        let e = error_of("[services.web]\nrelease = \"x\"\nrestart = \"sometimes\"\n");
-        assert!(e.starts_with("unibeam.toml:3:11: "), "{e}");
-        assert!(e.contains("on-failure"), "{e}");
-        let e = error_of("[services.web]\nrelease = \"x\"\nports = [\"80\"]\n");
-        assert!(e.starts_with("unibeam.toml:3:10: "), "{e}");
-        let e = error_of("[cluster]\nsubnet = \"10.0.0.0/33\"\n[services.web]\nrelease = \"x\"\n");
-        assert!(e.starts_with("unibeam.toml:2:10: "), "{e}");
-        let e = error_of("[cluster]\ntls = true\n[services.web]\nrelease = \"x\"\n");
-        assert!(e.contains("not supported"), "{e}");
-    }
-
-    #[test]
-    fn a_service_needs_exactly_one_source() {
-        let e = error_of("[services.web]\nreplicas = 2\n");
-        assert!(e.contains("exactly one of `release` or `image`"), "{e}");
-        assert!(error_of("[cluster]\n").contains("services"));
-    }
-
-    #[test]
-    fn every_field_is_checked_where_it_is() {
-        let svc = "[services.web]\nrelease = \"x\"\n";
-        let e = error_of(&format!("{svc}memory = \"lots\"\n"));
-        assert!(
-            e.starts_with("unibeam.toml:3:10: service web: memory: \"lots\""),
-            "{e}"
-        );
-        let e = error_of(&format!("{svc}memory = \"8M\"\n"));
-        assert!(e.contains("too little"), "{e}");
-        let e = error_of(&format!("{svc}env = {{ \"BAD KEY\" = \"v\" }}\n"));
-        assert!(
-            e.starts_with("unibeam.toml:3:9: service web: env: key \"BAD KEY\""),
-            "{e}"
-        );
-        let e = error_of(&format!("{svc}env = {{ \"A=B\" = \"v\" }}\n"));
-        assert!(e.contains("\"A=B\""), "{e}");
-    }
-
-    #[test]
-    fn numbers_out_of_range_point_at_themselves() {
-        let e = error_of("[cluster]\nnet_ticktime = 1\n[services.web]\nrelease = \"x\"\n");
-        assert!(
-            e.starts_with("unibeam.toml:2:16: net_ticktime: ") && e.contains("found 1"),
-            "{e}"
-        );
-        let e = error_of("[services.web]\nrelease = \"x\"\nreplicas = 65\n");
-        assert!(e.starts_with("unibeam.toml:3:12: service web: replicas: "), "{e}");
-    }
-
-    #[test]
-    fn host_ports_are_one_service_s_and_stay_ports() {
-        let e = error_of("[services.web]\nrelease = \"x\"\nreplicas = 3\nports = [\"65534:80\"]\n");
-        assert!(e.starts_with("unibeam.toml:4:10: ") && e.contains("65536"), "{e}");
-        let two = "[services.web]\nrelease = \"x\"\nreplicas = 2\nports = [\"8080:80\"]\n\
-                   [services.api]\nrelease = \"y\"\nports = [\"8081:80\"]\n";
-        let e = error_of(two);
-        assert!(
-            e.starts_with("unibeam.toml:7:10: service api: ports: host port 8081"),
-            "{e}"
-        );
-        assert!(e.contains("service web (replica 2)"), "{e}");
-        let e = error_of("[services.web]\nrelease = \"x\"\nports = [\"8080:80\", \"8080:81\"]\n");
-        assert!(e.starts_with("unibeam.toml:3:21: "), "{e}");
-    }
-
-    #[test]
-    fn images_and_releases_must_be_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("unibeam.toml");
-        std::fs::create_dir(dir.path().join("img")).unwrap();
-        std::fs::write(dir.path().join("img/image.json"), "{}").unwrap();
-        std::fs::write(
-            &file,
-            "[services.a]\nimage = \"img\"\n[services.b]\nimage = \"nope\"\n",
-        )
-        .unwrap();
-        let e = load(&file).unwrap_err().to_string();
-        assert!(
-            e.contains("unibeam.toml:4:9: service b: image: ") && e.contains("nope"),
-            "{e}"
-        );
-        std::fs::write(
-            &file,
-            "[services.a]\nimage = \"img\"\n[services.b]\nrelease = \"gone\"\n",
-        )
-        .unwrap();
-        let e = load(&file).unwrap_err().to_string();
-        assert!(
-            e.contains(":4:11: service b: release: ") && e.contains("gone"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn line_column_counts_from_one() {
-        assert_eq!(line_column("ab\ncd", 0), (1, 1));
-        assert_eq!(line_column("ab\ncd", 4), (2, 2));
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

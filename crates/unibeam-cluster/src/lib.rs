@@ -7,6 +7,7 @@
 pub mod config;
 pub mod plan;
 pub mod secret;
+pub mod tls;
 pub mod values;
 pub mod volume;
 

@@ -105,6 +105,52 @@ impl Cidr {
     }
 }
 
+/// Longest network name: it becomes the bridge `ub-<name>`, and Linux
+/// interface names hold 15 bytes.
+pub const NETWORK_NAME_MAX: usize = 12;
+
+/// A network's name: a-z, 0-9 and '-', starting with a letter, at most
+/// [`NETWORK_NAME_MAX`].
+pub fn valid_network_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NETWORK_NAME_MAX
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+pub fn network_name(s: &str) -> Result<String, String> {
+    if valid_network_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: use a-z, 0-9 and '-', starting with a letter, at most {NETWORK_NAME_MAX} (it names the bridge ub-NAME)"
+        ))
+    }
+}
+
+/// `dns:NAME` with NAME a DNS name (labels of letters, digits and '-',
+/// at most 63 each, 253 in all); returns NAME.
+pub fn dns_discovery(s: &str) -> Result<String, String> {
+    let Some(name) = s.strip_prefix("dns:") else {
+        return Err(format!("{s:?}: expected dns:NAME, e.g. dns:web.internal"));
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{s:?}: {name:?} is not a DNS name (labels of letters, digits and '-', joined by dots)"
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +188,22 @@ mod tests {
         assert!(err.contains("did you mean 10.77.0.0/24"), "{err}");
         assert_eq!(Cidr::network("10.77.0.0/24").unwrap().vm_capacity(), 253);
         assert_eq!(Cidr::network("10.77.0.0/30").unwrap().vm_capacity(), 1);
+    }
+
+    #[test]
+    fn discovery_names() {
+        assert_eq!(dns_discovery("dns:Web.mh.test."), Ok("web.mh.test".into()));
+        for bad in [
+            "web.mh.test",
+            "dns:",
+            "dns:a..b",
+            "dns:-a.b",
+            "dns:a b",
+            "dns:a\"b",
+        ] {
+            assert!(dns_discovery(bad).is_err(), "{bad}");
+        }
+        assert!(network_name("lan").is_ok());
+        assert!(network_name("a-very-long-name").is_err());
     }
 }

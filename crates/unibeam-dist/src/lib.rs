@@ -12,5 +12,7 @@
 pub mod json;
 pub mod metrics;
 mod node;
+mod tls;
 
 pub use node::{DistError, Lang, Node, Target};
+pub use tls::{TlsClient, TlsError};

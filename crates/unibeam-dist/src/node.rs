@@ -2,6 +2,8 @@
 
 use erl_dist::term::{Atom, Binary, FixInteger, List, Term};
 use erl_rpc::{CallError, RpcClient, RpcClientHandle};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -12,6 +14,12 @@ pub enum DistError {
         port: u16,
         #[source]
         source: erl_rpc::ConnectError,
+    },
+    #[error("TLS to the node's distribution port 127.0.0.1:{port}")]
+    Tls {
+        port: u16,
+        #[source]
+        source: crate::tls::TlsError,
     },
     #[error("no answer from the node within {0:?}")]
     Timeout(Duration),
@@ -32,6 +40,8 @@ pub struct Target {
     /// 127.0.0.1 only.
     pub port: u16,
     pub cookie: String,
+    /// Set when the node speaks TLS distribution.
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 impl std::fmt::Debug for Target {
@@ -57,6 +67,11 @@ pub struct Node {
     handle: RpcClientHandle,
     peer: String,
     timeout: Duration,
+    /// Expressions already scanned and parsed on this node, by source. The
+    /// monitor evaluates one expression every few seconds, and scanning
+    /// and parsing it again each time cost an emulated guest more CPU than
+    /// evaluating it.
+    parsed: Mutex<HashMap<String, Term>>,
 }
 
 impl Drop for Node {
@@ -80,7 +95,16 @@ impl Node {
     pub fn connect(target: &Target, timeout: Duration) -> Result<Node, DistError> {
         // The server name's host is only where the TCP connection goes:
         // the distribution handshake never sends it.
-        let connecting = RpcClient::connect_with_port("unibeam@127.0.0.1", target.port, &target.cookie);
+        let port = match &target.tls {
+            Some(tls) => {
+                within(timeout, crate::tls::relay(target.port, tls))?.map_err(|source| DistError::Tls {
+                    port: target.port,
+                    source,
+                })?
+            }
+            None => target.port,
+        };
+        let connecting = RpcClient::connect_with_port("unibeam@127.0.0.1", port, &target.cookie);
         let client = within(timeout, connecting)?.map_err(|source| DistError::Connect {
             port: target.port,
             source,
@@ -95,6 +119,7 @@ impl Node {
             handle,
             peer,
             timeout,
+            parsed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -195,14 +220,7 @@ impl Node {
 
     /// The value of an Erlang expression (a final `.` is optional).
     pub fn eval_erlang(&self, expr: &str) -> Result<Term, DistError> {
-        let mut source = expr.trim_end().to_string();
-        if !source.ends_with('.') {
-            source.push('.');
-        }
-        let scanned = self.call("erl_scan", "string", vec![List::from(chars(&source)).into()])?;
-        let tokens = self.ok_value(scanned, 1, "erl_scan:string/1")?;
-        let parsed = self.call("erl_parse", "parse_exprs", vec![tokens])?;
-        let exprs = self.ok_value(parsed, 1, "erl_parse:parse_exprs/1")?;
+        let exprs = self.parse_erlang(expr)?;
         let evaluated = self.call("erl_eval", "exprs", vec![exprs, List::nil().into()])?;
         match evaluated {
             Term::Tuple(mut t) if t.elements.len() == 3 => Ok(t.elements.swap_remove(1)),
@@ -211,6 +229,29 @@ impl Node {
                 term: other.to_string(),
             }),
         }
+    }
+
+    /// `expr` as `erl_parse:parse_exprs/1` gives it, parsed by the node
+    /// once per connection.
+    fn parse_erlang(&self, expr: &str) -> Result<Term, DistError> {
+        if let Some(exprs) = self.parsed_cache().get(expr) {
+            return Ok(exprs.clone());
+        }
+        let mut source = expr.trim_end().to_string();
+        if !source.ends_with('.') {
+            source.push('.');
+        }
+        let scanned = self.call("erl_scan", "string", vec![List::from(chars(&source)).into()])?;
+        let tokens = self.ok_value(scanned, 1, "erl_scan:string/1")?;
+        let parsed = self.call("erl_parse", "parse_exprs", vec![tokens])?;
+        let exprs = self.ok_value(parsed, 1, "erl_parse:parse_exprs/1")?;
+        self.parsed_cache().insert(expr.to_string(), exprs.clone());
+        Ok(exprs)
+    }
+
+    fn parsed_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Term>> {
+        // A panic elsewhere leaves plain data behind.
+        self.parsed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Element `at` of an `{ok, ...}` tuple; `{error, {Loc, Mod, Desc}, ...}`
@@ -286,6 +327,7 @@ mod tests {
         let target = Target {
             port: 4370,
             cookie: "s3cret-cookie".into(),
+            tls: None,
         };
         let shown = format!("{target:?}");
         assert!(shown.contains("4370") && !shown.contains("s3cret"), "{shown}");

@@ -59,6 +59,7 @@ fn connect(node: &HostNode, cookie: &str) -> Result<Node, DistError> {
     let target = Target {
         port: node.port,
         cookie: cookie.into(),
+        tls: None,
     };
     Node::connect(&target, Duration::from_secs(10))
 }

@@ -13,7 +13,10 @@ use thiserror::Error;
 use unibeam_spec::{BootSpec, BOOT_SPEC_PATH};
 
 pub const MANIFEST_FILE: &str = "image.json";
-pub const FORMAT: u32 = 3;
+/// 4: init writes the snapshot hand-over file (quiesce.rs) and Debian
+/// images carry virtio_input; an older image's init would leave a
+/// snapshot's BEAM waiting.
+pub const FORMAT: u32 = 4;
 
 #[derive(Debug, Error)]
 pub enum ManifestError {

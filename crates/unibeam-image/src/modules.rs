@@ -13,7 +13,8 @@ use unibeam_spec::hostfs::{at, PathIo};
 /// Modules a Debian-kernel guest needs: both virtio transports (PCI for
 /// `pc`, MMIO for `microvm`; the runner drops the unused one from the
 /// boot spec), the NIC, the entropy source, the ACPI power button (with
-/// evdev so init can read it) for graceful stops, and volumes: virtio-blk,
+/// evdev so init can read it) for graceful stops, the virtio keyboard that
+/// brings the snapshot keys, and volumes: virtio-blk,
 /// ext4 and the crc32c it asks the crypto API for at mount (built into
 /// Debian's cloud kernel, where only virtio_blk is a module).
 pub const GUEST_MODULES: &[&str] = &[
@@ -23,6 +24,7 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_rng",
     "button",
     "evdev",
+    "virtio_input",
     "virtio_blk",
     "crc32c_generic",
     "ext4",

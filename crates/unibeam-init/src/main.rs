@@ -13,8 +13,10 @@ mod log;
 mod net;
 mod platform;
 mod power;
+mod secrets;
 mod stop;
 mod supervise;
+mod thaw;
 mod volumes;
 
 use platform::{Platform, Real};
@@ -33,6 +35,8 @@ enum InitError {
     Boot(#[from] boot::BootError),
     #[error(transparent)]
     Supervise(#[from] supervise::SuperviseError),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
 }
 
 fn read_spec() -> Result<BootSpec, InitError> {
@@ -55,6 +59,7 @@ fn run(p: &mut impl Platform) -> Result<Verdict, InitError> {
     // Ctrl-Alt-Del then arrives as SIGINT instead of an instant reboot.
     let _ = nix::sys::reboot::set_cad_enabled(false);
     boot::bring_up(p, &spec)?;
+    secrets::fetch(spec.instance.cookie_from.as_ref())?;
     clock::ensure_wall_clock();
     clock::wait_for_entropy(Duration::from_secs(10));
     if !spec.instance.run_as_root {

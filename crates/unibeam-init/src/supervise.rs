@@ -122,10 +122,15 @@ fn prepare_files(spec: &BootSpec, launch: &unibeam_spec::BeamLaunch) -> Result<(
 
 /// Copies the BEAM's output to the console, turning the boot marker into
 /// a timestamped init line.
-fn forward_output(pipe: impl Read + Send + 'static) {
+/// With `freeze` (the BEAM's pid, under `run --snapshot`), the BEAM is
+/// stopped before the milestone goes out (see thaw.rs).
+fn forward_output(pipe: impl Read + Send + 'static, freeze: Option<Pid>) {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             if line.trim() == APPS_STARTED_MARKER {
+                if let Some(beam) = freeze {
+                    crate::thaw::freeze(beam);
+                }
                 crate::log::milestone(unibeam_spec::milestone::APPS_STARTED, "");
             } else {
                 eprintln!("{line}");
@@ -174,8 +179,9 @@ pub fn spawn_beam(spec: &BootSpec) -> Result<Pid, SuperviseError> {
         source,
     })?;
     drop(command); // closes our copies of the pipe's write end
-    forward_output(reader);
-    Ok(Pid::from_raw(child.id() as i32))
+    let beam = Pid::from_raw(child.id() as i32);
+    forward_output(reader, spec.instance.freeze_for_snapshot.then_some(beam));
+    Ok(beam)
 }
 
 /// Input devices that can send `KEY_POWER`: ACPI's power button (QMP
@@ -208,17 +214,21 @@ fn has_power_key(caps: &str) -> bool {
         .is_some_and(|w| w & (1 << (idx % BITS)) != 0)
 }
 
-fn power_pressed(button: &mut File) -> bool {
+/// The keys pressed (not released) in what the device has queued.
+fn keys_pressed(button: &mut File) -> Vec<u16> {
     let mut buf = [0u8; INPUT_EVENT_SIZE * 8];
     let Ok(n) = button.read(&mut buf) else {
-        return false;
+        return Vec::new();
     };
-    buf[..n].chunks_exact(INPUT_EVENT_SIZE).any(|ev| {
-        let kind = u16::from_ne_bytes([ev[16], ev[17]]);
-        let code = u16::from_ne_bytes([ev[18], ev[19]]);
-        let value = i32::from_ne_bytes([ev[20], ev[21], ev[22], ev[23]]);
-        kind == EV_KEY && code == KEY_POWER && value == 1
-    })
+    buf[..n]
+        .chunks_exact(INPUT_EVENT_SIZE)
+        .filter_map(|ev| {
+            let kind = u16::from_ne_bytes([ev[16], ev[17]]);
+            let code = u16::from_ne_bytes([ev[18], ev[19]]);
+            let value = i32::from_ne_bytes([ev[20], ev[21], ev[22], ev[23]]);
+            (kind == EV_KEY && value == 1).then_some(code)
+        })
+        .collect()
 }
 
 /// Shell-style status: the exit code, or 128 + the signal number.
@@ -339,8 +349,12 @@ impl Events {
             }
         }
         for (button, _) in self.buttons.iter_mut().zip(&ready[1..]).filter(|(_, r)| **r) {
-            if power_pressed(button) {
-                why = Some("power button pressed".into());
+            for key in keys_pressed(button) {
+                if key == KEY_POWER {
+                    why = Some("power button pressed".into());
+                } else {
+                    crate::thaw::on_key(key);
+                }
             }
         }
         why
@@ -372,9 +386,16 @@ pub struct Exit {
 pub fn supervise(p: &mut impl Platform, beam: Pid, events: &mut Events, timeout: Duration) -> Exit {
     let mut stop = Stop::new(timeout);
     loop {
-        if let Some(why) = events.next(stop.wait(Instant::now())) {
+        let now = Instant::now();
+        let wait = match (stop.wait(now), crate::thaw::wait(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(why) = events.next(wait) {
+            crate::thaw::thaw();
             stop.request(p, beam.as_raw(), Instant::now(), &why);
         }
+        crate::thaw::enforce(Instant::now());
         if let Some(wait) = reap(beam) {
             let sigkill = matches!(wait, WaitStatus::Signaled(_, Signal::SIGKILL, _));
             return Exit {

@@ -23,6 +23,15 @@ pub fn kept_log(store: &Store, cluster: &str, member: &InstanceName) -> PathBuf 
     cluster_dir(store, cluster).with_extension(format!("{member}.log"))
 }
 
+/// The cookie of a cluster with `snapshot = true` services, beside its
+/// directory so that `down` keeps it: the members' saved states hold it,
+/// and a new cookie would make every next `up` boot cold.
+pub fn snapshot_cookie(cluster_dir: &Path) -> PathBuf {
+    let mut name = cluster_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".snapshot-cookie");
+    cluster_dir.with_file_name(name)
+}
+
 /// The plan in `dir`, if `up` wrote one that still reads.
 pub fn read_plan(dir: &Path) -> Option<Plan> {
     let data = std::fs::read(dir.join(PLAN_FILE)).ok()?;

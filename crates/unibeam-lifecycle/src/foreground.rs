@@ -126,6 +126,10 @@ struct RemovedWhenDone(PathBuf);
 impl Drop for RemovedWhenDone {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        // Its network addresses go with it (instance dirs are named so).
+        if let Some(name) = self.0.file_name().and_then(|n| n.to_str()) {
+            crate::networks::leave(name);
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub enum InstancesError {
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error(transparent)]
+    Networks(#[from] crate::networks::NetworksError),
+    #[error(transparent)]
     Ports(#[from] RunError),
     #[error(transparent)]
     Io(#[from] PathIo),
@@ -188,6 +190,11 @@ pub(crate) fn prepare_recorded(
                 .as_deref()
                 .map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf()))
                 .unwrap_or_default(),
+            tls: spec
+                .instance
+                .dist_tls_files
+                .as_ref()
+                .map(crate::dist_tls::record_paths),
         });
     let release = &prepared.manifest.release;
     record.release = format!("{} {}", release.name, release.version);
@@ -220,6 +227,21 @@ fn with_distribution(spec: &VmSpec, dir: &Path) -> Result<(VmSpec, Option<u16>),
     if spec.instance.cookie_file.is_none() {
         let cookie = unibeam_cluster::secret::ensure_cookie(&dir.join(COOKIE_FILE))?;
         spec.instance.cookie_file = Some(cookie);
+    }
+    if spec.instance.dist_tls && spec.instance.dist_tls_files.is_none() {
+        let store = Store {
+            root: dir.parent().unwrap_or(dir).to_path_buf(),
+        };
+        let inst = &spec.instance;
+        let instance = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hostname = inst.hostname.as_deref().or(inst.name.as_deref());
+        let host = crate::dist_tls::node_host(inst.node_name.as_deref(), hostname, &instance);
+        let files = crate::dist_tls::for_instance(&store, &host, dir)
+            .map_err(|e| InstancesError::Vm(VmError::Settings(e.into())))?;
+        spec.instance.dist_tls_files = Some(files);
     }
     let port = free_loopback_port()?;
     spec.publish.push(PortForward {
@@ -282,7 +304,10 @@ fn wait_until_running(
 
 /// `unibeam monitor NAME`: owns one instance until it exits for good.
 pub fn monitor(store: &Store, name: &InstanceName) -> Result<(), InstancesError> {
-    let cmd = read_qemu_command(&store.dir(name))?;
+    let mut cmd = read_qemu_command(&store.dir(name))?;
+    // The tap, like the drives' locks, is held for as long as the monitor
+    // owns the VM, restarts included; it goes when the monitor does.
+    let _tap = crate::networks::open_tap(&mut cmd)?;
     // Held for as long as the monitor owns the VM, restarts included.
     let _held = match drives::lock_all(&cmd.drives, &holder(name)) {
         Ok(held) => held,
@@ -362,7 +387,7 @@ fn reset(
     if record.foreground {
         return Err(InstancesError::Foreground(name.clone()));
     }
-    if !matches!(record.observed_status(), Status::Exited { .. }) {
+    if !record.observed_status().is_down() {
         return Err(InstancesError::AlreadyRunning(name.clone()));
     }
     check_boot_files(&store.dir(name))?;
@@ -419,7 +444,7 @@ pub fn remove(store: &Store, name: &InstanceName, force: bool) -> Result<(), Ins
         }
         loaded => loaded?,
     };
-    if !matches!(record.observed_status(), Status::Exited { .. }) {
+    if !record.observed_status().is_down() {
         if !force {
             return Err(InstancesError::Running(name.clone()));
         }
@@ -438,10 +463,12 @@ pub fn remove(store: &Store, name: &InstanceName, force: bool) -> Result<(), Ins
         // A monitor that is still winding down must not write into a removed dir.
         let _ = send_signal(Pid::from_raw(m.pid as i32), Signal::SIGKILL);
     }
-    match store.remove(name) {
+    let removed = match store.remove(name) {
         Err(StateError::NoSuchInstance(_)) if record.foreground => Ok(()),
-        removed => Ok(removed?),
-    }
+        removed => removed,
+    };
+    crate::networks::leave(name.as_str());
+    Ok(removed?)
 }
 
 fn wait_for_owner(record: &InstanceRecord, limit: Duration) {

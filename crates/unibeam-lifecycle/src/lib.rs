@@ -12,11 +12,13 @@
 #![allow(clippy::result_large_err)]
 
 pub mod clusters;
+pub mod dist_tls;
 pub mod down;
 pub mod foreground;
 pub mod images;
 pub mod instances;
 pub mod logs;
+pub mod networks;
 pub mod overview;
 pub mod paths;
 pub mod progress;
@@ -24,10 +26,13 @@ pub mod remote;
 pub mod remsh;
 pub mod scratch;
 pub mod settings;
+pub mod snapshots;
 pub mod stats;
+pub mod suspend;
 pub mod systemd;
 pub mod timeline;
 pub mod up;
+pub mod up_networks;
 pub mod vm;
 pub mod volume_archive;
 pub mod volumes;

@@ -82,7 +82,7 @@ pub fn follow(store: &Store, name: &InstanceName, out: &mut dyn Write) -> Result
         }
         let exited = matches!(
             store.load(name).map(|r| r.observed_status()),
-            Ok(Status::Exited { .. }) | Err(_)
+            Ok(Status::Exited { .. } | Status::Suspended) | Err(_)
         );
         if exited && std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) <= pos {
             return Ok(());

@@ -7,7 +7,7 @@ use thiserror::Error;
 use unibeam_dist::metrics::{self, Sample};
 use unibeam_dist::{DistError, Lang, Node, Target};
 use unibeam_spec::hostfs::{self, PathIo};
-use unibeam_vmm::state::{DistEndpoint, InstanceName, StateError, Status, Store};
+use unibeam_vmm::state::{DistEndpoint, InstanceName, StateError, Store};
 
 #[derive(Debug, Error)]
 pub enum RemoteError {
@@ -31,7 +31,7 @@ pub enum RemoteError {
 /// A running instance's distribution endpoint and cookie.
 pub fn target(store: &Store, name: &InstanceName) -> Result<(DistEndpoint, Target), RemoteError> {
     let record = store.load(name)?;
-    if matches!(record.observed_status(), Status::Exited { .. }) {
+    if record.observed_status().is_down() {
         return Err(RemoteError::NotRunning(name.clone()));
     }
     let dist = record.dist.ok_or_else(|| RemoteError::NoDist(name.clone()))?;
@@ -39,6 +39,12 @@ pub fn target(store: &Store, name: &InstanceName) -> Result<(DistEndpoint, Targe
     let target = Target {
         port: dist.port,
         cookie,
+        tls: dist.tls.as_ref().map(|t| unibeam_dist::TlsClient {
+            ca: t.ca.clone(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            server_name: t.server_name.clone(),
+        }),
     };
     Ok((dist, target))
 }

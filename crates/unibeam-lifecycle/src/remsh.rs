@@ -214,6 +214,11 @@ pub fn prepare(store: &Store, name: &InstanceName, options: RemshOptions) -> Res
         .env_remove("ERL_AFLAGS")
         .env_remove("ERL_ZFLAGS")
         .env_remove("ELIXIR_ERL_OPTIONS");
+    if let Some(tls) = &target.tls {
+        // TLS distribution: the host erl speaks inet_tls with unibeam's client certificate.
+        let elixir = matches!(shell, Shell::Elixir);
+        command.args(crate::dist_tls::remsh_args(elixir, home.path(), tls).map_err(RemshError::Write)?);
+    }
     Ok(Remsh {
         node: dist.node,
         shell,

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 use unibeam_cluster::values::Cidr;
-use unibeam_spec::{BootSpec, ClusterSpec, ExitPolicy, PrivateNic};
-use unibeam_vmm::PrivateNet;
+use unibeam_spec::{BootSpec, ClusterSpec, DnsDiscovery, ExitPolicy, PrivateNic};
+use unibeam_vmm::{Carrier, PrivateNet};
 
 #[derive(Debug, Error)]
 pub enum SettingsError {
@@ -29,6 +29,8 @@ pub enum SettingsError {
     NotMulticast(SocketAddrV4),
     #[error("{0:?}: cluster members need long node names, e.g. web-1@10.77.0.2")]
     NotLongName(String),
+    #[error(transparent)]
+    DistTls(#[from] crate::dist_tls::DistTlsError),
 }
 
 /// Membership of a cluster: what the guest needs to mesh with its peers.
@@ -38,16 +40,25 @@ pub struct Membership {
     /// Long node names to connect to, and reconnect to when a link drops.
     pub peers: Vec<String>,
     pub net_ticktime_s: u32,
+    /// Peers from DNS (`discovery = "dns:NAME"`).
+    pub discovery: Option<DnsDiscovery>,
 }
 
-/// A second NIC on a private segment QEMU carries over multicast on the
-/// host's loopback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A second NIC on a private segment: a cluster's, or a named network's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrivateLink {
-    /// The segment: a multicast group and port.
-    pub segment: SocketAddrV4,
+    pub carrier: LinkCarrier,
     /// This VM's address on it.
     pub address: Cidr,
+}
+
+/// What carries a private segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkCarrier {
+    /// QEMU, over this multicast group and port on the host's loopback.
+    Multicast(SocketAddrV4),
+    /// A tap on a Linux bridge (a `bridge` network).
+    Tap { tap: String, bridge: String },
 }
 
 /// Everything about one instance that reaches its guest.
@@ -72,6 +83,14 @@ pub struct InstanceSettings {
     pub run_as_root: bool,
     pub membership: Option<Membership>,
     pub private_link: Option<PrivateLink>,
+    /// TLS distribution (`run --dist-tls`): a certificate from the
+    /// host-wide CA is issued when the instance is created.
+    pub dist_tls: bool,
+    /// The node's TLS files (issued by a cluster's CA, or for `--dist-tls`).
+    pub dist_tls_files: Option<unibeam_cluster::tls::NodeTls>,
+    /// A named network to join (`run --network`); `vm::prepare` turns it
+    /// into the private link.
+    pub network: Option<String>,
 }
 
 impl Default for InstanceSettings {
@@ -90,6 +109,9 @@ impl Default for InstanceSettings {
             run_as_root: false,
             membership: None,
             private_link: None,
+            dist_tls: false,
+            dist_tls_files: None,
+            network: None,
         }
     }
 }
@@ -210,10 +232,20 @@ fn valid_hostname(name: &str) -> bool {
 impl InstanceSettings {
     /// The QEMU side of the private link.
     pub fn private_net(&self) -> Option<PrivateNet> {
-        let link = self.private_link?;
+        let link = self.private_link.as_ref()?;
+        let carrier = match &link.carrier {
+            LinkCarrier::Multicast(segment) => Carrier::Multicast {
+                group: *segment.ip(),
+                port: segment.port(),
+            },
+            LinkCarrier::Tap { tap, bridge } => Carrier::Tap {
+                tap: tap.clone(),
+                bridge: bridge.clone(),
+                fd: None,
+            },
+        };
         Some(PrivateNet {
-            group: *link.segment.ip(),
-            port: link.segment.port(),
+            carrier,
             mac: private_mac(link.address.address),
         })
     }
@@ -238,13 +270,20 @@ impl InstanceSettings {
         if let Some(path) = &self.sys_config {
             read_sys_config(path)?;
         }
+        if let Some(tls) = &self.dist_tls_files {
+            tls.node.read().map_err(crate::dist_tls::DistTlsError::from)?;
+        }
         self.check_cluster()
     }
 
     fn check_cluster(&self) -> Result<(), SettingsError> {
-        if let Some(link) = &self.private_link {
-            if !link.segment.ip().is_multicast() {
-                return Err(SettingsError::NotMulticast(link.segment));
+        if let Some(PrivateLink {
+            carrier: LinkCarrier::Multicast(segment),
+            ..
+        }) = &self.private_link
+        {
+            if !segment.ip().is_multicast() {
+                return Err(SettingsError::NotMulticast(*segment));
             }
         }
         if let Some(membership) = &self.membership {
@@ -279,6 +318,14 @@ impl InstanceSettings {
         inst.stop_timeout_s = self.stop_timeout_s;
         inst.on_exit = self.on_exit;
         inst.run_as_root = self.run_as_root;
+        if let Some(tls) = &self.dist_tls_files {
+            let pem = tls.node.read().map_err(crate::dist_tls::DistTlsError::from)?;
+            inst.dist_tls = Some(unibeam_spec::DistTls {
+                ca_pem: pem.ca,
+                cert_pem: pem.cert,
+                key_pem: pem.key,
+            });
+        }
         spec.network.dhcp = self.dhcp;
         if let Some(link) = &self.private_link {
             spec.network.private = Some(PrivateNic {
@@ -292,6 +339,7 @@ impl InstanceSettings {
                 name: m.cluster.clone(),
                 peers: m.peers.clone(),
                 net_ticktime_s: m.net_ticktime_s,
+                discovery: m.discovery.clone(),
             });
         }
         Ok(())
@@ -321,6 +369,7 @@ mod tests {
                 cluster: "shop".into(),
                 peers: vec![],
                 net_ticktime_s: 10,
+                discovery: None,
             }),
             ..InstanceSettings::default()
         };
@@ -328,7 +377,7 @@ mod tests {
         s.node_name = Some("web-1@10.77.0.2".into());
         s.check().unwrap();
         s.private_link = Some(PrivateLink {
-            segment: "10.0.0.1:4000".parse().unwrap(),
+            carrier: LinkCarrier::Multicast("10.0.0.1:4000".parse().unwrap()),
             address: "10.77.0.2/24".parse().unwrap(),
         });
         assert!(s.check().unwrap_err().to_string().contains("multicast"));
@@ -402,7 +451,7 @@ mod tests {
             env: vec![("A".into(), "b".into())],
             name: Some("web".into()),
             private_link: Some(PrivateLink {
-                segment: "239.255.0.1:40000".parse().unwrap(),
+                carrier: LinkCarrier::Multicast("239.255.0.1:40000".parse().unwrap()),
                 address: "10.77.0.2/24".parse().unwrap(),
             }),
             ..InstanceSettings::default()

@@ -7,7 +7,8 @@ use crate::down::tear_down;
 use crate::images::{self, BuildSettings, ImagesError};
 use crate::instances::{self, InstancesError};
 use crate::progress::Progress;
-use crate::settings::{Membership, PrivateLink};
+use crate::progress::Recorded;
+use crate::settings::{LinkCarrier, Membership, PrivateLink};
 use crate::vm::{VmError, VmSpec};
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,10 @@ pub enum UpError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Networks(#[from] crate::networks::NetworksError),
+    #[error(transparent)]
+    DistTls(#[from] crate::dist_tls::DistTlsError),
 }
 
 /// [`up`] for the cluster file at `file`.
@@ -96,7 +101,7 @@ pub fn up(
             file: compose.path.clone(),
         });
     }
-    let plan = plan::plan(compose, &store.root);
+    let plan = crate::up_networks::place(compose, plan::plan(compose, &store.root))?;
     if !plan::fits(&plan) {
         return Err(UpError::SubnetTooSmall {
             file: compose.path.clone(),
@@ -145,7 +150,12 @@ fn prepare_all(
     build: &BuildSettings,
     progress: &dyn Progress,
 ) -> Result<Vec<VmSpec>, UpError> {
-    let cookie = secret::ensure_cookie(&dir.join(COOKIE_FILE))?;
+    let snapshots = compose.services.values().any(|s| s.snapshot);
+    let cookie = match crate::up_networks::shared_cookie(compose) {
+        Some(shared) => shared,
+        None if snapshots => secret::ensure_cookie(&crate::clusters::snapshot_cookie(dir))?,
+        None => secret::ensure_cookie(&dir.join(COOKIE_FILE))?,
+    };
     let mut images = std::collections::BTreeMap::new();
     for (name, svc) in &compose.services {
         let image = match &svc.source {
@@ -158,16 +168,43 @@ fn prepare_all(
         };
         images.insert(name.as_str(), image);
     }
+    let tls = cluster_tls(compose, plan, dir, &images)?;
     let mut specs = Vec::new();
-    for member in &plan.members {
+    for (i, member) in plan.members.iter().enumerate() {
         let svc = &compose.services[&member.service];
-        let spec = member_spec(plan, member, svc, &images[member.service.as_str()], &cookie)?;
+        let mut spec = member_spec(plan, member, svc, &images[member.service.as_str()], &cookie)?;
+        spec.instance.dist_tls_files = tls.get(i).cloned();
         spec.check()
             .map_err(|e| UpError::Member(member.instance.clone(), e))?;
         check_ports(&spec.publish).map_err(|e| UpError::MemberPorts(member.instance.clone(), e))?;
         specs.push(spec);
     }
     Ok(specs)
+}
+
+/// With `tls = true`: every image checked for ssl, and every member's
+/// certificate from the cluster's CA, in the members' order.
+fn cluster_tls(
+    compose: &Compose,
+    plan: &Plan,
+    dir: &Path,
+    images: &std::collections::BTreeMap<&str, PathBuf>,
+) -> Result<Vec<unibeam_cluster::tls::NodeTls>, UpError> {
+    if !compose.tls {
+        return Ok(Vec::new());
+    }
+    for image in images.values() {
+        crate::dist_tls::check_image(image)?;
+    }
+    let members: Vec<(String, String)> = plan
+        .members
+        .iter()
+        .map(|m| {
+            let host = m.node.split_once('@').map_or(m.node.as_str(), |(_, h)| h);
+            (m.instance.to_string(), host.to_string())
+        })
+        .collect();
+    Ok(crate::dist_tls::for_cluster(dir, &members)?)
 }
 
 /// Builds a service's release into the cluster's directory.
@@ -201,6 +238,7 @@ pub fn member_spec(
         .collect::<Result<_, _>>()?;
     spec.publish = m.ports.clone();
     spec.restart = svc.restart;
+    spec.snapshot = svc.snapshot;
     if let Some(mib) = svc.memory_mib {
         spec.memory_mib = mib;
     }
@@ -214,14 +252,16 @@ pub fn member_spec(
         cluster: plan.name.clone(),
         peers: if m.meshed { plan.peers() } else { Vec::new() },
         net_ticktime_s: plan.net_ticktime_s,
+        discovery: None,
     });
     inst.private_link = Some(PrivateLink {
-        segment: SocketAddrV4::new(plan.group, plan.port),
+        carrier: LinkCarrier::Multicast(SocketAddrV4::new(plan.group, plan.port)),
         address: Cidr {
             address: m.address,
             prefix_len: plan.prefix_len,
         },
     });
+    crate::up_networks::apply(&m.service, svc, &mut spec.instance)?;
     Ok(spec)
 }
 
@@ -244,14 +284,51 @@ fn start_all(
     progress: &dyn Progress,
 ) -> Result<(), UpError> {
     let total = plan.members.len();
-    for (i, (member, spec)) in plan.members.iter().zip(specs).enumerate() {
+    for (i, member) in plan.members.iter().enumerate() {
         progress.note(&format!(
             "starting {} ({}/{total}) as {}",
             member.instance,
             i + 1,
             member.node
         ));
-        instances::create(store, spec, progress).map_err(|e| UpError::Start(member.instance.clone(), e))?;
+    }
+    // Side by side: each create waits until its QEMU runs (a restore until
+    // the state is loaded), and eight in a row would add up.
+    // Their notes are told after, member by member.
+    let started: Vec<(Result<(), UpError>, Recorded)> = std::thread::scope(|s| {
+        let handles: Vec<_> = plan
+            .members
+            .iter()
+            .zip(specs)
+            .map(|(member, spec)| {
+                s.spawn(move || {
+                    let said = Recorded::default();
+                    let result = instances::create(store, spec, &said)
+                        .map(drop)
+                        .map_err(|e| UpError::Start(member.instance.clone(), e));
+                    (result, said)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let mut first_error = None;
+    for (result, said) in started {
+        for line in said.all() {
+            match line.strip_prefix("warning: ") {
+                Some(warning) => progress.warn(warning),
+                None => progress.note(&line),
+            }
+        }
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     progress.begin("up");
     let ready = wait_ready(store, plan, timeout, progress);

@@ -7,7 +7,7 @@ use crate::paths::{self, PathsError};
 use crate::progress::Progress;
 use crate::scratch::{self, ScratchError};
 use crate::settings::{InstanceSettings, SettingsError};
-use crate::volumes::{self, VolumeStore, VolumesError};
+use crate::volumes::{self, VolumesError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -27,6 +27,10 @@ use unibeam_vmm::{
 
 #[derive(Debug, Error)]
 pub enum VmError {
+    #[error("--snapshot cannot be used with volumes (-v): a saved guest's memory would not match what the disk holds by its next start; use `unibeam suspend` for a VM with volumes")]
+    SnapshotWithVolumes,
+    #[error("--snapshot: the cache entry")]
+    SnapshotCache(#[source] unibeam_vmm::snapshot::SnapshotError),
     #[error(
         "-p {0}:{1}:{2}: IPv6 is not supported; publish on an IPv4 address such as 127.0.0.1 or 0.0.0.0"
     )]
@@ -57,6 +61,8 @@ pub enum VmError {
     Volumes(#[from] VolumesError),
     #[error(transparent)]
     Drive(#[from] DriveError),
+    #[error(transparent)]
+    Networks(#[from] crate::networks::NetworksError),
 }
 
 /// Everything `run` needs to boot one VM, as values.
@@ -79,6 +85,9 @@ pub struct VmSpec {
     pub dist: bool,
     /// Volumes to attach (`-v NAME:/path[:ro]`), made on first use.
     pub volumes: Vec<VolumeRequest>,
+    /// `run --snapshot`: boot from the cached state saved at "applications
+    /// started" by the first boot with these settings (snapshots.rs).
+    pub snapshot: bool,
     pub instance: InstanceSettings,
     pub build: BuildSettings,
 }
@@ -97,6 +106,7 @@ impl VmSpec {
             restart: Restart::No,
             dist: true,
             volumes: Vec::new(),
+            snapshot: false,
             instance: InstanceSettings::default(),
             build: BuildSettings::default(),
         }
@@ -105,9 +115,14 @@ impl VmSpec {
     /// Every value that can be wrong on its own, checked before anything
     /// is built, claimed or started.
     pub fn check(&self) -> Result<(), VmError> {
+        if self.snapshot && !self.volumes.is_empty() {
+            return Err(VmError::SnapshotWithVolumes);
+        }
         if let Some(p) = self.publish.iter().find(|p| p.host_ip.is_ipv6()) {
             return Err(VmError::Ipv6Publish(p.host_ip, p.host_port, p.guest_port));
         }
+        let tls = self.instance.dist_tls || self.instance.dist_tls_files.is_some();
+        crate::dist_tls::check_dist(tls, self.dist).map_err(SettingsError::from)?;
         Ok(self.instance.check()?)
     }
 
@@ -169,6 +184,8 @@ fn boot_spec(
     }
     spec.instance.apply(&mut boot, progress)?;
     boot.instance.memory_mib = spec.memory_mib;
+    // Before planning: the BEAM's command line differs (quiesce.rs).
+    boot.instance.freeze_for_snapshot = spec.snapshot;
     let mut warnings = boot.plan_launch();
     if spec.dist && planned_node(&boot).is_none() {
         // A release that names no node gets one, so the host can reach it.
@@ -222,12 +239,15 @@ pub fn prepare(
     progress: &dyn Progress,
 ) -> Result<Prepared, VmError> {
     let qemu = find_qemu()?;
+    let joined = joined_network(spec, default_hostname)?;
+    let spec = joined.as_ref().unwrap_or(spec);
     let image_dir = resolve_image(spec, workdir, progress)?;
     let manifest = ImageManifest::read(&image_dir)?;
+    let tls = spec.instance.dist_tls || spec.instance.dist_tls_files.is_some();
+    crate::dist_tls::check_release(tls, &manifest).map_err(SettingsError::from)?;
     check_cpus(spec.machine, spec.cpus, manifest.kernel.acpi)?;
     let mut boot = boot_spec(spec, &manifest, default_hostname, progress)?;
-    let volume_store = VolumeStore::beside(&paths::store()?);
-    let (drives, mounts) = volumes::attach(&volume_store, &spec.volumes, progress)?;
+    let (drives, mounts) = volumes::attach(&paths::store()?, &spec.volumes, default_hostname, progress)?;
     boot.instance.volumes = mounts;
     let node = spec.dist.then(|| planned_node(&boot)).flatten();
     let cache = paths::cache_dir()?;
@@ -248,8 +268,34 @@ pub fn prepare(
         private_net: spec.instance.private_net(),
         acpi: manifest.kernel.acpi,
         drives,
+        snapshots: Default::default(),
     };
+    let mut cmd = cmd;
+    if spec.snapshot {
+        let manifest_json =
+            std::fs::read(image_dir.join(MANIFEST_FILE)).map_err(hostfs::at::<PathIo>(&image_dir))?;
+        let entry =
+            crate::snapshots::entry(&cache, &cmd, &boot, &manifest_json).map_err(VmError::SnapshotCache)?;
+        cmd.snapshots.cache = Some(entry);
+    }
     Ok(Prepared { cmd, manifest, node })
+}
+
+/// `spec` with `--network`'s link: the instance's address on it, taken
+/// now (or kept from an earlier start).
+fn joined_network(spec: &VmSpec, instance: Option<&str>) -> Result<Option<VmSpec>, VmError> {
+    let Some(network) = spec
+        .instance
+        .network
+        .as_deref()
+        .filter(|_| spec.instance.private_link.is_none())
+    else {
+        return Ok(None);
+    };
+    let (link, _) = crate::networks::join(network, &crate::networks::lease_key(instance))?;
+    let mut joined = spec.clone();
+    joined.instance.private_link = Some(link);
+    Ok(Some(joined))
 }
 
 /// The defaults, plus QEMU's APIC bus frequency for a kernel that reads it.
@@ -285,7 +331,9 @@ pub fn run_attached(
     let prepared = prepare(spec, runtime.path(), None, progress)?;
     let holder = format!("a foreground `unibeam run` (pid {})", std::process::id());
     let _held = drives::lock_all(&prepared.cmd.drives, &holder)?;
-    boot_prepared(spec, &prepared, console, show_command, progress, |_| ())
+    let finished = boot_prepared(spec, &prepared, console, show_command, progress, |_| ());
+    crate::networks::leave(&crate::networks::lease_key(None));
+    finished
 }
 
 /// Boots a prepared VM in the foreground until it powers off; `started`
@@ -308,7 +356,9 @@ pub fn boot_prepared(
         manifest.release.version,
         manifest.size_summary()
     ));
-    let outcome = run_foreground(&prepared.cmd, console, spec.instance.stop_grace(), started)?;
+    let mut cmd = prepared.cmd.clone();
+    let _tap = crate::networks::open_tap(&mut cmd)?;
+    let outcome = run_foreground(&cmd, console, spec.instance.stop_grace(), started)?;
     Ok(Finished {
         outcome,
         more_memory_advice: spec.more_memory_advice(manifest),

@@ -28,6 +28,8 @@ pub enum VolumesError {
     NoSuchVolume(VolumeName),
     #[error("volume {0} already exists; `unibeam volume rm {0}` first, or pick another name")]
     Exists(VolumeName),
+    #[error("volume {name} is held by suspended instance {holder}: its saved memory expects the disk as it left it; `unibeam start {holder}` and stop it, or `unibeam rm {holder}`, first")]
+    HeldSuspended { name: VolumeName, holder: String },
     #[error("volume {name} is used by {users}; `unibeam rm` them first")]
     Used { name: VolumeName, users: String },
     #[error("volume {0} is asked for twice; attach each volume once")]
@@ -252,10 +254,12 @@ fn is_ext4(file: &Path) -> bool {
 /// The drives QEMU attaches and the mounts init makes for `requests`,
 /// each volume made first if it does not exist yet.
 pub fn attach(
-    volumes: &VolumeStore,
+    store: &Store,
     requests: &[VolumeRequest],
+    me: Option<&str>,
     progress: &dyn Progress,
 ) -> Result<(Vec<Drive>, Vec<VolumeMount>), VolumesError> {
+    let volumes = &VolumeStore::beside(store);
     // Every request is checked before any volume is made.
     for (i, request) in requests.iter().enumerate() {
         if requests[..i].iter().any(|r| r.name == request.name) {
@@ -269,6 +273,7 @@ pub fn attach(
     let mut mounts: Vec<VolumeMount> = Vec::new();
     for (index, request) in requests.iter().enumerate() {
         ensure(volumes, &request.name, progress)?;
+        refuse_suspended_holder(store, volumes, &request.name, me)?;
         let drive = volumes.drive(&request.name, index, request.read_only);
         if !is_ext4(&drive.file) {
             return Err(VolumesError::NotAFilesystem {
@@ -312,6 +317,34 @@ pub fn users(store: &Store, volumes: &VolumeStore, name: &VolumeName) -> Vec<Str
         })
         .map(|(instance, _)| instance.to_string())
         .collect()
+}
+
+/// Refuses a volume that a suspended instance other than `me` attaches:
+/// no monitor holds its lock while it is suspended, but its saved memory
+/// has the filesystem mounted.
+pub fn refuse_suspended_holder(
+    store: &Store,
+    volumes: &VolumeStore,
+    name: &VolumeName,
+    me: Option<&str>,
+) -> Result<(), VolumesError> {
+    let suspended = |instance: &str| {
+        instance
+            .parse::<InstanceName>()
+            .ok()
+            .and_then(|n| store.load(&n).ok())
+            .is_some_and(|r| r.observed_status() == unibeam_vmm::state::Status::Suspended)
+    };
+    match users(store, volumes, name)
+        .into_iter()
+        .find(|u| Some(u.as_str()) != me && suspended(u))
+    {
+        Some(holder) => Err(VolumesError::HeldSuspended {
+            name: name.clone(),
+            holder,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Removes a volume no instance uses, and that no VM holds.

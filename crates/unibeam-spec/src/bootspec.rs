@@ -58,6 +58,22 @@ pub struct ClusterSpec {
     pub peers: Vec<String>,
     /// `net_ticktime`, identical on every node of the cluster.
     pub net_ticktime_s: u32,
+    /// Peers found in DNS instead of (or besides) the list above.
+    #[serde(default)]
+    pub discovery: Option<DnsDiscovery>,
+}
+
+/// Peer discovery through DNS, as libcluster and dns_cluster do on
+/// Kubernetes and Fly: the members are the A records of `name`, and each
+/// is the node `<basename>@<address>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsDiscovery {
+    /// A DNS name: letters, digits, '-' and '.', checked on the host.
+    pub name: String,
+    pub basename: String,
+    /// The DNS server to ask; `None`: the guest's own resolver.
+    pub nameserver: Option<Ipv4Addr>,
+    pub interval_s: u32,
 }
 
 impl NetworkSpec {
@@ -122,7 +138,57 @@ pub struct InstanceSpec {
     /// Volumes init mounts before the BEAM starts (`run -v`).
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Where init reads the cookie at boot, for an exported VM whose
+    /// engine delivers the secret (`unibeam export`); `cookie` is then
+    /// `None`, so the secret is in neither the image nor the manifests.
+    #[serde(default)]
+    pub cookie_from: Option<SecretSource>,
+    /// TLS distribution (`run --dist-tls`, `tls = true`): the CA and this
+    /// node's certificate and key, written as private files for the BEAM.
+    #[serde(default)]
+    pub dist_tls: Option<crate::DistTls>,
+    /// `run --snapshot`: init stops the BEAM (SIGSTOP) when its
+    /// applications have started, so that the host saves a guest whose
+    /// app runs no code, and lets it go on when the host presses one of
+    /// the [`crate::snapshot_keys`].
+    #[serde(default)]
+    pub freeze_for_snapshot: bool,
 }
+
+/// A secret the engine hands the guest as a read-only virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSource {
+    pub disk: SecretDisk,
+    pub format: SecretFormat,
+}
+
+/// How init finds the secret's disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretDisk {
+    /// By its virtio serial (as volumes are: probe order differs by
+    /// engine); KubeVirt, QEMU and cloud-hypervisor set one.
+    Serial(String),
+    /// By its kernel name, e.g. `vda`: Firecracker answers a serial
+    /// request with an id of its own making, but attaches drives in order.
+    Name(String),
+}
+
+/// How the secret lies on its disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum SecretFormat {
+    /// The disk's bytes are the secret, up to the first NUL or newline
+    /// (a file given to QEMU as a raw drive reads as zero-padded sectors).
+    Raw,
+    /// An ISO 9660 image holding the secret as the file `file` (KubeVirt
+    /// builds one from a Secret's keys).
+    Iso9660 { file: String },
+}
+
+/// Where init leaves a secret it read at boot (root's, 0400), for the
+/// launch plan's `CopyOf`: /tmp is the guest's only writable place.
+pub const SECRET_COOKIE_PATH: &str = "/tmp/unibeam-secrets/cookie";
 
 /// One volume: a virtio-blk disk holding an ext4 filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +217,9 @@ impl Default for InstanceSpec {
             cluster: None,
             memory_mib: 0,
             volumes: Vec::new(),
+            cookie_from: None,
+            dist_tls: None,
+            freeze_for_snapshot: false,
         }
     }
 }
@@ -225,12 +294,16 @@ impl ClusterSpec {
              || Peer <- [{}]], ok",
             peers.join(",")
         );
-        vec![
+        let mut args = vec![
             "-kernel".into(),
             "net_ticktime".into(),
             self.net_ticktime_s.to_string(),
             "-eval".into(),
             keeper,
-        ]
+        ];
+        if let Some(discovery) = &self.discovery {
+            args.extend(["-eval".into(), discovery.poller()]);
+        }
+        args
     }
 }

@@ -83,6 +83,9 @@ impl BootSpec {
         self.sys_config_args(&mut d);
         let named_in_vm_args = self.vm_args(&mut d);
         self.cookie(&mut d);
+        if let Some(tls) = &self.instance.dist_tls {
+            d.args.extend(tls.launch(&mut d.files));
+        }
         let node = node.map(|(_, name)| name);
         self.tail_args(&mut d, node.clone());
         BeamLaunch {
@@ -227,7 +230,7 @@ impl BootSpec {
             rendered.clone()
         });
         let drop_name = self.instance.node_name.is_some();
-        let drop_cookie = self.instance.cookie.is_some();
+        let drop_cookie = self.instance.cookie.is_some() || self.instance.cookie_from.is_some();
         let result = filter_vm_args(&inlined, drop_name, drop_cookie);
         let named = named_node(&result);
         let path = if result == filter_vm_args(&text, false, false)
@@ -251,6 +254,10 @@ impl BootSpec {
         let rel = &self.release;
         let content = match (&self.instance.cookie, d.env.given("RELEASE_COOKIE")) {
             (Some(cookie), _) => FileContent::Text(cookie.clone()),
+            // Read by init from the engine's secret disk (init secrets.rs).
+            (None, _) if self.instance.cookie_from.is_some() => {
+                FileContent::CopyOf(crate::bootspec::SECRET_COOKIE_PATH.to_string())
+            }
             (None, Some(cookie)) if rel.is_mix() => FileContent::Text(cookie.to_string()),
             _ if rel.is_mix() => FileContent::CopyOf(format!("{}/releases/COOKIE", rel.root)),
             _ => return,
@@ -272,10 +279,21 @@ impl BootSpec {
         // Without these, a named node makes erlexec spawn EPMD through
         // /bin/sh, and the node dies with econnrefused.
         d.arg(&["-start_epmd", "false", "-erl_epmd_port", &DIST_PORT.to_string()]);
+        // init runs -eval and -s in order. A snapshot is taken before the
+        // mesh keeper (and DNS discovery) start, so it holds no
+        // distribution connections: a restored member connects afresh at
+        // once, instead of dropping connections from another life and
+        // waiting for the keeper's next round.
+        if self.instance.freeze_for_snapshot {
+            d.args
+                .extend(["-eval".into(), crate::quiesce::quiesce_for_snapshot()]);
+        }
         if let Some(cluster) = &self.instance.cluster {
             d.args.extend(cluster.beam_args(node.as_deref()));
         }
-        d.arg(&["-s", "erlang", "display", "unibeam_apps_started"]);
+        if !self.instance.freeze_for_snapshot {
+            d.arg(&["-s", "erlang", "display", "unibeam_apps_started"]);
+        }
         match self.release.flavor {
             Flavor::Relx => d.arg(&["--", "foreground"]),
             Flavor::Mix { .. } => d.arg(&["-extra", "--no-halt"]),

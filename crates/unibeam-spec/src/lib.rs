@@ -9,10 +9,13 @@
 
 mod beam;
 mod bootspec;
+mod discovery;
+mod dist_tls;
 mod envsh;
 #[cfg(feature = "host")]
 pub mod hostfs;
 mod launch;
+mod quiesce;
 mod render;
 pub mod safepath;
 mod startenv;
@@ -23,15 +26,19 @@ pub use beam::{
     APPS_STARTED_MARKER, BEAM_HOME, RUN_DIR, SMALL_GUEST_MIB,
 };
 pub use bootspec::{
-    netmask, BootSpec, ClusterSpec, ExitPolicy, InstanceSpec, NetworkSpec, PrivateNic, VolumeMount,
+    netmask, BootSpec, ClusterSpec, DnsDiscovery, ExitPolicy, InstanceSpec, NetworkSpec, PrivateNic,
+    VolumeMount,
 };
+pub use bootspec::{SecretDisk, SecretFormat, SecretSource, SECRET_COOKIE_PATH};
+pub use dist_tls::{ssl_dist_options, DistTls, DistTlsPaths};
 pub use envsh::{EnvScript, ENV_SH_SUBSET};
+pub use quiesce::THAW_FILE;
 pub use render::{filter_vm_args, inline_args_files, replace_os_vars};
 pub use startenv::{unsupported_start_vars, ReadFile, UNSUPPORTED_START_VARS};
 pub use wire::{
-    milestone, BEAM_UID, BOOT_SPEC_PATH, DEBUG_EXIT_PORT, DIST_PORT, EXIT_STATUS_MARKER, INIT_FAILURE_STATUS,
-    INIT_STARTED_MARKER, VERDICT_EXITED, VERDICT_INIT_FAILED, VERDICT_OOM_KILLED, VERDICT_PORT,
-    VERDICT_PREFIX,
+    milestone, snapshot_keys, BEAM_UID, BOOT_SPEC_PATH, DEBUG_EXIT_PORT, DIST_PORT, EXIT_STATUS_MARKER,
+    INIT_FAILURE_STATUS, INIT_STARTED_MARKER, RESTORED_MARKER, VERDICT_EXITED, VERDICT_INIT_FAILED,
+    VERDICT_OOM_KILLED, VERDICT_PORT, VERDICT_PREFIX,
 };
 
 #[cfg(test)]

@@ -214,6 +214,7 @@ fn cluster_members_mesh_with_every_peer_but_themselves() {
             .map(String::from)
             .to_vec(),
         net_ticktime_s: 10,
+        discovery: None,
     });
     let launch = launch(&spec);
     let i = launch
@@ -239,6 +240,14 @@ fn cluster_members_mesh_with_every_peer_but_themselves() {
     );
     // The keeper runs before the readiness marker, after the release boots.
     assert!(args.find("-eval").unwrap() < args.find("unibeam_apps_started").unwrap());
+    // A snapshot is taken before the keeper dials anyone, so a restored
+    // member holds no connections from another life.
+    spec.instance.freeze_for_snapshot = true;
+    let args = self::launch(&spec).args.join(" ");
+    assert!(
+        args.find("unibeam_apps_started").unwrap() < args.find("net_kernel:connect_node").unwrap(),
+        "{args}"
+    );
 }
 
 #[test]
@@ -460,4 +469,29 @@ fn mix_distribution_none_and_given_values_win() {
     // The instance's node name beats env.sh's.
     spec.instance.node_name = Some("web@10.0.0.2".into());
     assert!(joined(&spec).contains("-name web@10.0.0.2 -boot"));
+}
+
+#[test]
+fn a_planned_launch_selects_tls_distribution_before_the_release_args() {
+    let mut spec = hello();
+    spec.instance.node_name = Some("hello@10.0.2.15".into());
+    spec.instance.dist_tls = Some(DistTls {
+        ca_pem: "CA".into(),
+        cert_pem: "CERT".into(),
+        key_pem: "KEY".into(),
+    });
+    let launch = launch_with(&spec, &[]);
+    let at = launch.args.iter().position(|a| a == "-proto_dist").unwrap();
+    assert_eq!(launch.args[at + 1], "inet_tls");
+    let end = launch.args.iter().position(|a| a == "--").unwrap();
+    assert!(at < end, "{:?}", launch.args);
+    assert!(launch
+        .files
+        .iter()
+        .any(|f| f.path.ends_with("dist-tls.conf") && f.private));
+    // A boot spec written before the field existed still reads.
+    let mut json: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
+    json["instance"].as_object_mut().unwrap().remove("dist_tls");
+    let old = BootSpec::from_json(&json.to_string()).unwrap();
+    assert_eq!(old.instance.dist_tls, None);
 }

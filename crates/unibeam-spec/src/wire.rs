@@ -47,6 +47,22 @@ pub mod milestone {
     pub const APPS_STARTED: &str = "unibeam-init: applications started";
 }
 
+/// Keys the host presses on the guest's virtio keyboard (QMP `send-key`)
+/// to tell init about a snapshot; Linux input key codes, as init reads
+/// them from evdev. Only these two: neither is on a keyboard an app sees.
+pub mod snapshot_keys {
+    /// The guest's state was saved and this same VM carries on: init
+    /// lets the BEAM it froze at "applications started" run again.
+    pub const SAVED: u16 = 142; // KEY_SLEEP
+    /// The guest was restored from a saved state (a resume, or a warm
+    /// start from a snapshot): init reseeds the kernel's random pool
+    /// with fresh host entropy, then lets the BEAM run.
+    pub const RESTORED: u16 = 143; // KEY_WAKEUP
+}
+
+/// Console line init prints once a restored guest's BEAM runs again.
+pub const RESTORED_MARKER: &str = "unibeam-init: restored";
+
 /// Exit status the guest reports when init itself failed before or around the BEAM.
 pub const INIT_FAILURE_STATUS: u8 = 125;
 

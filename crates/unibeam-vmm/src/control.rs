@@ -17,7 +17,10 @@ fn forbid_restart(store: &Store, name: &InstanceName) -> Result<(), StateError> 
     write_atomic(&store.dir(name).join(STOP_REQUESTED), b"")
 }
 
-fn kill_qemu(record: &InstanceRecord) {
+/// SIGKILL to `record`'s QEMU if it is still that process. Also used once
+/// a suspended VM's state is saved: the guest is paused, so nothing is
+/// lost if QEMU does not take its QMP quit.
+pub fn kill_qemu(record: &InstanceRecord) {
     if let Some(q) = record.qemu.filter(|q| q.alive()) {
         // A pid we just verified is still our QEMU.
         let _ = send_signal(Pid::from_raw(q.pid as i32), Signal::SIGKILL);

@@ -11,12 +11,14 @@ pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod runner;
+pub mod snapshot;
+pub mod snapstream;
 pub mod state;
 
 pub use accel::{choose as choose_accel, AccelChoice, AccelDecision, AccelError};
 pub use chain::error_chain;
 pub use qemu::{
-    check_cpus, default_kernel_args, find_qemu, Accel, Machine, PortForward, PrivateNet, QemuCommand,
-    QemuError, APIC_BUS_KHZ,
+    check_cpus, default_kernel_args, find_qemu, Accel, Carrier, Machine, PortForward, PrivateNet,
+    QemuCommand, QemuError, Snapshots, APIC_BUS_KHZ,
 };
 pub use runner::{run_foreground, Outcome, RunError};

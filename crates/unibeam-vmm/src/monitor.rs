@@ -7,6 +7,7 @@ use crate::qemu::QemuCommand;
 use crate::runner::{boot, Outcome};
 use crate::state::{
     InstanceName, InstanceRecord, ProcessId, Restart, StateError, Status, Store, CONSOLE_LOG, STOP_REQUESTED,
+    SUSPENDED_STATE, SUSPENDING,
 };
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -52,6 +53,17 @@ fn stop_requested(store: &Store, name: &InstanceName) -> bool {
     store.dir(name).join(STOP_REQUESTED).exists()
 }
 
+/// Whether QEMU ended because `unibeam suspend` saved it and quit it.
+fn was_suspended(store: &Store, name: &InstanceName) -> bool {
+    let dir = store.dir(name);
+    let asked = std::fs::remove_file(dir.join(SUSPENDING)).is_ok();
+    asked
+        && dir
+            .join(SUSPENDED_STATE)
+            .join(crate::snapshot::META_FILE)
+            .is_file()
+}
+
 fn open_log(store: &Store, name: &InstanceName) -> Result<BoundedLog, StateError> {
     let path = store.dir(name).join(CONSOLE_LOG);
     BoundedLog::open(&path, DEFAULT_CAP).map_err(unibeam_spec::hostfs::at(&path))
@@ -64,7 +76,10 @@ fn boot_once(store: &Store, record: &mut InstanceRecord, cmd: &QemuCommand) -> R
         let _ = writeln!(open_log(store, &record.name)?, "unibeam: {text}");
         Ok(())
     };
-    let mut booted = match boot(cmd, open_log(store, &record.name)?) {
+    let mut cmd = cmd.clone();
+    let suspended = store.dir(&record.name).join(SUSPENDED_STATE);
+    cmd.snapshots.resume = suspended.is_dir().then_some(suspended);
+    let mut booted = match boot(&cmd, open_log(store, &record.name)?) {
         Ok(b) => b,
         Err(e) => {
             note(crate::error_chain(&e))?;
@@ -103,6 +118,12 @@ pub fn monitor(store: &Store, name: &InstanceName, cmd: &QemuCommand) -> Result<
         let code = boot_once(store, &mut record, cmd)?;
         if began.elapsed() > STABLE_RUN {
             in_a_row = 0;
+        }
+        if was_suspended(store, name) {
+            record.status = Status::Suspended;
+            record.qemu = None;
+            record.monitor = None;
+            return store.save(&record);
         }
         if stop_requested(store, name) || !should_restart(record.restart, code, record.restarts) {
             record.status = Status::Exited { code };

@@ -48,6 +48,25 @@ impl fmt::Display for Accel {
     }
 }
 
+/// TCG's translation cache in MiB (`-accel tcg,tb-size=`). QEMU 7.2's
+/// default is 1 GiB, and the pages it has filled stay resident: most of an
+/// idle VM's host memory beyond the guest's own. Hello with `--memory 64M`,
+/// one VM at a time, settings interleaved (QEMU RSS once HTTP answers; run
+/// → first HTTP 200, medians of 4 on 2 busy cores): default 200 MB, 6.5 s;
+/// 64: 186 MB, 6.3 s; 32: 151 MB, 5.6 s; 16: 130 MB, 7.4 s; 8: 120 MB,
+/// 27.7 s. Below 32 the boot's code no longer fits and is translated again
+/// after each flush; an idle VM's CPU is the same at 16, 32 and the default
+/// (docs/benchmarks.md, Density). KVM has no translation cache.
+pub const TCG_TB_SIZE_MIB: u32 = 32;
+
+/// `-accel` value: TCG gets a bounded translation cache, see [`TCG_TB_SIZE_MIB`].
+fn accel_arg(accel: Accel) -> String {
+    match accel {
+        Accel::Kvm => accel.to_string(),
+        Accel::Tcg => format!("tcg,tb-size={TCG_TB_SIZE_MIB}"),
+    }
+}
+
 /// QEMU's machine type. `microvm` has no PCI bus and no firmware to
 /// emulate, so the kernel reaches init sooner; `pc` is the fallback for
 /// kernels without virtio-mmio.
@@ -73,14 +92,13 @@ impl Machine {
     /// its virtio-mmio devices and carry the power button that
     /// `system_powerdown` presses. Without ACPI, QEMU lists the devices on
     /// the kernel command line instead (`virtio_mmio.device=`). pc's PS/2
-    /// keyboard would take the power key meant for the virtio keyboard
-    /// (QMP sends keys to the first keyboard), so without ACPI it goes.
+    /// keyboard would take the keys meant for the virtio keyboard (QMP
+    /// sends keys to the first keyboard), so it goes.
     fn qemu_arg(self, acpi: bool) -> &'static str {
         match (self, acpi) {
             (Machine::Microvm, true) => "microvm,acpi=on",
             (Machine::Microvm, false) => "microvm,acpi=off",
-            (Machine::Pc, true) => "pc",
-            (Machine::Pc, false) => "pc,i8042=off",
+            (Machine::Pc, _) => "pc,i8042=off",
         }
     }
 
@@ -133,15 +151,44 @@ impl FromStr for PortForward {
     }
 }
 
-/// A second NIC on a private L2 segment that QEMU carries itself, over UDP
-/// multicast on the host's loopback: no tap, no bridge, no root. Every VM
-/// of a cluster joins the same group and port.
+/// A second NIC on a private L2 segment: a cluster's or a named network's.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PrivateNet {
-    pub group: std::net::Ipv4Addr,
-    pub port: u16,
+    #[serde(flatten)]
+    pub carrier: Carrier,
     /// Unique on the segment: QEMU would give every VM the same default.
     pub mac: String,
+}
+
+/// What carries the private segment's frames.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Carrier {
+    /// QEMU itself, over UDP multicast on the host's loopback: no tap, no
+    /// bridge, no root. Every VM of the segment joins the same group and port.
+    Multicast { group: std::net::Ipv4Addr, port: u16 },
+    /// A tap that is a port of a Linux bridge (a `bridge` network).
+    Tap {
+        tap: String,
+        bridge: String,
+        /// The tap's descriptor, once its owner opened it; QEMU inherits
+        /// it. Never recorded: it means something only in one process.
+        #[serde(skip)]
+        fd: Option<i32>,
+    },
+}
+
+impl PrivateNet {
+    fn netdev(&self) -> String {
+        match &self.carrier {
+            Carrier::Multicast { group, port } => {
+                format!("socket,id=net1,mcast={group}:{port},localaddr=127.0.0.1")
+            }
+            Carrier::Tap { fd: Some(fd), .. } => format!("tap,id=net1,fd={fd}"),
+            // Only shown (`--show-command`) before the owner opens the tap.
+            Carrier::Tap { tap, .. } => format!("tap,id=net1,ifname={tap},script=no,downscript=no"),
+        }
+    }
 }
 
 /// The user-mode NIC's MAC, explicit once a second NIC exists.
@@ -170,6 +217,31 @@ pub struct QemuCommand {
     /// Volumes, in the order the VM was asked for them.
     #[serde(default)]
     pub drives: Vec<Drive>,
+    /// Saved states this VM boots from (snapshot.rs).
+    #[serde(default, skip_serializing_if = "Snapshots::is_empty")]
+    pub snapshots: Snapshots,
+}
+
+/// Where a VM's saved states are, and the one being loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshots {
+    /// `run --snapshot`: the cached state for this image and these
+    /// settings, saved by the first boot and loaded by later ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PathBuf>,
+    /// A suspended instance's state, loaded once by its next boot; the
+    /// monitor sets it.
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// `-incoming`, while the runner loads a state.
+    #[serde(skip)]
+    pub incoming: Option<OsString>,
+}
+
+impl Snapshots {
+    fn is_empty(&self) -> bool {
+        self.cache.is_none()
+    }
 }
 
 fn yes() -> bool {
@@ -207,6 +279,19 @@ pub enum PowerButton {
 /// TCG the guest's TSC is the host's, so its frequency is simply handed
 /// over (`tsc_early_khz`). Under KVM, kvm-clock tells the guest instead.
 ///
+/// `tsc=reliable` under TCG: the guest's TSC is the host's invariant TSC
+/// plus QEMU's offset, but the kernel watches it against refined-jiffies
+/// (microvm) or the HPET (pc), which lag on a busy host and stand still
+/// across a snapshot restore that moves the TSC on; the watchdog then
+/// marked the TSC unstable and timekeeping fell back to jiffies, which
+/// lose the time a VM spent suspended (a resumed guest lagged by all of it).
+///
+/// No RCU stall warnings under TCG: a busy host starves the emulated CPU
+/// for longer than the kernel's 21 s limit, and a restored guest sees its
+/// jiffies jump by the time its state spent on disk; either way the
+/// kernel printed a stall report and stack dump over the slow emulated
+/// UART, just as a warm start should be answering.
+///
 /// `rootfstype=ramfs`: the kernel unpacks the initramfs into tmpfs by
 /// default, capped at half the RAM it sees while the initrd still fills
 /// some; a 13.8 MB image then failed to unpack below 56 MiB with memory
@@ -221,6 +306,10 @@ pub fn default_kernel_args(machine: Machine, accel: Accel) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
+    if accel == Accel::Tcg {
+        args.push("tsc=reliable".into());
+        args.push("rcupdate.rcu_cpu_stall_suppress=1".into());
+    }
     if machine == Machine::Microvm {
         args.push("pci=off".into());
         if accel == Accel::Tcg {
@@ -316,14 +405,7 @@ impl QemuCommand {
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
         let machine = self.machine.qemu_arg(self.acpi);
-        push(&[
-            "-machine",
-            machine,
-            "-accel",
-            &self.accel.to_string(),
-            "-cpu",
-            cpu,
-        ]);
+        push(&["-machine", machine, "-accel", &accel_arg(self.accel), "-cpu", cpu]);
         if self.machine == Machine::Microvm {
             // microvm's virtio-mmio transports default to legacy virtio,
             // which the virtio keyboard refuses (it needs VIRTIO_F_VERSION_1).
@@ -351,7 +433,7 @@ impl QemuCommand {
         if let Some(p) = &self.private_net {
             push(&[
                 "-netdev",
-                &format!("socket,id=net1,mcast={}:{},localaddr=127.0.0.1", p.group, p.port),
+                &p.netdev(),
                 "-device",
                 &format!("virtio-net-{virtio},netdev=net1,mac={}{rom}", p.mac),
             ]);
@@ -359,12 +441,13 @@ impl QemuCommand {
         // Entropy for the guest's random pool, so crypto never waits.
         push(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
         push(&["-device", &format!("virtio-rng-{virtio},rng=rng0")]);
-        if self.power_button() == PowerButton::VirtioKey {
-            push(&[
-                "-device",
-                &format!("virtio-keyboard-{virtio},id={POWER_KEY_DEVICE}"),
-            ]);
-        }
+        // Every guest gets the virtio keyboard, ACPI or not: it carries the
+        // snapshot keys (saved, restored), and a running VM cannot gain a
+        // device before `suspend` saves it.
+        push(&[
+            "-device",
+            &format!("virtio-keyboard-{virtio},id={POWER_KEY_DEVICE}"),
+        ]);
         push(&[
             "-device",
             &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=1"),
@@ -386,6 +469,10 @@ impl QemuCommand {
         // QEMU creates every chardev before any device, wherever it stands.
         args.push("-chardev".into());
         args.push(self.verdict_chardev());
+        if let Some(incoming) = &self.snapshots.incoming {
+            args.push("-incoming".into());
+            args.push(incoming.clone());
+        }
         args
     }
 

@@ -17,6 +17,7 @@ fn command() -> QemuCommand {
         private_net: None,
         acpi: true,
         drives: Vec::new(),
+        snapshots: Default::default(),
     }
 }
 
@@ -38,7 +39,7 @@ fn value_after(args: &[OsString], flag: &str) -> String {
 #[test]
 fn arguments_carry_every_setting() {
     let args = command().args();
-    assert_eq!(value_after(&args, "-accel"), "tcg");
+    assert_eq!(value_after(&args, "-accel"), "tcg,tb-size=32");
     assert_eq!(value_after(&args, "-cpu"), "max");
     assert_eq!(value_after(&args, "-m"), "256");
     assert_eq!(value_after(&args, "-smp"), "1");
@@ -51,7 +52,7 @@ fn arguments_carry_every_setting() {
     );
     assert_eq!(
         value_after(&args, "-append"),
-        "console=ttyS0 quiet panic=-1 rdinit=/init rootfstype=ramfs"
+        "console=ttyS0 quiet panic=-1 rdinit=/init rootfstype=ramfs tsc=reliable rcupdate.rcu_cpu_stall_suppress=1"
     );
     assert_eq!(
         value_after(&args, "-qmp"),
@@ -60,6 +61,20 @@ fn arguments_carry_every_setting() {
     assert!(args.iter().any(|a| a == "isa-debug-exit,iobase=0x501,iosize=1"));
     assert!(args.iter().any(|a| a == "-no-reboot"));
     assert!(args.iter().any(|a| a == "virtio-rng-pci,rng=rng0"));
+}
+
+#[test]
+fn tcg_bounds_its_translation_cache_and_kvm_has_none() {
+    let mut cmd = command();
+    assert_eq!(
+        value_after(&cmd.args(), "-accel"),
+        format!("tcg,tb-size={TCG_TB_SIZE_MIB}")
+    );
+    // Small enough to bound a fleet's memory, not so small that a boot
+    // spends its time retranslating (docs/benchmarks.md, Density).
+    assert!((16..=64).contains(&TCG_TB_SIZE_MIB));
+    cmd.accel = Accel::Kvm;
+    assert_eq!(value_after(&cmd.args(), "-accel"), "kvm");
 }
 
 #[test]
@@ -73,7 +88,9 @@ fn kvm_uses_the_host_cpu() {
 fn display_line_quotes_spaces() {
     let line = command().display_line();
     assert!(line.starts_with("/usr/bin/qemu-system-x86_64 -nodefaults"));
-    assert!(line.contains("-append 'console=ttyS0 quiet panic=-1 rdinit=/init rootfstype=ramfs'"));
+    assert!(
+        line.contains("-append 'console=ttyS0 quiet panic=-1 rdinit=/init rootfstype=ramfs tsc=reliable rcupdate.rcu_cpu_stall_suppress=1'")
+    );
 }
 
 #[test]
@@ -112,6 +129,11 @@ fn the_host_tsc_is_measured_and_handed_to_tcg_microvms() {
     assert!(khz > 500_000, "{khz} kHz");
     let args = default_kernel_args(Machine::Microvm, Accel::Tcg);
     assert!(args.iter().any(|a| a.starts_with("tsc_early_khz=")), "{args:?}");
+    for machine in [Machine::Microvm, Machine::Pc] {
+        let tcg = default_kernel_args(machine, Accel::Tcg);
+        assert!(tcg.contains(&"tsc=reliable".to_string()), "{tcg:?}");
+        assert!(!default_kernel_args(machine, Accel::Kvm).contains(&"tsc=reliable".to_string()));
+    }
     assert!(!default_kernel_args(Machine::Microvm, Accel::Kvm)
         .iter()
         .any(|a| a.starts_with("tsc_early_khz=")));
@@ -134,7 +156,10 @@ fn microvm_uses_mmio_devices_and_acpi() {
         "{devices:?}"
     );
     assert!(!devices.iter().any(|d| d.contains("-pci")), "{devices:?}");
-    assert!(!devices.iter().any(|d| d.contains("keyboard")), "{devices:?}");
+    assert!(
+        devices.contains(&"virtio-keyboard-device,id=power-key".to_string()),
+        "the snapshot keys' keyboard is there with ACPI too: {devices:?}"
+    );
     assert_eq!(cmd.power_button(), PowerButton::Acpi);
 }
 
@@ -189,8 +214,10 @@ fn private_net_is_a_second_nic_on_loopback_multicast() {
     let mut cmd = command();
     cmd.machine = Machine::Microvm;
     cmd.private_net = Some(PrivateNet {
-        group: "239.255.7.9".parse().unwrap(),
-        port: 40001,
+        carrier: Carrier::Multicast {
+            group: "239.255.7.9".parse().unwrap(),
+            port: 40001,
+        },
         mac: "52:54:00:4d:00:02".into(),
     });
     let line = cmd.display_line();
@@ -203,4 +230,30 @@ fn private_net_is_a_second_nic_on_loopback_multicast() {
         "{line}"
     );
     assert!(line.contains("netdev=net0,mac=52:54:00:12:34:56"), "{line}");
+}
+
+#[test]
+fn a_bridge_network_nic_is_the_inherited_tap() {
+    let mut cmd = command();
+    let tap = |fd| PrivateNet {
+        carrier: Carrier::Tap {
+            tap: "ubt0123456789ab".into(),
+            bridge: "ub-lan".into(),
+            fd,
+        },
+        mac: "52:54:00:58:01:02".into(),
+    };
+    cmd.private_net = Some(tap(Some(7)));
+    assert!(cmd.display_line().contains("-netdev tap,id=net1,fd=7"));
+    cmd.private_net = Some(tap(None));
+    assert!(cmd
+        .display_line()
+        .contains("tap,id=net1,ifname=ubt0123456789ab,script=no"));
+    // The descriptor is never recorded; records of multicast NICs made
+    // before taps existed still read.
+    let json = serde_json::to_string(&tap(Some(7))).unwrap();
+    assert!(!json.contains("fd"), "{json}");
+    let old: PrivateNet =
+        serde_json::from_str(r#"{"group":"239.255.1.2","port":40000,"mac":"52:54:00:4d:00:02"}"#).unwrap();
+    assert!(matches!(old.carrier, Carrier::Multicast { port: 40000, .. }));
 }

@@ -121,6 +121,96 @@ impl Qmp {
             .map_err(QmpError::command("system_powerdown"))
     }
 
+    /// Pauses the guest's vCPUs (and with them its clocks).
+    pub fn stop(&mut self) -> Result<(), QmpError> {
+        self.inner
+            .execute(&qmp::stop {})
+            .map(drop)
+            .map_err(QmpError::command("stop"))
+    }
+
+    /// Lets a paused guest run again.
+    pub fn cont(&mut self) -> Result<(), QmpError> {
+        self.inner
+            .execute(&qmp::cont {})
+            .map(drop)
+            .map_err(QmpError::command("cont"))
+    }
+
+    /// Whether the guest is paused with its state whole: after `stop`, or
+    /// once an incoming migration has loaded (QEMU keeps a guest saved
+    /// while paused paused).
+    pub fn paused(&mut self) -> Result<bool, QmpError> {
+        let status = self
+            .inner
+            .execute(&qmp::query_status {})
+            .map_err(QmpError::command("query-status"))?;
+        Ok(matches!(status.status, qmp::RunState::paused))
+    }
+
+    /// Saves the guest's state to `uri` (QEMU's `exec:` migration) and
+    /// waits until it is written whole, or fails. The bandwidth cap is
+    /// lifted: QEMU's default paces a save for a network, not a pipe.
+    pub fn save(&mut self, uri: &str, timeout: Duration) -> Result<(), QmpError> {
+        let unlimited = qmp::MigrateSetParameters {
+            max_bandwidth: Some(u64::from(u32::MAX)),
+            ..Default::default()
+        };
+        self.inner
+            .execute(&qmp::migrate_set_parameters(unlimited))
+            .map_err(QmpError::command("migrate-set-parameters"))?;
+        let migrate = qmp::migrate {
+            uri: Some(uri.to_string()),
+            channels: None,
+            detach: None,
+            resume: None,
+        };
+        self.inner
+            .execute(&migrate)
+            .map_err(QmpError::command("migrate"))?;
+        let start = Instant::now();
+        loop {
+            let info = self
+                .inner
+                .execute(&qmp::query_migrate {})
+                .map_err(QmpError::command("query-migrate"))?;
+            match info.status {
+                Some(qmp::MigrationStatus::completed) => return Ok(()),
+                Some(qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled) => {
+                    let why = info.error_desc.unwrap_or_else(|| "QEMU gave no reason".into());
+                    return Err(QmpError::Command {
+                        command: "migrate",
+                        source: io::Error::other(why),
+                    });
+                }
+                _ if start.elapsed() > timeout => {
+                    return Err(QmpError::Command {
+                        command: "migrate",
+                        source: io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("not done after {timeout:?}"),
+                        ),
+                    })
+                }
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Presses and releases `key` on the guest's keyboard: how the host
+    /// tells init that the guest was saved or restored (see
+    /// `unibeam_spec::snapshot_keys`).
+    pub fn press(&mut self, key: qmp::QKeyCode) -> Result<(), QmpError> {
+        let command = qmp::send_key {
+            keys: vec![qmp::KeyValue::qcode(qmp::QKeyCodeWrapper { data: key })],
+            hold_time: None,
+        };
+        self.inner
+            .execute(&command)
+            .map(drop)
+            .map_err(QmpError::command("send-key"))
+    }
+
     /// Asks QEMU to exit at once.
     pub fn quit(&mut self) -> Result<(), QmpError> {
         self.inner

@@ -9,6 +9,7 @@
 
 use crate::qemu::{PortForward, QemuCommand};
 use crate::qmp::Qmp;
+use crate::snapshot;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use unibeam_spec::hostfs::PathIo;
 use unibeam_spec::{
-    INIT_STARTED_MARKER, VERDICT_EXITED, VERDICT_INIT_FAILED, VERDICT_OOM_KILLED, VERDICT_PREFIX,
+    milestone, INIT_STARTED_MARKER, VERDICT_EXITED, VERDICT_INIT_FAILED, VERDICT_OOM_KILLED, VERDICT_PREFIX,
 };
 
 #[derive(Debug, Error)]
@@ -146,14 +147,24 @@ const HIDDEN_KERNEL_LINES: [&str; 1] = ["PCI: Fatal: No config space access func
 /// Copies the console to `out` as it arrives, but for
 /// [`HIDDEN_KERNEL_LINES`], and notes what the kernel says before init
 /// starts.
-fn stream_console(source: impl Read, mut out: impl Write, facts: Arc<Mutex<ConsoleFacts>>) {
+/// `ready` hears of init's "applications started" milestone, once.
+fn stream_console(
+    source: impl Read,
+    mut out: impl Write,
+    facts: Arc<Mutex<ConsoleFacts>>,
+    mut ready: Option<mpsc::Sender<()>>,
+) {
     let mut reader = BufReader::new(source);
     let mut line = Vec::new();
     while let Ok(n) = reader.read_until(b'\n', &mut line) {
         if n == 0 {
             break;
         }
-        if note_line(&String::from_utf8_lossy(&line), &facts) == Shown::Yes {
+        let text = String::from_utf8_lossy(&line);
+        if ready.is_some() && text.contains(milestone::APPS_STARTED) {
+            let _ = ready.take().map(|r| r.send(()));
+        }
+        if note_line(&text, &facts) == Shown::Yes {
             let _ = out.write_all(&line);
             let _ = out.flush();
         }
@@ -261,12 +272,137 @@ pub struct Booted {
     verdict_file: PathBuf,
 }
 
+/// The console's writer, shared by the boots of one run: a state that
+/// fails to load is followed by a cold boot on the same console.
+#[derive(Clone)]
+struct SharedConsole(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Write for SharedConsole {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+fn note(console: &mut SharedConsole, text: &str) {
+    let _ = writeln!(console, "unibeam: {text}");
+}
+
+/// Boots `cmd`: from a saved state when it has a loadable one (a
+/// suspended instance's, then `run --snapshot`'s), else cold, saving the
+/// state at "applications started" under `run --snapshot`. A state that
+/// does not load is dropped with a line on the console, and the guest
+/// boots cold.
+pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<Booted, RunError> {
+    let mut console = SharedConsole(Arc::new(Mutex::new(Box::new(console))));
+    let states = [(&cmd.snapshots.resume, true), (&cmd.snapshots.cache, false)];
+    for (dir, once) in states
+        .into_iter()
+        .filter_map(|(d, once)| Some((d.as_ref()?, once)))
+    {
+        if !dir.join(snapshot::META_FILE).exists() {
+            continue;
+        }
+        match boot_restored(cmd, dir, console.clone()) {
+            Ok(booted) => {
+                if once {
+                    snapshot::discard(dir);
+                }
+                return Ok(booted);
+            }
+            Err(why) => {
+                note(
+                    &mut console,
+                    &format!("warning: {}: {why}; booting cold", dir.display()),
+                );
+                snapshot::discard(dir);
+            }
+        }
+    }
+    let (ready, saver) = match &cmd.snapshots.cache {
+        Some(dir) => {
+            let (tx, rx) = mpsc::channel();
+            (Some(tx), Some((dir.clone(), rx)))
+        }
+        None => (None, None),
+    };
+    let booted = boot_cold(cmd, console.clone(), ready)?;
+    if let Some((dir, ready)) = saver {
+        let cmd = cmd.clone();
+        thread::spawn(move || save_when_ready(&cmd, &dir, &ready, console));
+    }
+    Ok(booted)
+}
+
+/// Loads the state in `dir`; the error is one line for the console.
+fn boot_restored(cmd: &QemuCommand, dir: &Path, console: SharedConsole) -> Result<Booted, String> {
+    let chain = |e: &dyn std::error::Error| crate::error_chain(e);
+    snapshot::check(cmd, dir).map_err(|e| chain(&e))?;
+    let mut restoring = cmd.clone();
+    restoring.snapshots.incoming = Some(snapshot::incoming(dir).map_err(|e| chain(&e))?);
+    let mut booted = boot_cold(&restoring, console, None).map_err(|e| chain(&e))?;
+    if let Err(e) = snapshot::resume(&restoring, &mut booted.child) {
+        let _ = booted.child.kill();
+        let code = booted.child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+        let said = booted.stderr.join().unwrap_or_default();
+        let said = said.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+        return Err(format!("{} (QEMU exit {code}) {said}", chain(&e))
+            .trim_end()
+            .to_string());
+    }
+    Ok(booted)
+}
+
+/// `run --snapshot`'s first boot: once the applications have started
+/// (init has frozen the BEAM), saves the state and lets the guest go on.
+/// A failed save costs the snapshot, never the VM.
+fn save_when_ready(cmd: &QemuCommand, dir: &Path, ready: &mpsc::Receiver<()>, mut console: SharedConsole) {
+    if ready.recv().is_err() {
+        return; // the guest ended first
+    }
+    let started = Instant::now();
+    match snapshot::save(cmd, dir) {
+        Ok(meta) => note(
+            &mut console,
+            &format!(
+                "snapshot saved in {:.2}s ({:.1} MB): later starts with these settings load it",
+                started.elapsed().as_secs_f64(),
+                meta.stream.compressed_bytes as f64 / 1e6
+            ),
+        ),
+        Err(e) => {
+            snapshot::discard(dir);
+            note(
+                &mut console,
+                &format!("warning: saving the snapshot: {}", crate::error_chain(&e)),
+            );
+        }
+    }
+    if let Err(e) = snapshot::carry_on(cmd) {
+        note(
+            &mut console,
+            &format!("warning: resuming after the snapshot: {}", crate::error_chain(&e)),
+        );
+    }
+}
+
 /// Starts QEMU for `cmd` in its own process group, dying with its parent,
 /// and streams its console into `console`.
-pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<Booted, RunError> {
+fn boot_cold(
+    cmd: &QemuCommand,
+    console: SharedConsole,
+    ready: Option<mpsc::Sender<()>>,
+) -> Result<Booted, RunError> {
     // Every boot, restarts too: a guest killed mid-write leaves a journal
-    // to replay and, rarely, damage that must not reach the guest.
-    crate::drives::check_all(&cmd.drives)?;
+    // to replay and, rarely, damage that must not reach the guest. Never
+    // under a restored guest, which has the file systems mounted: their
+    // state in its memory is what the disks must match.
+    if cmd.snapshots.incoming.is_none() {
+        crate::drives::check_all(&cmd.drives)?;
+    }
     // A verdict left by an earlier boot must not speak for this one, even
     // if this QEMU fails before it opens the file.
     let verdict_file = cmd.verdict_file();
@@ -303,7 +439,7 @@ pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<B
     let facts = Arc::new(Mutex::new(ConsoleFacts::default()));
     let stdout = child.stdout.take().expect("stdout is piped");
     let console_facts = Arc::clone(&facts);
-    let console = thread::spawn(move || stream_console(stdout, console, console_facts));
+    let console = thread::spawn(move || stream_console(stdout, console, console_facts, ready));
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let stderr = thread::spawn(move || {
         let mut text = String::new();

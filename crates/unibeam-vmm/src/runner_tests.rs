@@ -193,6 +193,7 @@ fn missing_qemu(dir: &Path) -> QemuCommand {
         private_net: None,
         acpi: false,
         drives: Vec::new(),
+        snapshots: Default::default(),
     }
 }
 
@@ -240,7 +241,7 @@ fn the_kernels_pci_complaint_is_hidden_before_init_only() {
         }
     }
     let facts = Arc::new(Mutex::new(ConsoleFacts::default()));
-    stream_console(console.as_bytes(), Sink(Arc::clone(&shown)), facts);
+    stream_console(console.as_bytes(), Sink(Arc::clone(&shown)), facts, None);
     let shown = String::from_utf8(shown.lock().unwrap().clone()).unwrap();
     assert_eq!(
         shown,

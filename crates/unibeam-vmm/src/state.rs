@@ -137,8 +137,26 @@ pub enum Status {
     Starting,
     Running,
     Restarting,
-    Exited { code: i32 },
+    Exited {
+        code: i32,
+    },
+    /// `unibeam suspend`: its state is saved in [`SUSPENDED_STATE`] and
+    /// no QEMU runs; `start` resumes it.
+    Suspended,
 }
+
+impl Status {
+    /// No QEMU runs for it, and none is on its way: exited or suspended.
+    pub fn is_down(&self) -> bool {
+        matches!(self, Status::Exited { .. } | Status::Suspended)
+    }
+}
+
+/// A suspended instance's saved state, in its directory.
+pub const SUSPENDED_STATE: &str = "suspended";
+/// Written by `unibeam suspend` before it quits QEMU, so that the monitor
+/// records the instance as suspended instead of exited.
+pub const SUSPENDING: &str = "suspending";
 
 /// Restart policy, as `--restart` and unibeam.toml's `restart` take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +229,9 @@ pub struct DistEndpoint {
     /// cluster's or the user's `--cookie-file`. The record holds its path,
     /// never the cookie.
     pub cookie_file: PathBuf,
+    /// Set when the node speaks TLS distribution (paths, never a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<unibeam_spec::DistTlsPaths>,
 }
 
 /// The directory of all instances.

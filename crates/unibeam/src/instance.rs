@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use unibeam_cluster::values::Cidr;
-use unibeam_lifecycle::settings::{InstanceSettings, Membership, PrivateLink};
+use unibeam_lifecycle::settings::{InstanceSettings, LinkCarrier, Membership, PrivateLink};
 use unibeam_spec::ExitPolicy;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -55,10 +55,20 @@ pub struct InstanceArgs {
     /// Run the BEAM as root instead of an unprivileged user
     #[arg(long)]
     root: bool,
+    /// Distribution over TLS (inet_tls), both ends checking certificates:
+    /// the node gets one from unibeam's host-wide CA
+    /// ($XDG_STATE_HOME/unibeam/dist-tls), and rpc, remsh and top connect
+    /// with its client certificate. The release needs the ssl application
+    #[arg(long)]
+    dist_tls: bool,
     /// Cluster this instance belongs to (`unibeam up` sets it); needs a
     /// long --node-name, and the cookie comes from --cookie-file
     #[arg(long, value_name = "NAME", requires = "node_name", help_heading = "Cluster")]
     cluster: Option<String>,
+    /// Join network NAME (`unibeam network create`): a second NIC with an
+    /// address from the network, kept until the instance is removed
+    #[arg(long, value_name = "NAME", conflicts_with = "private_net")]
+    network: Option<unibeam_net::NetworkName>,
     /// Join a private network carried by QEMU over multicast on the host's
     /// loopback (no root needed): every member uses the same GROUP:PORT
     #[arg(
@@ -120,15 +130,22 @@ impl InstanceArgs {
                 OnExit::Hang => ExitPolicy::Hang,
             },
             run_as_root: self.root,
+            dist_tls: self.dist_tls,
+            dist_tls_files: None,
             membership: self.cluster.as_ref().map(|cluster| Membership {
                 cluster: cluster.clone(),
                 peers: self.peers.clone(),
                 net_ticktime_s: self.net_ticktime,
+                discovery: None,
             }),
             private_link: self
                 .private_net
                 .zip(self.private_ip)
-                .map(|(segment, address)| PrivateLink { segment, address }),
+                .map(|(segment, address)| PrivateLink {
+                    carrier: LinkCarrier::Multicast(segment),
+                    address,
+                }),
+            network: self.network.as_ref().map(|n| n.to_string()),
         }
     }
 }

@@ -38,6 +38,7 @@ fn status_text(status: &Status) -> String {
         Status::Starting => "starting".into(),
         Status::Running => "running".into(),
         Status::Restarting => "restarting".into(),
+        Status::Suspended => "suspended".into(),
     }
 }
 

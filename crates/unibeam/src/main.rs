@@ -5,17 +5,20 @@
 mod build;
 mod dashboard;
 mod down;
+mod export;
 mod generate;
 mod inspect;
 mod instance;
 mod instances;
 mod kernel;
+mod network;
 mod progress;
 mod remsh;
 mod rpc;
 mod run;
 mod start;
 mod stats;
+mod suspend;
 mod top;
 mod up;
 mod volume;
@@ -59,8 +62,21 @@ enum Verb {
     Stats(stats::StatsArgs),
     Top(top::TopArgs),
     Volume(volume::VolumeArgs),
+    Network(network::NetworkArgs),
     Dashboard(dashboard::DashboardArgs),
     Generate(generate::GenerateArgs),
+    Export(export::ExportArgs),
+    Suspend(suspend::SuspendArgs),
+    /// Writes a saved state from QEMU's migration stream (QEMU runs it)
+    #[command(hide = true, name = "snapshot-write")]
+    SnapshotWrite {
+        dir: std::path::PathBuf,
+    },
+    /// Streams a saved state to QEMU (QEMU runs it)
+    #[command(hide = true, name = "snapshot-read")]
+    SnapshotRead {
+        dir: std::path::PathBuf,
+    },
     /// Owns one detached instance (started by `run -d`)
     #[command(hide = true)]
     Monitor {
@@ -116,6 +132,7 @@ fn main() -> ExitCode {
         Verb::Stats(args) => (stats::stats(args), stats::FAILURE_EXIT),
         Verb::Top(args) => (top::top(args), top::FAILURE_EXIT),
         Verb::Volume(args) => (volume::volume(args), volume::FAILURE_EXIT),
+        Verb::Network(args) => (network::network(args), network::FAILURE_EXIT),
         Verb::Dashboard(args) => (dashboard::dashboard(args), dashboard::FAILURE_EXIT),
         Verb::Up(args) => (up::up(args), up::FAILURE_EXIT),
         Verb::Down(args) => (down::down(args), down::FAILURE_EXIT),
@@ -126,6 +143,10 @@ fn main() -> ExitCode {
         Verb::Rm(args) => (instances::rm(args), instances::FAILURE_EXIT),
         Verb::Start(args) => (start::start(args), start::FAILURE_EXIT),
         Verb::Generate(args) => (generate::generate(args), instances::FAILURE_EXIT),
+        Verb::Export(args) => (export::export(args), export::FAILURE_EXIT),
+        Verb::Suspend(args) => (suspend::suspend(args), suspend::FAILURE_EXIT),
+        Verb::SnapshotWrite { dir } => (suspend::write_state(dir), suspend::FAILURE_EXIT),
+        Verb::SnapshotRead { dir } => (suspend::read_state(dir), suspend::FAILURE_EXIT),
         Verb::Monitor { name } => (monitor(&name), instances::FAILURE_EXIT),
     };
     match result {

@@ -65,6 +65,14 @@ pub struct RunArgs {
     /// under TCG the guest then spends about a second decompressing it)
     #[arg(long)]
     bzimage: bool,
+    /// Start from a saved state: the first run with these settings boots
+    /// cold and saves the VM at "applications started" (in
+    /// ~/.cache/unibeam/snapshots/); later runs with the same image,
+    /// settings and QEMU load it instead of booting, in a fraction of a
+    /// second. The restored guest's random pool is reseeded and its clocks
+    /// moved on. Not with volumes
+    #[arg(long)]
+    snapshot: bool,
     /// Print the full QEMU command line
     #[arg(long)]
     verbose: bool,
@@ -123,6 +131,7 @@ impl RunArgs {
             // rpc to find, so it gets no distribution port either.
             dist: (self.detach || self.instance.named()) && !self.no_dist,
             volumes: self.volumes.clone(),
+            snapshot: self.snapshot,
             instance: self.instance.settings(),
             build: self.build.settings(),
         }
