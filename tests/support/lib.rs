@@ -6,6 +6,9 @@ pub mod bench;
 pub mod browser;
 pub mod cluster;
 pub mod dashboard;
+pub mod export;
+pub mod http;
+pub mod netns;
 pub mod sandbox;
 
 use std::io::Read;
@@ -242,16 +245,38 @@ pub fn http_get_path(port: u16, path: &str) -> Option<(u16, String)> {
     get(port, path, Duration::from_secs(20))
 }
 
+/// Polls `GET <path>` on `port` until it answers 200 (within `limit`);
+/// returns the body. For a VM that is up but whose app or port forward
+/// may not answer yet.
+pub fn http_200_within(port: u16, path: &str, limit: Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some((200, body)) = get(port, path, Duration::from_secs(3)) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 200 for {path} on port {port} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// How long one try of [`Vm::wait_http_ok`] waits for an answer.
 const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// One GET. An answer whose body could not be read whole (the timeout hit
+/// after the status line, or the connection dropped) counts as no answer:
+/// under TCG a loaded guest can send the headers well before the body.
 fn get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
     let agent = ureq::AgentBuilder::new().timeout(timeout).build();
-    match agent.get(&format!("http://127.0.0.1:{port}{path}")).call() {
-        Ok(resp) => Some((resp.status(), resp.into_string().unwrap_or_default())),
-        Err(ureq::Error::Status(code, resp)) => Some((code, resp.into_string().unwrap_or_default())),
-        Err(_) => None,
-    }
+    let resp = match agent.get(&format!("http://127.0.0.1:{port}{path}")).call() {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(_) => return None,
+    };
+    let status = resp.status();
+    resp.into_string().ok().map(|body| (status, body))
 }
 
 /// Boots `image` with `flags`, checks the HTTP answer, then stops it with
@@ -572,6 +597,15 @@ pub struct StateDir {
 impl StateDir {
     pub fn new() -> StateDir {
         StateDir::with_env(&[])
+    }
+
+    /// With a snapshot cache (`XDG_CACHE_HOME`) of its own, which the
+    /// caller keeps alive as long as the state dir.
+    pub fn with_own_cache() -> (StateDir, tempfile::TempDir) {
+        let cache = tempfile::tempdir().unwrap();
+        // `env` holds &'static str; one leaked path per state dir.
+        let path: &'static str = Box::leak(cache.path().to_str().unwrap().to_string().into_boxed_str());
+        (StateDir::with_env(&[("XDG_CACHE_HOME", path)]), cache)
     }
 
     /// With `env` set for every command, and so for the monitors they start.
