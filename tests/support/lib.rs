@@ -564,16 +564,23 @@ pub fn os_mon_release(dir: &Path) -> PathBuf {
 }
 
 /// The error of a failed command: its line and its `caused by:` lines,
-/// joined as one (never a panic message).
+/// joined as one (never a panic message). Progress notes the command
+/// printed before it (`unibeam: <note>`, such as the accelerator probe's
+/// verdict, which the first run on a host prints) are not part of it.
 pub fn one_line(out: &Output) -> String {
-    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let all = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let notes = all
+        .lines()
+        .take_while(|l| l.starts_with("unibeam: ") && !l.starts_with("unibeam: error: "))
+        .count();
+    let text = all.lines().skip(notes).collect::<Vec<_>>().join("\n");
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
     assert!(
         lines.all(|l| l.starts_with("  caused by: ")),
-        "expected one error line and its causes, got:\n{text}"
+        "expected one error line and its causes, got:\n{all}"
     );
-    assert!(!text.contains("panicked") && !first.is_empty(), "{text}");
+    assert!(!all.contains("panicked") && !first.is_empty(), "{all}");
     text.replace("\n  caused by: ", ": ")
 }
 
