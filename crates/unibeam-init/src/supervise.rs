@@ -387,7 +387,7 @@ pub fn supervise(p: &mut impl Platform, beam: Pid, events: &mut Events, timeout:
     let mut stop = Stop::new(timeout);
     loop {
         let now = Instant::now();
-        let wait = match (stop.wait(now), crate::thaw::wait(now)) {
+        let wait = match (stop.wait(now), crate::thaw::wait()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

@@ -25,13 +25,53 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use unibeam_spec::{snapshot_keys, THAW_FILE};
 
-/// The BEAM stopped for a snapshot, and since when.
-static FROZEN: Mutex<Option<(Pid, Instant)>> = Mutex::new(None);
+/// The BEAM stopped for a snapshot.
+static FROZEN: Mutex<Option<Frozen>> = Mutex::new(None);
 /// Only the first BEAM of a boot is frozen: the host saves once.
 static FROZE_ONCE: AtomicBool = AtomicBool::new(false);
-/// A frozen BEAM runs on by itself after this, should the host never
-/// answer (it died, or lost the QMP socket): a guest is never wedged.
+/// A frozen BEAM runs on by itself after the guest has run this long
+/// with no word from the host (it died, or lost the QMP socket): a guest
+/// is never wedged.
 const FREEZE_LIMIT: Duration = Duration::from_secs(60);
+/// While frozen, init wakes at least this often to count the time.
+const SLICE: Duration = Duration::from_secs(1);
+/// A wake this much later than asked for means the clock jumped: the
+/// guest was saved and is now restored (its clocks move on by the time
+/// on disk), or stood paused. That time is not the host's silence.
+const JUMP: Duration = Duration::from_secs(5);
+
+/// A frozen BEAM, and how much of [`FREEZE_LIMIT`] the guest has spent
+/// running since. Counted wake by wake rather than from a start time:
+/// restoring a snapshot older than the limit would otherwise let the BEAM
+/// run on at once, before the host's RESTORED key, and skip its reseed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frozen {
+    beam: Pid,
+    ran: Duration,
+    seen: Instant,
+}
+
+impl Frozen {
+    /// `now`'s wake counted in: the time since the last one, unless the
+    /// clock jumped.
+    fn tick(self, now: Instant) -> Frozen {
+        let gap = now.saturating_duration_since(self.seen);
+        let ran = if gap > SLICE + JUMP {
+            self.ran
+        } else {
+            self.ran + gap
+        };
+        Frozen {
+            ran,
+            seen: now,
+            ..self
+        }
+    }
+
+    fn left(self) -> Duration {
+        FREEZE_LIMIT.saturating_sub(self.ran)
+    }
+}
 /// Bytes of host entropy mixed in on a restore: 512 bits.
 const RESEED_BYTES: usize = 64;
 
@@ -46,19 +86,27 @@ pub fn freeze(beam: Pid) {
         hand_over(&[]);
         return;
     }
-    *FROZEN.lock().unwrap_or_else(|e| e.into_inner()) = Some((beam, Instant::now()));
+    *FROZEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Frozen {
+        beam,
+        ran: Duration::ZERO,
+        seen: Instant::now(),
+    });
     log!("BEAM paused for the snapshot");
 }
 
 /// How long init may wait for events before [`enforce`] must run.
-pub fn wait(now: Instant) -> Option<Duration> {
+pub fn wait() -> Option<Duration> {
     let frozen = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
-    frozen.map(|(_, since)| (since + FREEZE_LIMIT).saturating_duration_since(now))
+    frozen.map(|f| f.left().min(SLICE))
 }
 
-/// Lets a BEAM frozen for longer than [`FREEZE_LIMIT`] go on.
+/// Lets a BEAM that the guest has kept frozen for [`FREEZE_LIMIT`] go on.
 pub fn enforce(now: Instant) {
-    let late = wait(now).is_some_and(|left| left.is_zero());
+    let late = {
+        let mut frozen = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
+        *frozen = frozen.map(|f| f.tick(now));
+        frozen.is_some_and(|f| f.left().is_zero())
+    };
     if late {
         log!(
             "no word from the host {}s after pausing for the snapshot; the BEAM runs on",
@@ -89,7 +137,7 @@ pub fn thaw() {
 fn thaw_with(fresh: &[u8]) {
     hand_over(fresh);
     let frozen = FROZEN.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some((beam, _)) = frozen {
+    if let Some(Frozen { beam, .. }) = frozen {
         let _ = kill(beam, Signal::SIGCONT);
     }
 }
@@ -164,7 +212,30 @@ mod tests {
     #[test]
     fn only_snapshot_keys_are_taken() {
         assert!(!on_key(116), "KEY_POWER is the stop's");
-        assert_eq!(wait(Instant::now()), None, "nothing frozen");
+        assert_eq!(wait(), None, "nothing frozen");
+    }
+
+    #[test]
+    fn only_time_the_guest_ran_counts_toward_the_limit() {
+        let start = Instant::now();
+        let mut f = Frozen {
+            beam: Pid::from_raw(1),
+            ran: Duration::ZERO,
+            seen: start,
+        };
+        // A restore ten minutes later: the clock jumps, nothing counts.
+        let restored = start + Duration::from_secs(600);
+        f = f.tick(restored);
+        assert_eq!(
+            f.left(),
+            FREEZE_LIMIT,
+            "the time on disk is not the host's silence"
+        );
+        // Then the guest runs with no word: one slice at a time.
+        for i in 1..=60 {
+            f = f.tick(restored + SLICE * i);
+        }
+        assert!(f.left().is_zero(), "{f:?}");
     }
 
     #[test]
