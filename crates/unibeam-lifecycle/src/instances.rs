@@ -9,6 +9,7 @@ use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -69,6 +70,23 @@ pub enum InstancesError {
     Cookie(#[from] unibeam_cluster::secret::SecretError),
     #[error(transparent)]
     Drive(#[from] DriveError),
+}
+
+/// The cookie of a `--snapshot` instance that was given none. A saved
+/// state holds the node's cookie, and the cache key covers it, so a new
+/// random cookie per instance would make every `run --snapshot --name N`
+/// after an `rm N` boot cold. So the cookie is kept per name beside the
+/// saved states, which hold it anyway (0600, in a 0700 directory).
+fn snapshot_cookie(instance_dir: &Path) -> Result<PathBuf, InstancesError> {
+    let cookies = crate::paths::cache_dir()
+        .map_err(VmError::from)?
+        .join(crate::snapshots::COOKIES_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cookies)
+        .map_err(unibeam_spec::hostfs::at::<PathIo>(&cookies))?;
+    Ok(cookies.join(instance_dir.file_name().unwrap_or_default()))
 }
 
 /// A default instance name: the target's file name plus 4 random hex digits.
@@ -218,15 +236,20 @@ pub(crate) fn unibeam_exe() -> Result<PathBuf, InstancesError> {
 /// `spec` with the node reachable from the host, unless `--no-dist`: the
 /// guest's distribution port forwarded from a free port on 127.0.0.1 (never
 /// another address), and a cookie: the user's `--cookie-file`, a cluster's,
-/// or else a random one of the instance's own, 0600 in its directory.
+/// or else a random one of the instance's own, 0600 in its directory (under
+/// `--snapshot`, one kept per instance name in the snapshot cache).
 fn with_distribution(spec: &VmSpec, dir: &Path) -> Result<(VmSpec, Option<u16>), InstancesError> {
     let mut spec = spec.clone();
     if !spec.dist {
         return Ok((spec, None));
     }
     if spec.instance.cookie_file.is_none() {
-        let cookie = unibeam_cluster::secret::ensure_cookie(&dir.join(COOKIE_FILE))?;
-        spec.instance.cookie_file = Some(cookie);
+        let file = if spec.snapshot {
+            snapshot_cookie(dir)?
+        } else {
+            dir.join(COOKIE_FILE)
+        };
+        spec.instance.cookie_file = Some(unibeam_cluster::secret::ensure_cookie(&file)?);
     }
     if spec.instance.dist_tls && spec.instance.dist_tls_files.is_none() {
         let store = Store {

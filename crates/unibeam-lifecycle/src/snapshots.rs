@@ -9,6 +9,10 @@ use unibeam_spec::BootSpec;
 use unibeam_vmm::qemu::QemuCommand;
 use unibeam_vmm::snapshot::{qemu_version_memo, SnapshotError};
 
+/// In the cache, beside `snapshots/`: the cookies of `--snapshot` instances given none, one
+/// per instance name (see instances.rs).
+pub const COOKIES_DIR: &str = "snapshot-cookies";
+
 /// The cache entry for `cmd` booting `boot` from the image whose
 /// `image.json` is `manifest_json`: a directory under
 /// `<cache>/snapshots/`, named by the key.
