@@ -50,7 +50,7 @@ pub fn suspend(store: &Store, name: &InstanceName) -> Result<Meta, SuspendError>
     let marker = dir.join(SUSPENDING);
     hostfs::write_atomic(&marker, b"")?;
     let state = dir.join(SUSPENDED_STATE);
-    let meta = match snapshot::save(&cmd, &state) {
+    let meta = match snapshot::save(&cmd, &state, unibeam_vmm::snapstream::Compression::Fast) {
         Ok(meta) => meta,
         Err(e) => {
             let _ = std::fs::remove_file(&marker);

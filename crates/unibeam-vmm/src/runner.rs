@@ -364,7 +364,7 @@ fn save_when_ready(cmd: &QemuCommand, dir: &Path, ready: &mpsc::Receiver<()>, mu
         return; // the guest ended first
     }
     let started = Instant::now();
-    match snapshot::save(cmd, dir) {
+    match snapshot::save(cmd, dir, crate::snapstream::Compression::Small) {
         Ok(meta) => note(
             &mut console,
             &format!(

@@ -12,7 +12,7 @@
 
 use crate::qemu::{Accel, QemuCommand};
 use crate::qmp::{Qmp, QmpError};
-use crate::snapstream::{self, SnapStreamError, StreamInfo};
+use crate::snapstream::{self, Compression, SnapStreamError, StreamInfo};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -139,6 +139,15 @@ fn exec_uri(verb: &str, dir: &Path) -> Result<String, SnapshotError> {
     ))
 }
 
+/// The `exec:` URI that writes the state into `dir`.
+fn write_uri(dir: &Path, compression: Compression) -> Result<String, SnapshotError> {
+    Ok(format!(
+        "{} --level {}",
+        exec_uri(WRITE_VERB, dir)?,
+        compression.as_arg()
+    ))
+}
+
 fn tsc_khz(cmd: &QemuCommand) -> Option<u64> {
     if cmd.accel != Accel::Tcg {
         return None;
@@ -152,13 +161,13 @@ fn tsc_khz(cmd: &QemuCommand) -> Option<u64> {
 /// then quits QEMU ([`Qmp::quit`]) or lets the guest go on
 /// ([`carry_on`]). `dir` is replaced whole: its old state goes first, so
 /// a failed save leaves none.
-pub fn save(cmd: &QemuCommand, dir: &Path) -> Result<Meta, SnapshotError> {
+pub fn save(cmd: &QemuCommand, dir: &Path, compression: Compression) -> Result<Meta, SnapshotError> {
     let version = qemu_version(&cmd.binary)?;
     discard(dir);
     let mut qmp = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(10))?;
     qmp.stop()?;
     let saved_at_ns = now_ns();
-    qmp.save(&exec_uri(WRITE_VERB, dir)?, TRANSFER_LIMIT)?;
+    qmp.save(&write_uri(dir, compression)?, TRANSFER_LIMIT)?;
     let meta = Meta {
         qemu_version: version,
         saved_at_ns,

@@ -35,7 +35,7 @@ fn the_timer_section_is_found_across_piece_boundaries_and_decoys_are_not() {
 fn a_written_stream_reads_back_with_its_clocks_moved_on() {
     let dir = tempfile::tempdir().unwrap();
     let (s, fields) = stream(5_000_000, 3_000_000_000);
-    let info = write(&s[..], dir.path()).unwrap();
+    let info = write(&s[..], dir.path(), Compression::Fast).unwrap();
     assert_eq!(info.timer_fields, Some(fields));
     assert_eq!(info.stream_bytes, s.len() as u64);
     assert!(verify(dir.path(), &info).unwrap());
@@ -63,7 +63,7 @@ fn a_written_stream_reads_back_with_its_clocks_moved_on() {
 fn a_truncated_or_flipped_state_file_fails_verification() {
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = stream(1, 1);
-    let info = write(&s[..], dir.path()).unwrap();
+    let info = write(&s[..], dir.path(), Compression::Small).unwrap();
     let path = dir.path().join(STATE_FILE);
     let mut bytes = fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
@@ -73,4 +73,13 @@ fn a_truncated_or_flipped_state_file_fails_verification() {
     fs::write(&path, &bytes[..mid]).unwrap();
     assert!(!verify(dir.path(), &info).unwrap());
     assert!(!dir.path().join(format!("{STATE_FILE}.partial")).exists());
+}
+
+#[test]
+fn compression_names_round_trip_and_others_are_refused() {
+    for c in [Compression::Fast, Compression::Small] {
+        assert_eq!(Compression::from_arg(c.as_arg()), Some(c));
+    }
+    assert_eq!(Compression::from_arg("9"), None);
+    assert!(Compression::Small.level() > Compression::Fast.level());
 }

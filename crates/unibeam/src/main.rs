@@ -71,6 +71,9 @@ enum Verb {
     #[command(hide = true, name = "snapshot-write")]
     SnapshotWrite {
         dir: std::path::PathBuf,
+        /// `fast` (suspend) or `small` (run --snapshot's cache)
+        #[arg(long, default_value = "fast")]
+        level: String,
     },
     /// Streams a saved state to QEMU (QEMU runs it)
     #[command(hide = true, name = "snapshot-read")]
@@ -145,7 +148,7 @@ fn main() -> ExitCode {
         Verb::Generate(args) => (generate::generate(args), instances::FAILURE_EXIT),
         Verb::Export(args) => (export::export(args), export::FAILURE_EXIT),
         Verb::Suspend(args) => (suspend::suspend(args), suspend::FAILURE_EXIT),
-        Verb::SnapshotWrite { dir } => (suspend::write_state(dir), suspend::FAILURE_EXIT),
+        Verb::SnapshotWrite { dir, level } => (suspend::write_state(dir, &level), suspend::FAILURE_EXIT),
         Verb::SnapshotRead { dir } => (suspend::read_state(dir), suspend::FAILURE_EXIT),
         Verb::Monitor { name } => (monitor(&name), instances::FAILURE_EXIT),
     };

@@ -1,7 +1,7 @@
 //! `unibeam suspend NAME`, and the two hidden verbs QEMU runs at the ends
 //! of its `exec:` migration pipe to write and read a saved state.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,8 +39,11 @@ pub fn suspend(args: SuspendArgs) -> Result<ExitCode> {
 }
 
 /// `unibeam snapshot-write DIR`: QEMU's outgoing migration, from stdin.
-pub fn write_state(dir: PathBuf) -> Result<ExitCode> {
-    unibeam_vmm::snapstream::write(std::io::stdin().lock(), &dir)?;
+pub fn write_state(dir: PathBuf, level: &str) -> Result<ExitCode> {
+    use unibeam_vmm::snapstream::Compression;
+    let compression =
+        Compression::from_arg(level).with_context(|| format!("--level {level}: not fast or small"))?;
+    unibeam_vmm::snapstream::write(std::io::stdin().lock(), &dir, compression)?;
     Ok(ExitCode::SUCCESS)
 }
 
