@@ -321,7 +321,8 @@ fn wait_until_running(
         if settled || Instant::now() > deadline {
             return Ok(record);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // A warm start runs QEMU within 0.2 s; a coarse poll would show.
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -415,6 +415,9 @@ fn boot_cold(
         }
         _ => {}
     }
+    // The last QEMU's socket file would have a restore connect, be refused
+    // and back off, instead of waiting for this QEMU to make its own.
+    let _ = std::fs::remove_file(&cmd.qmp_socket);
     let mut command = Command::new(&cmd.binary);
     command
         .args(cmd.args())
