@@ -9,7 +9,6 @@ use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -81,11 +80,7 @@ fn snapshot_cookie(instance_dir: &Path) -> Result<PathBuf, InstancesError> {
     let cookies = crate::paths::cache_dir()
         .map_err(VmError::from)?
         .join(crate::snapshots::COOKIES_DIR);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cookies)
-        .map_err(unibeam_spec::hostfs::at::<PathIo>(&cookies))?;
+    hostfs::create_private_dir(&cookies)?;
     Ok(cookies.join(instance_dir.file_name().unwrap_or_default()))
 }
 

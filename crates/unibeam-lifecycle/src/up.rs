@@ -108,7 +108,7 @@ pub fn up(
             members: plan.members.len(),
         });
     }
-    create_private_dir(&dir)?;
+    hostfs::create_private_dir(&dir)?;
     let specs = hostfs::write_atomic(&dir.join(PLAN_FILE), &plan_json(&plan))
         .map_err(UpError::from)
         .and_then(|()| prepare_all(compose, &plan, &dir, build, progress));
@@ -130,15 +130,6 @@ pub fn up(
 
 fn plan_json(plan: &Plan) -> Vec<u8> {
     serde_json::to_vec_pretty(plan).expect("a plan serialises")
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), UpError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(hostfs::at::<UpError>(dir))
 }
 
 /// Builds what needs building and works out every member's VM, checked,

@@ -115,7 +115,7 @@ impl NetworkStore {
 
     /// An exclusive lock over every network of this store.
     pub fn lock(&self) -> Result<Locked, StoreError> {
-        create_private_dir(&self.root)?;
+        hostfs::create_private_dir(&self.root)?;
         let path = self.root.join(".lock");
         let file = fs::OpenOptions::new()
             .create(true)
@@ -135,7 +135,7 @@ impl NetworkStore {
     pub fn save(&self, net: &Network, _lock: &Locked) -> Result<(), StoreError> {
         let name = NetworkName::parse(&net.name).map_err(|_| StoreError::NoSuchNetwork(net.name.clone()))?;
         let dir = self.dir(&name);
-        create_private_dir(&dir.join("leases"))?;
+        hostfs::create_private_dir(&dir.join("leases"))?;
         let json = serde_json::to_vec_pretty(net).expect("a network serialises");
         Ok(hostfs::write_atomic(&dir.join("network.json"), &json)?)
     }
@@ -233,15 +233,6 @@ impl NetworkStore {
         debug_assert!(valid_network_name(name.as_str()));
         self.dir(name).join("leases").join(format!("{instance}.json"))
     }
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(hostfs::at::<StoreError>(dir))
 }
 
 /// The lowest address of the range that is a host address of the subnet,

@@ -66,6 +66,17 @@ fn write_via_temporary(path: &Path, data: &[u8], mut builder: tempfile::Builder)
     Ok(())
 }
 
+/// Creates `dir` and any missing parents, 0700 (those that exist keep
+/// their mode): for directories of secrets and state.
+pub fn create_private_dir(dir: &Path) -> Result<(), PathIo> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(at(dir))
+}
+
 /// `program` in one of `path`'s directories (a `PATH` value), as an
 /// executable file: the one lookup of host programs.
 pub fn find_program(path: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
