@@ -107,11 +107,19 @@ fn monitor(name: &unibeam_vmm::state::InstanceName) -> anyhow::Result<ExitCode> 
 }
 
 /// The error and each of its causes, one per line, as cloud-hypervisor
-/// prints them: what failed first, then why, down to the OS error.
+/// prints them: what failed first, then why, down to the OS error. A
+/// cause that reads the same as the line above is left out: some
+/// libraries' errors (erl_rpc's connect error) print their source as
+/// their own text and also give it as their source.
 fn error_chain(e: &anyhow::Error) -> String {
     let mut out = format!("unibeam: error: {e}\n");
+    let mut last = e.to_string();
     for cause in e.chain().skip(1) {
-        out.push_str(&format!("  caused by: {cause}\n"));
+        let text = cause.to_string();
+        if text != last {
+            out.push_str(&format!("  caused by: {text}\n"));
+        }
+        last = text;
     }
     out
 }
@@ -174,6 +182,30 @@ mod tests {
         assert_eq!(
             error_chain(&e),
             "unibeam: error: writing a layer\n  caused by: /cache/layers/erts.cpio\n  caused by: Permission denied (os error 13)\n"
+        );
+    }
+
+    /// A cause whose text is its source's own (as erl_rpc's connect
+    /// error prints it) is shown once.
+    #[test]
+    fn a_cause_repeating_the_line_above_is_shown_once() {
+        #[derive(Debug)]
+        struct Echo(std::io::Error);
+        impl std::fmt::Display for Echo {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl std::error::Error for Echo {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let reset = std::io::Error::from_raw_os_error(104);
+        let e = anyhow::Error::new(Echo(reset)).context("cannot reach the node");
+        assert_eq!(
+            error_chain(&e),
+            "unibeam: error: cannot reach the node\n  caused by: Connection reset by peer (os error 104)\n"
         );
     }
 }
