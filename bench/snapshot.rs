@@ -91,9 +91,26 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The host memory the entry's uncompressed RAM copy takes in tmpfs
+/// (unibeam-vmm ramfile.rs), which every warm start maps copy-on-write.
+fn ram_copy_bytes(entry: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(entry.join("snapshot.json")).unwrap()).unwrap();
+    let copy = meta["ram"]["copy"]
+        .as_str()
+        .expect("the entry keeps its RAM as a file");
+    let uid = fs::metadata(entry).unwrap().uid();
+    let path = Path::new(&format!("/dev/shm/unibeam-{uid}")).join(copy);
+    fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .blocks()
+        * 512
+}
+
 /// The warm start's state: boots cold once and saves; returns the size
-/// of the saved state on disk.
-fn prime_warm(b: &Bench, port: u16) -> u64 {
+/// of the saved state on disk and of its RAM copy in host memory.
+fn prime_warm(b: &Bench, port: u16) -> (u64, u64) {
     b.run_to_http("warm", port, &["--snapshot"]);
     wait_for_log(b, "warm", "snapshot saved");
     b.remove("warm");
@@ -103,7 +120,7 @@ fn prime_warm(b: &Bench, port: u16) -> u64 {
         .filter(|p| p.is_dir())
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    dir_bytes(&entries[0])
+    (dir_bytes(&entries[0]), ram_copy_bytes(&entries[0]))
 }
 
 struct HelloFigures {
@@ -112,6 +129,7 @@ struct HelloFigures {
     suspend: Vec<f64>,
     resume: Vec<f64>,
     snapshot_bytes: u64,
+    ram_copy_bytes: u64,
     suspended_bytes: u64,
 }
 
@@ -120,7 +138,7 @@ fn hello_figures(b: &Bench) -> HelloFigures {
     // Warm-up: the boot files are prepared once, outside the timings.
     b.run_to_http("cold", cold_port, &[]);
     b.remove("cold");
-    let snapshot_bytes = prime_warm(b, warm_port);
+    let (snapshot_bytes, ram_copy_bytes) = prime_warm(b, warm_port);
     b.run_to_http("sus", sus_port, &[]);
     let mut f = HelloFigures {
         cold: Vec::new(),
@@ -128,6 +146,7 @@ fn hello_figures(b: &Bench) -> HelloFigures {
         suspend: Vec::new(),
         resume: Vec::new(),
         snapshot_bytes,
+        ram_copy_bytes,
         suspended_bytes: 0,
     };
     for run in 1..=RUNS {
@@ -259,6 +278,7 @@ fn report(root: &Path, h: &HelloFigures, up: &[Vec<f64>]) {
         "suspend_s": {"samples": h.suspend, "median": median(&h.suspend)},
         "resume_to_http_s": {"samples": h.resume, "median": median(&h.resume)},
         "snapshot_bytes": h.snapshot_bytes,
+        "ram_copy_bytes": h.ram_copy_bytes,
         "suspended_bytes": h.suspended_bytes,
         "warm_up_to_meshed_s": {
             "runs": CLUSTER_RUNS,
@@ -279,7 +299,9 @@ fn report(root: &Path, h: &HelloFigures, up: &[Vec<f64>]) {
          | warm `run -d --snapshot` | {warm:.3} s ({:.2}× cold) | {} |\n\
          | `suspend` | {:.3} s | {} |\n\
          | `start` of a suspended instance (resume) | {:.3} s | {} |\n\n\
-         hello's saved state: {} on disk (`run --snapshot`'s cache entry), {} for a suspended instance.\n\n\
+         hello's saved state: {} on disk (`run --snapshot`'s cache entry), {} for a suspended instance. \
+         While the entry is in use, its uncompressed RAM copy takes {} of host memory in tmpfs, \
+         mapped copy-on-write by every instance started from it.\n\n\
          `up` with `snapshot = true`, warm (every member restored), to a full mesh: \
          1 node {up1:.2} s, 8 nodes {up8:.2} s, **{:.2}×** ({CLUSTER_RUNS} runs each: {} / {}).\n",
         result["date"].as_str().unwrap_or(""),
@@ -292,6 +314,7 @@ fn report(root: &Path, h: &HelloFigures, up: &[Vec<f64>]) {
         list(&h.resume),
         mb(h.snapshot_bytes),
         mb(h.suspended_bytes),
+        mb(h.ram_copy_bytes),
         up8 / up1,
         list(&up[0]),
         list(&up[1]),

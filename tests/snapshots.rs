@@ -102,7 +102,13 @@ fn two_restores_of_one_snapshot_draw_different_random_bytes() {
         // As if saved ten minutes ago: a restored guest's clock jumps by
         // the time on disk, past init's one-minute limit for a frozen
         // BEAM, which must still wait for the host's word and reseed.
-        age_snapshot(&only_entry(&cache.path().join("unibeam/snapshots")), 600);
+        let entry = only_entry(&cache.path().join("unibeam/snapshots"));
+        age_snapshot(&entry, 600);
+        if renewed {
+            // As after a host reboot: the RAM's uncompressed copy is gone,
+            // and is made again from the entry.
+            remove_ram_copy(&entry);
+        }
         if renewed {
             state.ok(&["run", "-d", "--snapshot", "--name", "snap", image]);
         } else {
@@ -131,22 +137,45 @@ fn a_damaged_snapshot_boots_cold_with_one_warning() {
     let image = shared_hello_image().to_str().unwrap();
     state.ok(&["run", "-d", "--snapshot", "--name", "dmg", image]);
     wait_for_log(&state, "dmg", "snapshot saved");
-    state.ok(&["stop", "dmg"]);
-    let entry = only_entry(&cache.path().join("unibeam/snapshots"));
-    let file = entry.join("state.zst");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&file, &bytes).unwrap();
+    // Each part of a state: the devices' stream, then the RAM (with its
+    // uncompressed copy gone, as after a host reboot, so it is read).
+    for (round, part) in ["state.zst", "ram.zst"].into_iter().enumerate() {
+        state.ok(&["stop", "dmg"]);
+        let entry = only_entry(&cache.path().join("unibeam/snapshots"));
+        if part == "ram.zst" {
+            remove_ram_copy(&entry);
+        }
+        let file = entry.join(part);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
 
-    state.ok(&["start", "dmg"]);
-    assert_eq!(rpc(&state, "dmg", "1 + 1"), "2");
-    let log = state.ok(&["logs", "dmg"]);
-    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("booting cold")).collect();
-    assert_eq!(warnings.len(), 1, "{log}");
-    assert!(warnings[0].contains("damaged"), "{}", warnings[0]);
-    wait_for_log(&state, "dmg", "snapshot saved");
-    assert_eq!(log.matches("unibeam-init: restored").count(), 0, "{log}");
+        state.ok(&["start", "dmg"]);
+        assert_eq!(rpc(&state, "dmg", "1 + 1"), "2");
+        let log = state.ok(&["logs", "dmg"]);
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("booting cold")).collect();
+        assert_eq!(warnings.len(), round + 1, "{log}");
+        let warning = warnings[round];
+        assert!(warning.contains("damaged") && warning.contains(part), "{warning}");
+        assert_eq!(log.matches("unibeam-init: restored").count(), 0, "{log}");
+        // The cold boot saves afresh.
+        wait_until(
+            || state.ok(&["logs", "dmg"]).matches("snapshot saved").count() == round + 2,
+            "a fresh snapshot",
+        );
+    }
+}
+
+/// Removes the uncompressed RAM copy that `entry`'s record names.
+fn remove_ram_copy(entry: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.join("snapshot.json")).unwrap()).unwrap();
+    let copy = meta["ram"]["copy"].as_str().expect("the RAM is kept as a file");
+    let uid = std::fs::metadata(entry).unwrap().uid();
+    let path = Path::new(&format!("/dev/shm/unibeam-{uid}")).join(copy);
+    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 #[test]

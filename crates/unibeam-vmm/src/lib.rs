@@ -10,6 +10,7 @@ pub mod monitor;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod ramfile;
 pub mod runner;
 pub mod snapshot;
 pub mod snapstream;

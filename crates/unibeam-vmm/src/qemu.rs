@@ -236,7 +236,31 @@ pub struct Snapshots {
     /// `-incoming`, while the runner loads a state.
     #[serde(skip)]
     pub incoming: Option<OsString>,
+    /// The guest's RAM as a file (ramfile.rs), when `run --snapshot`
+    /// saves or loads it that way; else QEMU's own anonymous memory.
+    #[serde(skip)]
+    pub ram: Option<RamBacking>,
 }
+
+/// A file that holds the guest's RAM: `shared` for the boot that saves
+/// it, private (copy-on-write) for those that load it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RamBacking {
+    pub path: PathBuf,
+    pub shared: bool,
+}
+
+impl RamBacking {
+    /// QEMU's `-object` value; its id is what `-machine` names.
+    fn object(&self, mib: u32) -> String {
+        // QEMU's option syntax doubles a comma inside a value.
+        let path = self.path.to_string_lossy().replace(',', ",,");
+        let share = if self.shared { "on" } else { "off" };
+        format!("memory-backend-file,id={RAM_BACKEND_ID},size={mib}M,mem-path={path},share={share}")
+    }
+}
+
+const RAM_BACKEND_ID: &str = "ram0";
 
 impl Snapshots {
     fn is_empty(&self) -> bool {
@@ -404,14 +428,27 @@ impl QemuCommand {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
-        let machine = self.machine.qemu_arg(self.acpi);
-        push(&["-machine", machine, "-accel", &accel_arg(self.accel), "-cpu", cpu]);
+        let mut machine = self.machine.qemu_arg(self.acpi).to_string();
+        if self.snapshots.ram.is_some() {
+            machine.push_str(&format!(",memory-backend={RAM_BACKEND_ID}"));
+        }
+        push(&[
+            "-machine",
+            &machine,
+            "-accel",
+            &accel_arg(self.accel),
+            "-cpu",
+            cpu,
+        ]);
         if self.machine == Machine::Microvm {
             // microvm's virtio-mmio transports default to legacy virtio,
             // which the virtio keyboard refuses (it needs VIRTIO_F_VERSION_1).
             push(&["-global", "virtio-mmio.force-legacy=false"]);
         }
         push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
+        if let Some(ram) = &self.snapshots.ram {
+            push(&["-object", &ram.object(self.memory_mib)]);
+        }
         push(&["-serial", "stdio", "-no-reboot"]);
         let virtio = self.machine.virtio_suffix();
         // romfile= skips the PXE option ROM: the kernel is loaded directly.

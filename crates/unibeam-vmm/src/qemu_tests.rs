@@ -257,3 +257,22 @@ fn a_bridge_network_nic_is_the_inherited_tap() {
         serde_json::from_str(r#"{"group":"239.255.1.2","port":40000,"mac":"52:54:00:4d:00:02"}"#).unwrap();
     assert!(matches!(old.carrier, Carrier::Multicast { port: 40000, .. }));
 }
+
+#[test]
+fn a_ram_file_backs_the_machine_shared_or_copy_on_write() {
+    let mut cmd = command();
+    assert!(!value_after(&cmd.args(), "-machine").contains("memory-backend"));
+    cmd.snapshots.ram = Some(RamBacking {
+        path: "/dev/shm/unibeam-0/a,b.ram".into(),
+        shared: false,
+    });
+    let args = cmd.args();
+    assert!(value_after(&args, "-machine").ends_with(",memory-backend=ram0"));
+    assert_eq!(
+        value_after(&args, "-object"),
+        "memory-backend-file,id=ram0,size=256M,mem-path=/dev/shm/unibeam-0/a,,b.ram,share=off",
+        "the comma in the path is doubled, as QEMU's option syntax wants"
+    );
+    cmd.snapshots.ram.as_mut().unwrap().shared = true;
+    assert!(value_after(&cmd.args(), "-object").ends_with(",share=on"));
+}

@@ -199,6 +199,37 @@ impl Qmp {
         }
     }
 
+    /// Whether a save leaves out guest RAM that lives in a shared file
+    /// (QEMU's `x-ignore-shared`), and a load expects it left out: set on
+    /// both ends of a `run --snapshot` save, whose RAM is kept as a file
+    /// (ramfile.rs), and cleared for `suspend`, whose stream holds it all.
+    pub fn ignore_shared_ram(&mut self, on: bool) -> Result<(), QmpError> {
+        let capability = qmp::MigrationCapabilityStatus {
+            capability: qmp::MigrationCapability::x_ignore_shared,
+            state: on,
+        };
+        self.inner
+            .execute(&qmp::migrate_set_capabilities {
+                capabilities: vec![capability],
+            })
+            .map(drop)
+            .map_err(QmpError::command("migrate-set-capabilities"))
+    }
+
+    /// Starts loading a state from `uri` into a QEMU started with
+    /// `-incoming defer`.
+    pub fn load(&mut self, uri: &str) -> Result<(), QmpError> {
+        let command = qmp::migrate_incoming {
+            uri: Some(uri.to_string()),
+            channels: None,
+            exit_on_error: None,
+        };
+        self.inner
+            .execute(&command)
+            .map(drop)
+            .map_err(QmpError::command("migrate-incoming"))
+    }
+
     /// Presses and releases `key` on the guest's keyboard: how the host
     /// tells init that the guest was saved or restored (see
     /// `unibeam_spec::snapshot_keys`).

@@ -7,8 +7,9 @@
 //! until init's first line. After that the console also carries the BEAM's
 //! output, so nothing on it decides anything.
 
-use crate::qemu::{PortForward, QemuCommand};
+use crate::qemu::{PortForward, QemuCommand, RamBacking};
 use crate::qmp::Qmp;
+use crate::ramfile::LiveRam;
 use crate::snapshot;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -322,29 +323,50 @@ pub fn boot(cmd: &QemuCommand, console: impl Write + Send + 'static) -> Result<B
             }
         }
     }
-    let (ready, saver) = match &cmd.snapshots.cache {
-        Some(dir) => {
-            let (tx, rx) = mpsc::channel();
-            (Some(tx), Some((dir.clone(), rx)))
-        }
-        None => (None, None),
+    let Some(dir) = cmd.snapshots.cache.clone() else {
+        return boot_cold(cmd, console, None);
     };
-    let booted = boot_cold(cmd, console.clone(), ready)?;
-    if let Some((dir, ready)) = saver {
-        let cmd = cmd.clone();
-        thread::spawn(move || save_when_ready(&cmd, &dir, &ready, console));
-    }
+    let (ready_tx, ready) = mpsc::channel();
+    let mut saving = cmd.clone();
+    let live = live_ram(&mut saving, &mut console);
+    let booted = boot_cold(&saving, console.clone(), Some(ready_tx))?;
+    thread::spawn(move || save_when_ready(&saving, &dir, &ready, live.as_ref(), console));
     Ok(booted)
+}
+
+/// For a boot that saves a snapshot: the guest's RAM in a shared file,
+/// so that the save can leave it out of the stream (ramfile.rs). Without
+/// one, the stream holds the RAM, as it did before.
+fn live_ram(cmd: &mut QemuCommand, console: &mut SharedConsole) -> Option<LiveRam> {
+    match LiveRam::create(u64::from(cmd.memory_mib) << 20) {
+        Ok(live) => {
+            cmd.snapshots.ram = Some(RamBacking {
+                path: live.qemu_path(),
+                shared: true,
+            });
+            Some(live)
+        }
+        Err(e) => {
+            let why = crate::error_chain(&e);
+            note(
+                console,
+                &format!("warning: a file for the guest's RAM: {why}; the snapshot will hold it"),
+            );
+            None
+        }
+    }
 }
 
 /// Loads the state in `dir`; the error is one line for the console.
 fn boot_restored(cmd: &QemuCommand, dir: &Path, console: SharedConsole) -> Result<Booted, String> {
     let chain = |e: &dyn std::error::Error| crate::error_chain(e);
-    snapshot::check(cmd, dir).map_err(|e| chain(&e))?;
+    let meta = snapshot::check(cmd, dir).map_err(|e| chain(&e))?;
     let mut restoring = cmd.clone();
-    restoring.snapshots.incoming = Some(snapshot::incoming(dir).map_err(|e| chain(&e))?);
+    let (incoming, ram) = snapshot::incoming(dir, &meta).map_err(|e| chain(&e))?;
+    restoring.snapshots.incoming = Some(incoming);
+    restoring.snapshots.ram = ram;
     let mut booted = boot_cold(&restoring, console, None).map_err(|e| chain(&e))?;
-    if let Err(e) = snapshot::resume(&restoring, &mut booted.child) {
+    if let Err(e) = snapshot::resume(&restoring, dir, &mut booted.child) {
         let _ = booted.child.kill();
         let code = booted.child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
         let said = booted.stderr.join().unwrap_or_default();
@@ -359,18 +381,37 @@ fn boot_restored(cmd: &QemuCommand, dir: &Path, console: SharedConsole) -> Resul
 /// `run --snapshot`'s first boot: once the applications have started
 /// (init has frozen the BEAM), saves the state and lets the guest go on.
 /// A failed save costs the snapshot, never the VM.
-fn save_when_ready(cmd: &QemuCommand, dir: &Path, ready: &mpsc::Receiver<()>, mut console: SharedConsole) {
+fn save_when_ready(
+    cmd: &QemuCommand,
+    dir: &Path,
+    ready: &mpsc::Receiver<()>,
+    live: Option<&LiveRam>,
+    mut console: SharedConsole,
+) {
     if ready.recv().is_err() {
         return; // the guest ended first
     }
     let started = Instant::now();
-    match snapshot::save(cmd, dir, crate::snapstream::Compression::Small) {
+    // With the RAM in a file, the guest goes on once it is copied, and
+    // the copy is compressed while the guest runs.
+    let (saved, went_on) = match live {
+        Some(live) => {
+            let paused = snapshot::save_mapped(cmd, dir, live);
+            let went_on = snapshot::carry_on(cmd);
+            (paused.and_then(|p| snapshot::finish_mapped(cmd, dir, p)), went_on)
+        }
+        None => {
+            let saved = snapshot::save(cmd, dir, crate::snapstream::Compression::Small);
+            (saved, snapshot::carry_on(cmd))
+        }
+    };
+    match saved {
         Ok(meta) => note(
             &mut console,
             &format!(
                 "snapshot saved in {:.2}s ({:.1} MB): later starts with these settings load it",
                 started.elapsed().as_secs_f64(),
-                meta.stream.compressed_bytes as f64 / 1e6
+                meta.bytes_on_disk() as f64 / 1e6
             ),
         ),
         Err(e) => {
@@ -381,7 +422,7 @@ fn save_when_ready(cmd: &QemuCommand, dir: &Path, ready: &mpsc::Receiver<()>, mu
             );
         }
     }
-    if let Err(e) = snapshot::carry_on(cmd) {
+    if let Err(e) = went_on {
         note(
             &mut console,
             &format!("warning: resuming after the snapshot: {}", crate::error_chain(&e)),

@@ -10,8 +10,9 @@
 //! start). A state that cannot be loaded is never fatal: the guest boots
 //! cold, with one line saying why.
 
-use crate::qemu::{Accel, QemuCommand};
+use crate::qemu::{Accel, QemuCommand, RamBacking};
 use crate::qmp::{Qmp, QmpError};
+use crate::ramfile::{self, LiveRam, RamFileError, RamInfo};
 use crate::snapstream::{self, Compression, SnapStreamError, StreamInfo};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -39,6 +40,10 @@ pub enum SnapshotError {
     Qmp(#[from] QmpError),
     #[error(transparent)]
     Stream(#[from] SnapStreamError),
+    #[error(transparent)]
+    Ram(#[from] RamFileError),
+    #[error("its RAM file holds {saved} bytes, and this guest has {now}")]
+    RamSize { saved: u64, now: u64 },
     #[error(transparent)]
     File(#[from] PathIo),
     #[error("{}: unreadable", .0.display())]
@@ -68,6 +73,17 @@ pub struct Meta {
     /// whose clock QEMU does not hold in the stream the same way.
     pub tsc_khz: Option<u64>,
     pub stream: StreamInfo,
+    /// The guest's RAM, when it is kept as a file beside a stream that
+    /// holds only the devices (ramfile.rs); else the stream holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<RamInfo>,
+}
+
+impl Meta {
+    /// What the state costs on disk: its stream and its RAM, compressed.
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.stream.compressed_bytes + self.ram.as_ref().map_or(0, |r| r.compressed_bytes)
+    }
 }
 
 pub fn now_ns() -> u64 {
@@ -167,21 +183,94 @@ pub fn save(cmd: &QemuCommand, dir: &Path, compression: Compression) -> Result<M
     let mut qmp = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(10))?;
     qmp.stop()?;
     let saved_at_ns = now_ns();
+    // A guest whose RAM is a shared file was saved once without it (its
+    // `run --snapshot` boot); this stream must hold it all.
+    qmp.ignore_shared_ram(false)?;
     qmp.save(&write_uri(dir, compression)?, TRANSFER_LIMIT)?;
     let meta = Meta {
         qemu_version: version,
         saved_at_ns,
         tsc_khz: tsc_khz(cmd),
         stream: snapstream::read_info(dir)?,
+        ram: None,
     };
-    let json = serde_json::to_vec_pretty(&meta).expect("plain data");
-    unibeam_spec::hostfs::write_atomic(&dir.join(META_FILE), &json)?;
+    write_meta(dir, &meta)?;
     Ok(meta)
 }
 
-/// Removes a saved state, if any.
+fn write_meta(dir: &Path, meta: &Meta) -> Result<(), SnapshotError> {
+    let json = serde_json::to_vec_pretty(meta).expect("plain data");
+    unibeam_spec::hostfs::write_atomic(&dir.join(META_FILE), &json)?;
+    Ok(())
+}
+
+/// A `run --snapshot` save whose guest may go on: its devices are in the
+/// stream and its RAM in a copy; [`finish_mapped`] makes the entry.
+pub struct Paused {
+    version: String,
+    saved_at_ns: u64,
+    copy: PathBuf,
+}
+
+/// Saves the guest of `cmd`, whose RAM is `live`, into `dir`: the devices
+/// through QEMU's migration (the RAM left out), the RAM as a copy of
+/// `live` (ramfile.rs). The guest stays paused; the caller lets it go on
+/// ([`carry_on`]) and then calls [`finish_mapped`].
+pub fn save_mapped(cmd: &QemuCommand, dir: &Path, live: &LiveRam) -> Result<Paused, SnapshotError> {
+    let version = qemu_version(&cmd.binary)?;
+    discard(dir);
+    let mut qmp = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(10))?;
+    qmp.stop()?;
+    let saved_at_ns = now_ns();
+    qmp.ignore_shared_ram(true)?;
+    qmp.save(&write_uri(dir, Compression::Small)?, TRANSFER_LIMIT)?;
+    let name = ramfile::new_copy_name(dir);
+    let copy = ramfile::shared_dir()
+        .unwrap_or_else(|| dir.to_path_buf())
+        .join(&name);
+    live.copy_to(&copy)?;
+    ramfile::own(&copy, dir);
+    Ok(Paused {
+        version,
+        saved_at_ns,
+        copy,
+    })
+}
+
+/// Compresses a [`save_mapped`] guest's RAM into `dir` and writes the
+/// record that makes `dir` an entry; then sweeps copies no entry names.
+pub fn finish_mapped(cmd: &QemuCommand, dir: &Path, paused: Paused) -> Result<Meta, SnapshotError> {
+    let ram = ramfile::compress(&paused.copy, dir, Compression::Small.level())?;
+    let meta = Meta {
+        qemu_version: paused.version,
+        saved_at_ns: paused.saved_at_ns,
+        tsc_khz: tsc_khz(cmd),
+        stream: snapstream::read_info(dir)?,
+        ram: Some(ram),
+    };
+    write_meta(dir, &meta)?;
+    ramfile::sweep(names_copy);
+    Ok(meta)
+}
+
+/// Whether the entry `dir`'s record names the RAM copy `name`.
+fn names_copy(dir: &Path, name: &str) -> bool {
+    read_meta(dir).is_ok_and(|m| m.ram.is_some_and(|r| r.copy == name))
+}
+
+fn read_meta(dir: &Path) -> Result<Meta, SnapshotError> {
+    let path = dir.join(META_FILE);
+    let bytes = std::fs::read(&path).map_err(at::<PathIo>(&path))?;
+    serde_json::from_slice(&bytes).map_err(|e| SnapshotError::BadMeta(path, e))
+}
+
+/// Removes a saved state, if any, with its RAM copy.
 pub fn discard(dir: &Path) {
+    if let Ok(Meta { ram: Some(ram), .. }) = read_meta(dir) {
+        ramfile::discard(dir, &ram);
+    }
     let _ = std::fs::remove_dir_all(dir);
+    ramfile::sweep(names_copy);
 }
 
 /// Lets a guest that was just saved run on, and its init let the BEAM go.
@@ -202,9 +291,14 @@ fn key(code: u16) -> qapi::qmp::QKeyCode {
 /// Whether `dir` holds a state that `cmd`'s QEMU can load: its record,
 /// the same QEMU version, the stream whole.
 pub fn check(cmd: &QemuCommand, dir: &Path) -> Result<Meta, SnapshotError> {
-    let path = dir.join(META_FILE);
-    let bytes = std::fs::read(&path).map_err(at::<PathIo>(&path))?;
-    let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::BadMeta(path, e))?;
+    let meta = read_meta(dir)?;
+    let guest_bytes = u64::from(cmd.memory_mib) << 20;
+    if let Some(ram) = meta.ram.as_ref().filter(|r| r.bytes != guest_bytes) {
+        return Err(SnapshotError::RamSize {
+            saved: ram.bytes,
+            now: guest_bytes,
+        });
+    }
     let now = qemu_version_memo(&cmd.binary, dir.parent().unwrap_or(dir))?;
     if meta.qemu_version != now {
         return Err(SnapshotError::OtherQemu {
@@ -218,17 +312,21 @@ pub fn check(cmd: &QemuCommand, dir: &Path) -> Result<Meta, SnapshotError> {
     Ok(meta)
 }
 
-/// `-incoming`'s value: unibeam streams the state in `dir` to QEMU.
-pub fn incoming(dir: &Path) -> Result<OsString, SnapshotError> {
-    Ok(exec_uri(READ_VERB, dir)?.into())
+/// How QEMU loads the state in `dir`: `-incoming`'s value, and the RAM
+/// file it maps, if the state keeps one. With a RAM file, QEMU waits
+/// (`defer`) for [`resume`] to set `x-ignore-shared` and name the stream.
+pub fn incoming(dir: &Path, meta: &Meta) -> Result<(OsString, Option<RamBacking>), SnapshotError> {
+    let Some(ram) = &meta.ram else {
+        return Ok((exec_uri(READ_VERB, dir)?.into(), None));
+    };
+    let path = ramfile::materialize(dir, ram)?;
+    Ok(("defer".into(), Some(RamBacking { path, shared: false })))
 }
 
 /// `unibeam snapshot-read DIR`: the stream to stdout, its clocks moved on
 /// by the time since the save.
 pub fn read_to_stdout(dir: &Path) -> Result<(), SnapshotError> {
-    let path = dir.join(META_FILE);
-    let bytes = std::fs::read(&path).map_err(at::<PathIo>(&path))?;
-    let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::BadMeta(path, e))?;
+    let meta = read_meta(dir)?;
     let advance = meta.tsc_khz.map(|tsc_khz| snapstream::ClockAdvance {
         nanos: now_ns().saturating_sub(meta.saved_at_ns),
         tsc_khz,
@@ -243,9 +341,10 @@ pub fn read_to_stdout(dir: &Path) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-/// After QEMU started with `-incoming`: waits until the state has loaded,
-/// runs the guest and tells its init it was restored.
-pub fn resume(cmd: &QemuCommand, qemu: &mut Child) -> Result<(), SnapshotError> {
+/// After QEMU started with `-incoming`: starts a deferred load of `dir`
+/// (a RAM file's state), waits until the state has loaded, runs the guest
+/// and tells its init it was restored.
+pub fn resume(cmd: &QemuCommand, dir: &Path, qemu: &mut Child) -> Result<(), SnapshotError> {
     let start = Instant::now();
     let mut qmp = loop {
         if let Ok(Some(status)) = qemu.try_wait() {
@@ -263,6 +362,10 @@ pub fn resume(cmd: &QemuCommand, qemu: &mut Child) -> Result<(), SnapshotError> 
             Err(e) => return Err(e.into()),
         }
     };
+    if cmd.snapshots.ram.is_some() {
+        qmp.ignore_shared_ram(true)?;
+        qmp.load(&exec_uri(READ_VERB, dir)?)?;
+    }
     while !qmp.paused()? {
         if let Ok(Some(status)) = qemu.try_wait() {
             return Err(SnapshotError::LoadFailed(format!("QEMU exited with {status}")));

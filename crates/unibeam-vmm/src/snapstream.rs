@@ -95,10 +95,25 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
+pub(crate) struct Hashing<W> {
     inner: W,
     hash: Sha256,
     bytes: u64,
+}
+
+impl<W> Hashing<W> {
+    pub(crate) fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The writer, the sha256 (hex) and the count of what was written.
+    pub(crate) fn finish(self) -> (W, String, u64) {
+        (self.inner, hex(&self.hash.finalize()), self.bytes)
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -129,7 +144,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn level(self) -> i32 {
+    pub(crate) fn level(self) -> i32 {
         match self {
             Compression::Fast => 1,
             Compression::Small => 6,
@@ -167,11 +182,7 @@ pub fn write(
         .mode(0o600)
         .open(&partial)
         .map_err(at::<PathIo>(&partial))?;
-    let hashing = Hashing {
-        inner: BufWriter::new(file),
-        hash: Sha256::new(),
-        bytes: 0,
-    };
+    let hashing = Hashing::new(BufWriter::new(file));
     let io_err = |e: io::Error| SnapStreamError::File(at::<PathIo>(&partial)(e));
     let mut encoder = zstd::Encoder::new(hashing, compression.level()).map_err(io_err)?;
     encoder.include_checksum(true).map_err(io_err)?;
@@ -187,13 +198,12 @@ pub fn write(
         finder.feed(&buf[..n]);
         encoder.write_all(&buf[..n]).map_err(io_err)?;
     }
-    let mut hashing = encoder.finish().map_err(io_err)?;
-    hashing.flush().map_err(io_err)?;
-    let file = hashing.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    let (writer, sha256, compressed_bytes) = encoder.finish().map_err(io_err)?.finish();
+    let file = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
     let info = StreamInfo {
-        sha256: hex(&hashing.hash.finalize()),
-        compressed_bytes: hashing.bytes,
+        sha256,
+        compressed_bytes,
         stream_bytes: finder.seen,
         timer_fields: finder.found,
     };
