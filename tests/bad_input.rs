@@ -340,3 +340,42 @@ fn pc_with_several_cpus_needs_an_acpi_kernel() {
     );
     assert!(!text.contains("booting"), "refused before QEMU started: {text}");
 }
+
+/// `export` refuses, before writing anything, settings no engine could
+/// run; a --tap could otherwise put a command into cloud-hypervisor.sh.
+#[test]
+fn export_refuses_settings_no_engine_could_run() {
+    let image = shared_hello_image().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--to", "cloud-hypervisor", "--tap", "$(reboot)"],
+            "--tap \"$(reboot)\"",
+        ),
+        (
+            &["--to", "firecracker", "--tap", "tap0\ntouch /x"],
+            "--tap \"tap0\\ntouch /x\"",
+        ),
+        (&["--to", "kubevirt", "--node-name", "a b"], "--node-name \"a b\""),
+        (&["--to", "nomad", "-p", "0"], "-p 0"),
+        (
+            &["--to", "firecracker", "--address", "172.16.0.0/24"],
+            "network's own address",
+        ),
+        (
+            &["--to", "firecracker", "--gateway", "10.9.0.1"],
+            "--gateway 10.9.0.1",
+        ),
+        (
+            &["--to", "nomad", "--artifact-url", "not a url"],
+            "--artifact-url \"not a url\"",
+        ),
+    ];
+    for (flags, culprit) in cases {
+        let mut args = vec!["export", image, "-o", out.to_str().unwrap()];
+        args.extend(flags);
+        fails_naming(&unibeam_output(&args, &[]), 1, &[culprit]);
+        assert!(!out.exists(), "{flags:?}: a refused export wrote its directory");
+    }
+}

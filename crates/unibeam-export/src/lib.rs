@@ -26,7 +26,7 @@ mod outdir;
 mod source;
 
 pub use instance::{Addressing, COOKIE_SERIAL};
-pub use job::{Settings, TargetError};
+pub use job::{SettingError, Settings, TargetError};
 pub use outdir::{OutDirError, MARKER_FILE};
 pub use source::{Source, SourceError};
 
@@ -94,6 +94,8 @@ pub enum ExportError {
     OutDir(#[from] OutDirError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
+    Setting(#[from] SettingError),
     #[error("--name {0:?}: use lower-case letters, digits and '-', starting with a letter (a DNS label)")]
     BadName(String),
 }
@@ -116,6 +118,7 @@ pub fn export(
     out: &Path,
     settings: &Settings,
 ) -> Result<Exported, ExportError> {
+    settings.check()?;
     let staging = outdir::Staging::claim(out)?;
     let source = Source::open(image)?;
     let name = settings

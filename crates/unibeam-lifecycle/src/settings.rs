@@ -135,29 +135,13 @@ fn valid_long_name(node: &str) -> bool {
 /// digits, '_' and '-', then optionally `@HOST`, a host name or IPv4
 /// address; at most 255 bytes, an atom's limit.
 pub fn check_node_name(node: &str) -> Result<(), SettingsError> {
-    let (name, host) = match node.split_once('@') {
-        Some((name, host)) => (name, Some(host)),
-        None => (node, None),
-    };
-    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    let host_char = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
-    let why = if node.len() > 255 {
-        format!("{} bytes, the BEAM takes at most 255", node.len())
-    } else if name.is_empty() {
-        "the name before '@' is empty".into()
-    } else if let Some(c) = name.chars().find(|c| !name_char(*c)) {
-        format!("{c:?} in the name; use letters, digits, '_' and '-'")
-    } else if host.is_some_and(str::is_empty) {
-        "the host after '@' is empty".into()
-    } else if let Some(c) = host.and_then(|h| h.chars().find(|c| !host_char(*c))) {
-        format!("{c:?} in the host; use a host name or an IPv4 address")
-    } else {
-        return Ok(());
-    };
-    Err(SettingsError::BadNodeName {
-        node: node.to_string(),
-        why,
-    })
+    match unibeam_spec::names::node_name_problem(node) {
+        None => Ok(()),
+        Some(why) => Err(SettingsError::BadNodeName {
+            node: node.to_string(),
+            why,
+        }),
+    }
 }
 
 /// The cookie in `path`, as the BEAM reads `.erlang.cookie`: one word of

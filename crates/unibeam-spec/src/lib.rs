@@ -15,6 +15,7 @@ mod envsh;
 #[cfg(feature = "host")]
 pub mod hostfs;
 mod launch;
+pub mod names;
 mod quiesce;
 mod render;
 pub mod safepath;
