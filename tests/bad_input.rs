@@ -379,3 +379,16 @@ fn export_refuses_settings_no_engine_could_run() {
         assert!(!out.exists(), "{flags:?}: a refused export wrote its directory");
     }
 }
+
+/// A cookie file that never ends is refused, not read until memory runs
+/// out.
+#[test]
+fn run_with_an_endless_cookie_file() {
+    let release = hello_release();
+    let args = ["run", release.to_str().unwrap(), "--cookie-file", "/dev/zero"];
+    fails_naming(
+        &unibeam_output(&args, &[]),
+        125,
+        &["--cookie-file /dev/zero", "more than"],
+    );
+}

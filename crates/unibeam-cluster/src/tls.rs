@@ -225,7 +225,8 @@ fn read_cert(path: &Path, fix: &str) -> Result<Vec<u8>, TlsError> {
 }
 
 fn read_text(path: &Path, fix: &str) -> Result<String, TlsError> {
-    let bytes = std::fs::read(path).map_err(hostfs::at::<TlsError>(path))?;
+    // More than any PEM certificate or key holds.
+    let bytes = hostfs::read_limited(path, 1 << 20)?;
     String::from_utf8(bytes).map_err(|_| TlsError::Garbage {
         path: path.to_path_buf(),
         why: "not text, so not PEM".into(),

@@ -15,6 +15,8 @@ use unibeam_vmm::state::Store;
 /// Threads for the lifecycle's blocking calls: enough for a few users at
 /// once, while the dashboard stays within its 30 MB.
 const MAX_BLOCKING_THREADS: usize = 16;
+/// More than any PEM certificate chain or key holds.
+const TLS_FILE_MAX: u64 = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -120,9 +122,7 @@ fn browsable(addr: SocketAddr) -> SocketAddr {
 
 fn read_tls(files: &TlsFiles) -> Result<(TlsFiles, Vec<u8>, Vec<u8>), ControlError> {
     let read = |p: &PathBuf| {
-        std::fs::read(p)
-            .map_err(hostfs::at::<PathIo>(p))
-            .map_err(ControlError::TlsFile)
+        hostfs::read_limited(p, TLS_FILE_MAX).map_err(ControlError::TlsFile)
     };
     Ok((files.clone(), read(&files.cert)?, read(&files.key)?))
 }

@@ -1,7 +1,7 @@
 //! Into a running instance over its node's distribution: `rpc`, the
 //! figures `top` and the monitor read, and `remsh`'s target.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
 use unibeam_dist::metrics::{self, Sample};
@@ -49,11 +49,9 @@ pub fn target(store: &Store, name: &InstanceName) -> Result<(DistEndpoint, Targe
     Ok((dist, target))
 }
 
-fn read_cookie(path: &PathBuf) -> Result<String, RemoteError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(hostfs::at::<PathIo>(path))
-        .map_err(RemoteError::Cookie)?;
-    Ok(text.trim().to_string())
+fn read_cookie(path: &Path) -> Result<String, RemoteError> {
+    let bytes = hostfs::read_limited(path, crate::settings::COOKIE_FILE_MAX).map_err(RemoteError::Cookie)?;
+    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 
 /// A connection to `name`'s node; each call may take `timeout`.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 use unibeam_cluster::values::Cidr;
+use unibeam_spec::hostfs;
 use unibeam_spec::{BootSpec, ClusterSpec, DnsDiscovery, ExitPolicy, PrivateNic};
 use unibeam_vmm::{Carrier, PrivateNet};
 
@@ -144,15 +145,22 @@ pub fn check_node_name(node: &str) -> Result<(), SettingsError> {
     }
 }
 
+/// More than any cookie file holds: the cookie itself is at most 255.
+pub const COOKIE_FILE_MAX: u64 = 64 << 10;
+/// More than any sys.config holds; it travels in the initrd.
+const SYS_CONFIG_MAX: u64 = 16 << 20;
+
 /// The cookie in `path`, as the BEAM reads `.erlang.cookie`: one word of
 /// printable ASCII, at most 255 characters (an atom's limit).
 fn read_cookie(path: &Path, progress: &dyn Progress) -> Result<String, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::CookieRead(path.into(), e))?;
-    let cookie = text.trim();
+    let bytes = hostfs::read_limited(path, COOKIE_FILE_MAX)
+        .map_err(|e| SettingsError::CookieRead(path.into(), e.source))?;
     let bad = |why: String| SettingsError::BadCookie {
         path: path.to_path_buf(),
         why,
     };
+    let text = String::from_utf8(bytes).map_err(|_| bad("not text; the cookie is printable ASCII".into()))?;
+    let cookie = text.trim();
     if cookie.is_empty() || cookie.contains(char::is_whitespace) {
         return Err(bad("the cookie must be one word".into()));
     }
@@ -197,7 +205,14 @@ fn check_cookie_mode(path: &Path, progress: &dyn Progress) -> Result<(), Setting
 
 /// The overrides in `path`, checked to be what `-config` reads.
 fn read_sys_config(path: &Path) -> Result<String, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::SysConfigRead(path.into(), e))?;
+    let bytes = hostfs::read_limited(path, SYS_CONFIG_MAX)
+        .map_err(|e| SettingsError::SysConfigRead(path.into(), e.source))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        SettingsError::SysConfigRead(
+            path.into(),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        )
+    })?;
     unibeam_image::erlfiles::check_config(&text).map_err(|e| SettingsError::BadSysConfig {
         path: path.to_path_buf(),
         detail: e.to_string(),

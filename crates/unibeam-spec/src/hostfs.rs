@@ -66,6 +66,26 @@ fn write_via_temporary(path: &Path, data: &[u8], mut builder: tempfile::Builder)
     Ok(())
 }
 
+/// Reads `path` whole, refusing more than `limit` bytes: for the small
+/// files users name (a cookie, a certificate), so that `/dev/zero` or a
+/// huge file by mistake is an error instead of memory filled. Pipes
+/// (`<(command)`) are read like files.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, PathIo> {
+    use std::io::Read;
+    let file = fs::File::open(path).map_err(at(path))?;
+    let mut data = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(at(path))?;
+    if data.len() as u64 > limit {
+        return Err(at::<PathIo>(path)(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("more than {limit} bytes, far more than such a file holds"),
+        )));
+    }
+    Ok(data)
+}
+
 /// Creates `dir` and any missing parents, 0700 (those that exist keep
 /// their mode): for directories of secrets and state.
 pub fn create_private_dir(dir: &Path) -> Result<(), PathIo> {
@@ -111,6 +131,19 @@ mod tests {
         write_atomic(&path, b"new").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_limited_read_stops_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cookie");
+        fs::write(&path, b"12345").unwrap();
+        assert_eq!(read_limited(&path, 5).unwrap(), b"12345");
+        let err = read_limited(&path, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert!(err.source.to_string().contains("more than 4 bytes"));
+        let endless = read_limited(Path::new("/dev/zero"), 1 << 16).unwrap_err();
+        assert_eq!(endless.kind(), io::ErrorKind::FileTooLarge);
     }
 
     #[test]
