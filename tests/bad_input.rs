@@ -392,3 +392,15 @@ fn run_with_an_endless_cookie_file() {
         &["--cookie-file /dev/zero", "more than"],
     );
 }
+
+#[test]
+fn run_publishing_one_host_port_twice() {
+    let release = hello_release();
+    let release = release.to_str().unwrap();
+    let args = ["run", release, "-p", "8080:80", "-p", "0.0.0.0:8080:81"];
+    fails_naming(
+        &unibeam_output(&args, &[]),
+        125,
+        &["host port 8080 is published twice"],
+    );
+}

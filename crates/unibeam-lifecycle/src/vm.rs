@@ -35,6 +35,8 @@ pub enum VmError {
         "-p {0}:{1}:{2}: IPv6 is not supported; publish on an IPv4 address such as 127.0.0.1 or 0.0.0.0"
     )]
     Ipv6Publish(std::net::IpAddr, u16, u16),
+    #[error("-p: host port {0} is published twice; give each mapping a host port of its own")]
+    HostPortTwice(u16),
     #[error(transparent)]
     Settings(#[from] SettingsError),
     #[error("{} is neither a unibeam image nor a release", .0.display())]
@@ -120,6 +122,17 @@ impl VmSpec {
         }
         if let Some(p) = self.publish.iter().find(|p| p.host_ip.is_ipv6()) {
             return Err(VmError::Ipv6Publish(p.host_ip, p.host_port, p.guest_port));
+        }
+        // Two binds of one port clash on one address, or when either is
+        // the wildcard.
+        for (i, p) in self.publish.iter().enumerate() {
+            let clash = |q: &&PortForward| {
+                q.host_port == p.host_port
+                    && (q.host_ip == p.host_ip || q.host_ip.is_unspecified() || p.host_ip.is_unspecified())
+            };
+            if self.publish[..i].iter().any(|q| clash(&q)) {
+                return Err(VmError::HostPortTwice(p.host_port));
+            }
         }
         let tls = self.instance.dist_tls || self.instance.dist_tls_files.is_some();
         crate::dist_tls::check_dist(tls, self.dist).map_err(SettingsError::from)?;
@@ -396,5 +409,21 @@ mod tests {
         })];
         let err = spec.check().unwrap_err().to_string();
         assert!(err.contains("IPv6 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn a_host_port_published_twice_is_refused_before_anything_starts() {
+        let mut spec = VmSpec::new("/nonexistent");
+        let p = |s: &str| s.parse::<PortForward>().unwrap();
+        spec.publish = vec![p("8080:8080"), p("8081:8081"), p("10.0.0.1:8080:80")];
+        spec.check().unwrap();
+        for twice in [p("8080:8081"), p("0.0.0.0:8081:80")] {
+            spec.publish = vec![p("8080:8080"), p("8081:8081"), twice];
+            let err = spec.check().unwrap_err().to_string();
+            assert!(
+                err.contains("host port") && err.contains("published twice"),
+                "{err}"
+            );
+        }
     }
 }
