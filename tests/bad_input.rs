@@ -404,3 +404,25 @@ fn run_publishing_one_host_port_twice() {
         &["host port 8080 is published twice"],
     );
 }
+
+/// Subnets no VM can live on, and a network record that says one.
+#[test]
+fn networks_vms_cannot_use_are_refused() {
+    let state = StateDir::new();
+    for (subnet, what) in [("127.0.0.0/8", "loopback"), ("224.0.0.0/24", "multicast")] {
+        let out = state.unibeam(&["network", "create", "bad", "--subnet", subnet]);
+        fails_naming(&out, 2, &[subnet, what]);
+    }
+    state.ok(&["network", "create", "lan", "--subnet", "10.97.0.0/24"]);
+    let record = state.path().join("unibeam/networks/lan/network.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(
+        &record,
+        text.replacen("\"prefix_len\": 24", "\"prefix_len\": 0", 1),
+    )
+    .unwrap();
+    let out = state.unibeam(&["network", "rm", "lan"]);
+    fails_naming(&out, 1, &[record.to_str().unwrap(), "expected 8 to 30"]);
+    // A damaged record claims no addresses: not the whole IPv4 space.
+    state.ok(&["network", "create", "two", "--subnet", "10.98.0.0/24"]);
+}

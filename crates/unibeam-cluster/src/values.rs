@@ -45,10 +45,35 @@ pub fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
 /// An IPv4 address with a prefix length, `10.77.0.2/24`: a VM's address
 /// on a network, or (with [`Cidr::network`]) the network itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RawCidr")]
 pub struct Cidr {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
 }
+
+/// A [`Cidr`] as a file keeps it, before its prefix is checked: a record
+/// with a /0 or a /40 is refused as it is read.
+#[derive(serde::Deserialize)]
+struct RawCidr {
+    address: Ipv4Addr,
+    prefix_len: u8,
+}
+
+impl TryFrom<RawCidr> for Cidr {
+    type Error = String;
+    fn try_from(raw: RawCidr) -> Result<Cidr, String> {
+        format!("{}/{}", raw.address, raw.prefix_len).parse()
+    }
+}
+
+/// Ranges no network of VMs can use: "this network" (0/8), loopback
+/// (127/8), multicast and the reserved class E with the broadcast address
+/// (224/3).
+const UNUSABLE: [(u32, u8, &str); 3] = [
+    (0x0000_0000, 8, "0.0.0.0/8, addresses no host may take"),
+    (0x7f00_0000, 8, "loopback addresses (127.0.0.0/8)"),
+    (0xe000_0000, 3, "multicast and reserved addresses (224.0.0.0/3)"),
+];
 
 impl FromStr for Cidr {
     type Err = String;
@@ -81,7 +106,15 @@ impl fmt::Display for Cidr {
 
 impl Cidr {
     fn mask(self) -> u32 {
-        u32::MAX << (32 - u32::from(self.prefix_len))
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len.min(32)))
+            .unwrap_or(0)
+    }
+
+    /// The first and last address, as integers.
+    fn bounds(self) -> (u32, u32) {
+        let first = u32::from(self.address) & self.mask();
+        (first, first | !self.mask())
     }
 
     /// `10.77.0.0/24` as a network: refused when host bits are set, the
@@ -94,6 +127,19 @@ impl Cidr {
                 "{s}: host bits are set; did you mean {base}/{}?",
                 cidr.prefix_len
             ));
+        }
+        let (first, last) = cidr.bounds();
+        for (start, prefix_len, what) in UNUSABLE {
+            let (u1, u2) = Cidr {
+                address: Ipv4Addr::from(start),
+                prefix_len,
+            }
+            .bounds();
+            if first <= u2 && u1 <= last {
+                return Err(format!(
+                    "{s}: holds {what}, which VMs cannot use; give a private range such as 10.88.0.0/24"
+                ));
+            }
         }
         Ok(cidr)
     }
@@ -188,6 +234,41 @@ mod tests {
         assert!(err.contains("did you mean 10.77.0.0/24"), "{err}");
         assert_eq!(Cidr::network("10.77.0.0/24").unwrap().vm_capacity(), 253);
         assert_eq!(Cidr::network("10.77.0.0/30").unwrap().vm_capacity(), 1);
+    }
+
+    #[test]
+    fn networks_vms_cannot_use_are_refused() {
+        for (bad, what) in [
+            ("0.0.0.0/8", "0.0.0.0/8"),
+            ("127.0.0.0/8", "loopback"),
+            ("127.1.0.0/16", "loopback"),
+            ("224.0.0.0/24", "multicast"),
+            ("255.255.255.0/24", "reserved"),
+        ] {
+            let err = Cidr::network(bad).unwrap_err();
+            assert!(err.contains(what) && err.contains("10.88.0.0/24"), "{bad}: {err}");
+        }
+        for good in [
+            "10.0.0.0/8",
+            "192.168.1.0/24",
+            "172.16.0.0/12",
+            "1.0.0.0/8",
+            "223.255.255.0/24",
+        ] {
+            assert!(Cidr::network(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_record_with_an_impossible_prefix_is_refused_as_it_is_read() {
+        let read = |json: &str| serde_json::from_str::<Cidr>(json);
+        let ok = read(r#"{"address":"10.0.0.0","prefix_len":24}"#).unwrap();
+        assert_eq!(ok.to_string(), "10.0.0.0/24");
+        for bad in [0, 7, 31, 40, 255] {
+            let json = format!(r#"{{"address":"10.0.0.0","prefix_len":{bad}}}"#);
+            let err = read(&json).unwrap_err().to_string();
+            assert!(err.contains("expected 8 to 30"), "{err}");
+        }
     }
 
     #[test]

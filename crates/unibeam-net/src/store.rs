@@ -82,6 +82,30 @@ pub struct Network {
     pub segment: Option<SocketAddrV4>,
 }
 
+impl Network {
+    /// What `network create` would never have written: a range or
+    /// gateway outside the subnet, a bridge other than `ub-NAME` (which
+    /// `network rm` would delete), a segment off multicast.
+    fn inconsistency(&self, name: &NetworkName) -> Option<&'static str> {
+        let (first, last) = bounds(self.subnet);
+        let (r1, r2) = bounds(self.range);
+        let gateway = u32::from(self.gateway);
+        if r1 < first || r2 > last {
+            Some("its range is outside its subnet")
+        } else if gateway <= first || gateway >= last {
+            Some("its gateway is not a host address of its subnet")
+        } else if self.driver == Driver::Bridge && self.bridge.as_deref() != Some(name.bridge().as_str()) {
+            Some("its bridge is not ub-NAME")
+        } else if self.driver == Driver::User
+            && (self.bridge.is_some() || !self.segment.is_some_and(|s| s.ip().is_multicast()))
+        {
+            Some("a user network needs a multicast segment and no bridge")
+        } else {
+            None
+        }
+    }
+}
+
 /// One instance's place on a network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -149,8 +173,13 @@ impl NetworkStore {
             other => other.map_err(hostfs::at::<StoreError>(&path))?,
         };
         let net: Network = serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt(path.clone(), e))?;
-        if net.name != name.as_str() {
-            let e = serde_json::Error::io(std::io::Error::other("its name differs from its directory"));
+        let why = if net.name != name.as_str() {
+            Some("its name differs from its directory")
+        } else {
+            net.inconsistency(name)
+        };
+        if let Some(why) = why {
+            let e = serde_json::Error::io(std::io::Error::other(why));
             return Err(StoreError::Corrupt(path, e));
         }
         Ok(net)
@@ -274,7 +303,7 @@ mod tests {
             dns: None,
             bridge: None,
             uplink: None,
-            segment: None,
+            segment: Some("239.255.1.1:40000".parse().unwrap()),
         }
     }
 
@@ -319,5 +348,36 @@ mod tests {
             store.load(&NetworkName::parse("nope").unwrap()),
             Err(StoreError::NoSuchNetwork(_))
         ));
+    }
+
+    #[test]
+    fn a_record_network_create_would_not_write_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore {
+            root: dir.path().join("networks"),
+        };
+        let lock = store.lock().unwrap();
+        let name = NetworkName::parse("lan").unwrap();
+        let good = net();
+        store.save(&good, &lock).unwrap();
+        assert_eq!(store.load(&name).unwrap(), good);
+        let path = store.dir(&name).join("network.json");
+        let text = fs::read_to_string(&path).unwrap();
+        for (from, to, why) in [
+            ("\"prefix_len\": 16", "\"prefix_len\": 0", "expected 8 to 30"),
+            ("\"10.88.1.1\"", "\"10.99.0.1\"", "gateway"),
+            ("\"bridge\": null", "\"bridge\": \"eth0\"", "no bridge"),
+            ("\"driver\": \"user\"", "\"driver\": \"bridge\"", "ub-NAME"),
+        ] {
+            assert!(text.contains(from), "{from} in {text}");
+            fs::write(&path, text.replacen(from, to, 1)).unwrap();
+            let err = store.load(&name).unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt(..)), "{err}");
+            let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+            assert!(
+                chain.contains(why) && chain.contains("remove that directory"),
+                "{chain}"
+            );
+        }
     }
 }
