@@ -426,3 +426,32 @@ fn networks_vms_cannot_use_are_refused() {
     // A damaged record claims no addresses: not the whole IPv4 space.
     state.ok(&["network", "create", "two", "--subnet", "10.98.0.0/24"]);
 }
+
+#[test]
+fn volume_inputs_that_could_never_work() {
+    let state = StateDir::new();
+    let out = state.unibeam(&["volume", "create", "big", "--size", "16T"]);
+    fails_naming(&out, 2, &["\"16T\" is too large", "at most 16383G"]);
+    // A member under a link the archive made would land outside it.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("lnk")).unwrap();
+    std::fs::create_dir(dir.path().join("x")).unwrap();
+    std::fs::write(dir.path().join("x/passwd"), "pwned").unwrap();
+    let tar = dir.path().join("links.tar");
+    let file = std::fs::File::create(&tar).unwrap();
+    let mut builder = tar::Builder::new(file);
+    builder.follow_symlinks(false);
+    builder
+        .append_path_with_name(dir.path().join("lnk"), "lnk")
+        .unwrap();
+    builder
+        .append_path_with_name(dir.path().join("x/passwd"), "lnk/passwd")
+        .unwrap();
+    builder.finish().unwrap();
+    let out = state.unibeam(&["volume", "import", "v", tar.to_str().unwrap()]);
+    fails_naming(&out, 1, &["member \"lnk/passwd\"", "symbolic link"]);
+    assert!(
+        state.ok(&["volume", "ls"]).lines().count() <= 1,
+        "a refused import made a volume"
+    );
+}

@@ -9,9 +9,10 @@ use std::str::FromStr;
 /// The smallest volume: ext4 with its journal needs a few MiB, and the
 /// rest must hold data.
 pub const MIN_VOLUME_BYTES: u64 = 16 << 20;
-/// The largest: 16 TiB, what ext4 with 4 KiB blocks holds without 64-bit
-/// block numbers.
-pub const MAX_VOLUME_BYTES: u64 = 16 << 40;
+/// The largest: 16383 GiB. A volume is one file on the host, and ext4 (the
+/// usual host filesystem) takes files of at most 16 TiB less one 4 KiB
+/// block, so a 16T volume could never be made there.
+pub const MAX_VOLUME_BYTES: u64 = (16 << 40) - (1 << 30);
 /// What `volume create` and a first `run -v` make without `--size`.
 pub const DEFAULT_VOLUME_BYTES: u64 = 1 << 30;
 
@@ -148,7 +149,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?} is too small for a volume; give at least 16M"));
     }
     if bytes > MAX_VOLUME_BYTES {
-        return Err(format!("{s:?} is too large for a volume; at most 16T"));
+        return Err(format!(
+            "{s:?} is too large for a volume; at most 16383G (a host's ext4 takes no 16T file)"
+        ));
     }
     Ok(bytes)
 }
@@ -192,5 +195,7 @@ mod tests {
         assert!(parse_size("lots").unwrap_err().contains("not a size"));
         assert!(parse_size("99999999999T").unwrap_err().contains("not a size"));
         assert!(parse_size("17T").unwrap_err().contains("too large"));
+        assert!(parse_size("16T").unwrap_err().contains("at most 16383G"));
+        assert_eq!(parse_size("16383G").unwrap(), MAX_VOLUME_BYTES);
     }
 }

@@ -33,6 +33,13 @@ pub enum ArchiveError {
         member: String,
         why: &'static str,
     },
+    #[error("{}: member {member:?} could not be unpacked (a damaged archive?)", .file.display())]
+    Unpack {
+        file: PathBuf,
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{}: {} of files do not fit in --size {}", .file.display(), human(*.content), human(*.size))]
     TooSmall { file: PathBuf, content: u64, size: u64 },
 }
@@ -154,12 +161,125 @@ fn unpack(file: &Path, into: &Path) -> Result<u64, ArchiveError> {
             }
         }
         content = content.saturating_add(entry.header().size().unwrap_or(0));
+        let path = entry.path().map_err(not_tar)?.into_owned();
+        if under_symlink(into, &path) {
+            return Err(bad(
+                "lies under a symbolic link the archive made, so it would land outside it",
+            ));
+        }
+        if entry.header().entry_type() == Link {
+            let target = entry.link_name().map_err(not_tar)?;
+            if !target.is_some_and(|t| stays_inside(&t)) {
+                return Err(bad("is a hard link to a file outside the archive"));
+            }
+        }
         // unpack_in refuses what would land outside `into` (`..`, links).
         match entry.unpack_in(into) {
             Ok(true) => {}
             Ok(false) => return Err(bad("points outside the archive (absolute or ..)")),
-            Err(e) => return Err(not_tar(e)),
+            Err(source) => {
+                return Err(ArchiveError::Unpack {
+                    file: file.to_path_buf(),
+                    member,
+                    source,
+                })
+            }
         }
     }
     Ok(content)
+}
+
+/// Whether a directory above `member` (a path in the archive) is a
+/// symbolic link that an earlier member made in `into`.
+fn under_symlink(into: &Path, member: &Path) -> bool {
+    let mut at = into.to_path_buf();
+    let parts: Vec<_> = member
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    parts.iter().take(parts.len().saturating_sub(1)).any(|part| {
+        at.push(part);
+        at.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())
+    })
+}
+
+/// Whether a relative path stays inside the directory it starts from.
+fn stays_inside(path: &Path) -> bool {
+    use std::path::Component::*;
+    let mut depth = 0usize;
+    path.components().all(|c| match c {
+        Normal(_) => {
+            depth += 1;
+            true
+        }
+        CurDir => true,
+        ParentDir if depth > 0 => {
+            depth -= 1;
+            true
+        }
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        for (name, kind, target) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            let data = if *kind == tar::EntryType::Regular {
+                target.as_bytes()
+            } else {
+                &[][..]
+            };
+            h.set_size(data.len() as u64);
+            if *kind != tar::EntryType::Regular {
+                h.set_link_name(target).unwrap();
+            }
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.finish().unwrap();
+        (dir, path)
+    }
+
+    fn refused(entries: &[(&str, tar::EntryType, &str)]) -> String {
+        let (_dir, tar) = tar_of(entries);
+        let into = tempfile::tempdir().unwrap();
+        unpack(&tar, into.path()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn members_that_escape_through_links_are_named() {
+        use tar::EntryType::*;
+        let err = refused(&[("lnk", Symlink, "/etc"), ("lnk/passwd", Regular, "x")]);
+        assert!(
+            err.contains("\"lnk/passwd\"") && err.contains("symbolic link"),
+            "{err}"
+        );
+        let err = refused(&[("hl", Link, "../../etc/passwd")]);
+        assert!(err.contains("\"hl\"") && err.contains("hard link"), "{err}");
+    }
+
+    #[test]
+    fn links_inside_the_archive_unpack() {
+        use tar::EntryType::*;
+        let (_dir, tar) = tar_of(&[
+            ("d/f", Regular, "data"),
+            ("d/again", Link, "d/f"),
+            ("current", Symlink, "/var/lib/app/d"),
+        ]);
+        let into = tempfile::tempdir().unwrap();
+        assert_eq!(unpack(&tar, into.path()).unwrap(), 4);
+        assert_eq!(std::fs::read(into.path().join("d/again")).unwrap(), b"data");
+        assert!(stays_inside(Path::new("a/../b")) && !stays_inside(Path::new("a/../../b")));
+    }
 }

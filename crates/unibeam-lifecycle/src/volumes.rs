@@ -54,6 +54,14 @@ pub enum VolumesError {
         #[source]
         source: std::io::Error,
     },
+    #[error("volume {name}: {} GiB is more than the filesystem holding {} takes in one file; give a smaller --size", .bytes >> 30, .root.display())]
+    TooLargeForHost {
+        name: VolumeName,
+        bytes: u64,
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Drive(#[from] DriveError),
     #[error(transparent)]
@@ -180,7 +188,16 @@ fn format_in(
     std::fs::create_dir(staging).map_err(hostfs::at::<PathIo>(staging))?;
     let disk = staging.join(DISK_FILE);
     let file = std::fs::File::create(&disk).map_err(hostfs::at::<PathIo>(&disk))?;
-    file.set_len(bytes).map_err(hostfs::at::<PathIo>(&disk))?;
+    file.set_len(bytes)
+        .map_err(|source| match source.raw_os_error() {
+            Some(nix::libc::EFBIG) => VolumesError::TooLargeForHost {
+                name: name.clone(),
+                bytes,
+                root: staging.parent().unwrap_or(staging).to_path_buf(),
+                source,
+            },
+            _ => hostfs::at::<PathIo>(&disk)(source).into(),
+        })?;
     drop(file);
     let label: String = name.as_str().chars().take(16).collect();
     let mkfs = sbin_program("mkfs.ext4");
