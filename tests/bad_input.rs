@@ -455,3 +455,26 @@ fn volume_inputs_that_could_never_work() {
         "a refused import made a volume"
     );
 }
+
+/// A certificate that is not one is refused before the dashboard prints a
+/// URL and token, as if it served.
+#[test]
+fn dashboard_with_a_certificate_that_is_not_one() {
+    let state = StateDir::new();
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let args = [
+        "dashboard",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        garbage,
+        "--tls-key",
+        garbage,
+    ];
+    let out = state.unibeam(&args);
+    fails_naming(&out, 1, &["not a PEM certificate chain"]);
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+}

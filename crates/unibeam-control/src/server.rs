@@ -88,12 +88,6 @@ pub fn serve(store: Store, options: Options, started: impl FnOnce(&Started)) -> 
         addr: options.listen,
         source,
     })?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    started(&Started {
-        url: format!("{scheme}://{}/?token={}", browsable(addr), token.as_str()),
-        addr,
-        token_file: options.token_file.clone(),
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Library calls block; a burst of clients must not grow the pool
@@ -103,6 +97,17 @@ pub fn serve(store: Store, options: Options, started: impl FnOnce(&Started)) -> 
         .enable_all()
         .build()
         .map_err(ControlError::Runtime)?;
+    // The certificate and key are parsed before the URL is printed: a
+    // dashboard that announced itself has a TLS setup that works.
+    let tls = tls
+        .map(|(files, cert, key)| runtime.block_on(tls_config(files, cert, key)))
+        .transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    started(&Started {
+        url: format!("{scheme}://{}/?token={}", browsable(addr), token.as_str()),
+        addr,
+        token_file: options.token_file.clone(),
+    });
     let app = router(App::new(store, token));
     let served = runtime.block_on(run(listener, addr, tls, app));
     // Open event streams and their followers must not hold the exit.
@@ -121,16 +126,28 @@ fn browsable(addr: SocketAddr) -> SocketAddr {
 }
 
 fn read_tls(files: &TlsFiles) -> Result<(TlsFiles, Vec<u8>, Vec<u8>), ControlError> {
-    let read = |p: &PathBuf| {
-        hostfs::read_limited(p, TLS_FILE_MAX).map_err(ControlError::TlsFile)
-    };
+    let read = |p: &PathBuf| hostfs::read_limited(p, TLS_FILE_MAX).map_err(ControlError::TlsFile);
     Ok((files.clone(), read(&files.cert)?, read(&files.key)?))
+}
+
+/// The server's TLS configuration from a PEM chain and key, checked.
+async fn tls_config(files: TlsFiles, cert: Vec<u8>, key: Vec<u8>) -> Result<RustlsConfig, ControlError> {
+    // One process-wide crypto provider: ring's. A second install (there
+    // is none) would be refused harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    RustlsConfig::from_pem(cert, key)
+        .await
+        .map_err(|source| ControlError::Tls {
+            cert: files.cert,
+            key: files.key,
+            source,
+        })
 }
 
 async fn run(
     listener: TcpListener,
     addr: SocketAddr,
-    tls: Option<(TlsFiles, Vec<u8>, Vec<u8>)>,
+    tls: Option<RustlsConfig>,
     app: axum::Router,
 ) -> Result<(), ControlError> {
     let serve_err = |source| ControlError::Serve { addr, source };
@@ -141,17 +158,7 @@ async fn run(
                 let listener = tokio::net::TcpListener::from_std(listener).map_err(serve_err)?;
                 axum::serve(listener, app).await.map_err(serve_err)
             }
-            Some((files, cert, key)) => {
-                // One process-wide crypto provider: ring's. A second
-                // install (there is none) would be refused harmlessly.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let config = RustlsConfig::from_pem(cert, key)
-                    .await
-                    .map_err(|source| ControlError::Tls {
-                        cert: files.cert,
-                        key: files.key,
-                        source,
-                    })?;
+            Some(config) => {
                 let server = axum_server::from_tcp_rustls(listener, config);
                 server.serve(app.into_make_service()).await.map_err(serve_err)
             }
