@@ -30,6 +30,8 @@ pub mod snapshots;
 pub mod stats;
 pub mod suspend;
 pub mod systemd;
+#[cfg(test)]
+mod testing;
 pub mod timeline;
 pub mod up;
 pub mod up_networks;

@@ -37,10 +37,7 @@ pub fn suspend(store: &Store, name: &InstanceName) -> Result<Meta, SuspendError>
     let record = store.load(name)?;
     let status = record.observed_status();
     if status != Status::Running {
-        return Err(SuspendError::NotRunning(
-            name.clone(),
-            format!("{status:?}").to_lowercase(),
-        ));
+        return Err(SuspendError::NotRunning(name.clone(), status.to_string()));
     }
     let dir = store.dir(name);
     let path = dir.join(QEMU_FILE);
@@ -94,4 +91,19 @@ fn wait_for_record(store: &Store, name: &InstanceName, limit: Duration) -> Resul
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_that_is_not_running_is_refused_with_its_state_as_ps_shows_it() {
+        let (_dir, store, name) = crate::testing::store_with("web", Status::Exited { code: 137 });
+        let err = suspend(&store, &name).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "web is not running (it is exited (137)); only a running instance can be suspended"
+        );
+    }
 }

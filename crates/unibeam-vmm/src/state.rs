@@ -152,6 +152,19 @@ impl Status {
     }
 }
 
+/// As `ps` shows it: `running`, `exited (137)`.
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Starting => f.write_str("starting"),
+            Status::Running => f.write_str("running"),
+            Status::Restarting => f.write_str("restarting"),
+            Status::Exited { code } => write!(f, "exited ({code})"),
+            Status::Suspended => f.write_str("suspended"),
+        }
+    }
+}
+
 /// A suspended instance's saved state, in its directory.
 pub const SUSPENDED_STATE: &str = "suspended";
 /// Written by `unibeam suspend` before it quits QEMU, so that the monitor

@@ -33,13 +33,7 @@ pub struct PsArgs {
 }
 
 fn status_text(status: &Status) -> String {
-    match status {
-        Status::Exited { code } => format!("exited ({code})"),
-        Status::Starting => "starting".into(),
-        Status::Running => "running".into(),
-        Status::Restarting => "restarting".into(),
-        Status::Suspended => "suspended".into(),
-    }
+    status.to_string()
 }
 
 fn uptime(record: &InstanceRecord, status: &Status) -> String {
