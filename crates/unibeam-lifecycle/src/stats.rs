@@ -152,12 +152,13 @@ pub fn read(
 ) -> Result<Vec<StatSample>, StatsError> {
     store.load(name)?;
     let path = path(store, name);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(StatsError::Read(hostfs::at::<PathIo>(&path)(e))),
     };
-    let mut samples = parse_lines(&text);
+    // A damaged line, even one that is not UTF-8, costs that line only.
+    let mut samples = parse_lines(&String::from_utf8_lossy(&bytes));
     for i in 1..samples.len() {
         samples[i].qemu_cpu_percent = qemu_cpu_percent(&samples[i - 1], &samples[i]);
     }
@@ -493,6 +494,21 @@ mod tests {
             .map(|s| s.time_ms)
             .collect();
         assert_eq!(times, [1, 3]);
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_costs_that_line_only() {
+        let (_dir, store, name) = crate::testing::store_with("web", Status::Exited { code: 0 });
+        let mut bytes = sample(1, 0).to_line().into_bytes();
+        bytes.extend(b"\xff\xfe garbage\n");
+        bytes.extend(sample(2, 0).to_line().into_bytes());
+        fs::write(path(&store, &name), bytes).unwrap();
+        let times: Vec<u64> = read(&store, &name, None)
+            .unwrap()
+            .iter()
+            .map(|s| s.time_ms)
+            .collect();
+        assert_eq!(times, [1, 2]);
     }
 
     #[test]
