@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use thiserror::Error;
-use unibeam_cluster::volume::{VolumeName, VolumeRequest, DEFAULT_VOLUME_BYTES};
+use unibeam_cluster::volume::{
+    VolumeName, VolumeRequest, DEFAULT_VOLUME_BYTES, MAX_VOLUME_BYTES, MIN_VOLUME_BYTES,
+};
 use unibeam_spec::hostfs::{self, PathIo};
 use unibeam_spec::{VolumeMount, BEAM_UID};
 use unibeam_vmm::drives::{sbin_program, Drive, DriveError};
@@ -38,7 +40,7 @@ pub enum VolumesError {
     SamePath(String),
     #[error("volume {name}: {} is not an ext4 filesystem (or not a plain file); `unibeam volume rm {name}` it, or import a backup", .file.display())]
     NotAFilesystem { name: VolumeName, file: PathBuf },
-    #[error("volume {name}: {} is corrupt", .file.display())]
+    #[error("volume {name}: {} is corrupt; `unibeam volume rm {name}` removes the volume", .file.display())]
     BadInfo {
         name: VolumeName,
         file: PathBuf,
@@ -121,11 +123,24 @@ impl VolumeStore {
             }
             Err(e) => return Err(hostfs::at::<PathIo>(&file)(e).into()),
         };
-        serde_json::from_slice(&text).map_err(|source| VolumesError::BadInfo {
+        let bad = |source| VolumesError::BadInfo {
             name: name.clone(),
-            file,
+            file: file.clone(),
             source,
-        })
+        };
+        let info: VolumeInfo = serde_json::from_slice(&text).map_err(bad)?;
+        // What `create` would never have written.
+        let why = if info.name != *name {
+            Some("its name differs from its directory")
+        } else if !(MIN_VOLUME_BYTES..=MAX_VOLUME_BYTES).contains(&info.bytes) {
+            Some("its size is outside what a volume can have")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(bad(serde_json::Error::io(std::io::Error::other(why)))),
+            None => Ok(info),
+        }
     }
 
     /// Every volume with a readable `volume.json`, by name.
@@ -366,7 +381,11 @@ pub fn refuse_suspended_holder(
 
 /// Removes a volume no instance uses, and that no VM holds.
 pub fn remove(store: &Store, volumes: &VolumeStore, name: &VolumeName) -> Result<(), VolumesError> {
-    volumes.load(name)?;
+    match volumes.load(name) {
+        // A corrupt record goes with its volume: nothing else removes it.
+        Ok(_) | Err(VolumesError::BadInfo { .. }) => {}
+        Err(e) => return Err(e),
+    }
     let users = users(store, volumes, name);
     if !users.is_empty() {
         return Err(VolumesError::Used {
@@ -408,5 +427,70 @@ pub fn inspect(
 /// refused while a VM writes it.
 pub(crate) fn read_drive(volumes: &VolumeStore, name: &VolumeName) -> Result<Drive, VolumesError> {
     volumes.load(name)?;
-    Ok(volumes.drive(name, 0, true))
+    let drive = volumes.drive(name, 0, true);
+    // Locking runs e2fsck -p on it, which must never follow a link out.
+    if !is_ext4(&drive.file) {
+        return Err(VolumesError::NotAFilesystem {
+            name: name.clone(),
+            file: drive.file,
+        });
+    }
+    Ok(drive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, VolumeStore, VolumeName) {
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = VolumeStore {
+            root: dir.path().join("volumes"),
+        };
+        let name: VolumeName = "data".parse().unwrap();
+        std::fs::create_dir_all(volumes.dir(&name)).unwrap();
+        (dir, volumes, name)
+    }
+
+    #[test]
+    fn a_record_create_would_not_write_is_corrupt_and_rm_removes_it() {
+        let (_dir, volumes, name) = store();
+        let info = volumes.dir(&name).join(INFO_FILE);
+        for json in [
+            r#"{"name":"other","bytes":16777216,"created":1}"#,
+            r#"{"name":"data","bytes":1,"created":1}"#,
+            r#"{"name":"data","bytes":"x","created":1}"#,
+        ] {
+            std::fs::write(&info, json).unwrap();
+            let err = volumes.load(&name).unwrap_err();
+            assert!(matches!(err, VolumesError::BadInfo { .. }), "{json}: {err}");
+            assert!(err.to_string().contains("`unibeam volume rm data`"), "{err}");
+        }
+        let instances = Store {
+            root: volumes.root.with_file_name("instances"),
+        };
+        remove(&instances, &volumes, &name).unwrap();
+        assert!(!volumes.dir(&name).exists());
+    }
+
+    #[test]
+    fn a_disk_that_links_elsewhere_is_not_read() {
+        let (_dir, volumes, name) = store();
+        let info = VolumeInfo {
+            name: name.clone(),
+            bytes: MIN_VOLUME_BYTES,
+            created: 1,
+        };
+        std::fs::write(
+            volumes.dir(&name).join(INFO_FILE),
+            serde_json::to_vec(&info).unwrap(),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", volumes.disk(&name)).unwrap();
+        let err = read_drive(&volumes, &name).unwrap_err().to_string();
+        assert!(
+            err.contains("not an ext4 filesystem (or not a plain file)"),
+            "{err}"
+        );
+    }
 }
