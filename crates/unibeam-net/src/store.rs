@@ -209,9 +209,15 @@ impl NetworkStore {
         let Ok(entries) = fs::read_dir(&dir) else {
             return Vec::new();
         };
+        // A lease is `<instance>.json` holding that instance: one that
+        // names another (say `../../x`, which `release` would make a path
+        // of) is not one unibeam wrote, and is passed over.
         let mut leases: Vec<Lease> = entries
             .flatten()
-            .filter_map(|e| serde_json::from_slice(&fs::read(e.path()).ok()?).ok())
+            .filter_map(|e| {
+                let lease: Lease = serde_json::from_slice(&fs::read(e.path()).ok()?).ok()?;
+                (e.file_name().to_str()? == format!("{}.json", lease.instance)).then_some(lease)
+            })
             .collect();
         leases.sort_by_key(|l| l.address);
         leases
@@ -348,6 +354,24 @@ mod tests {
             store.load(&NetworkName::parse("nope").unwrap()),
             Err(StoreError::NoSuchNetwork(_))
         ));
+    }
+
+    #[test]
+    fn a_lease_that_names_another_instance_than_its_file_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore {
+            root: dir.path().join("networks"),
+        };
+        let lock = store.lock().unwrap();
+        let n = net();
+        store.save(&n, &lock).unwrap();
+        let web = store.lease(&n, "web", None, &lock).unwrap();
+        let name = NetworkName::parse("lan").unwrap();
+        let leases = store.dir(&name).join("leases");
+        let evil = r#"{"instance":"../../x","address":"10.88.1.9","tap":null}"#;
+        fs::write(leases.join("evil.json"), evil).unwrap();
+        fs::write(leases.join("junk.json"), "junk").unwrap();
+        assert_eq!(store.leases(&name), vec![web]);
     }
 
     #[test]
