@@ -174,9 +174,29 @@ fn hello_figures(b: &Bench) -> HelloFigures {
     f
 }
 
-/// Seconds from `up` to a full mesh, with every member restored.
-fn warm_up(c: &Cluster) -> f64 {
+/// The host's busy CPU time so far, in seconds (all cores, from
+/// /proc/stat: everything but idle and iowait).
+fn busy_cpu_s() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let (idle, iowait) = (fields[3], fields[4]);
+    // USER_HZ is 100 on Linux for every architecture unibeam runs on.
+    (fields.iter().sum::<f64>() - idle - iowait) / 100.0
+}
+
+/// Seconds from `up` to a full mesh, with every member restored, and the
+/// host CPU seconds that took.
+fn warm_up(c: &Cluster) -> (f64, f64) {
+    let cpu = busy_cpu_s();
     let took = c.up().as_secs_f64() + c.wait_meshed(Duration::from_secs(600)).as_secs_f64();
+    let cpu = busy_cpu_s() - cpu;
     for i in 1..=c.replicas {
         let log = c.logs(i);
         let said: Vec<&str> = log.lines().filter(|l| l.starts_with("unibeam:")).collect();
@@ -186,7 +206,7 @@ fn warm_up(c: &Cluster) -> f64 {
         );
     }
     assert!(c.down().status.success());
-    took
+    (took, cpu)
 }
 
 /// Brings a snapshot cluster of `n` up once (cold, saving each member).
@@ -205,19 +225,28 @@ fn primed_cluster(n: u16) -> Cluster {
     c
 }
 
-fn cluster_figures() -> Vec<Vec<f64>> {
+/// Per cluster size: the warm `up` times, and the host CPU seconds each
+/// took.
+struct UpFigures {
+    times: Vec<Vec<f64>>,
+    cpu: Vec<Vec<f64>>,
+}
+
+fn cluster_figures() -> UpFigures {
     let clusters: Vec<Cluster> = SIZES.iter().map(|n| primed_cluster(*n)).collect();
-    let mut samples = vec![Vec::new(); SIZES.len()];
+    let mut times = vec![Vec::new(); SIZES.len()];
+    let mut cpu = vec![Vec::new(); SIZES.len()];
     for run in 1..=CLUSTER_RUNS {
         let mut line = format!("bench: warm up, run {run}/{CLUSTER_RUNS}:");
-        for (c, all) in clusters.iter().zip(&mut samples) {
-            let t = warm_up(c);
-            line.push_str(&format!(" {} nodes {t:.2} s", c.replicas));
-            all.push(t);
+        for (i, c) in clusters.iter().enumerate() {
+            let (t, used) = warm_up(c);
+            line.push_str(&format!(" {} nodes {t:.2} s ({used:.2} CPU s)", c.replicas));
+            times[i].push(t);
+            cpu[i].push(used);
         }
         eprintln!("{line}");
     }
-    samples
+    UpFigures { times, cpu }
 }
 
 fn main() {
@@ -260,7 +289,11 @@ fn remove_new_snapshots(before: &[PathBuf]) {
     }
 }
 
-fn report(root: &Path, h: &HelloFigures, up: &[Vec<f64>]) {
+fn report(root: &Path, h: &HelloFigures, figures: &UpFigures) {
+    let up = &figures.times;
+    let cpu1 = median(&figures.cpu[0]);
+    let cpu8 = median(&figures.cpu[1]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cold = median(&h.cold);
     let warm = median(&h.warm);
     let up1 = median(&up[0]);
@@ -285,6 +318,9 @@ fn report(root: &Path, h: &HelloFigures, up: &[Vec<f64>]) {
             "1_node": {"samples": up[0], "median": up1},
             "8_nodes": {"samples": up[1], "median": up8},
             "8_over_1": up8 / up1,
+            "host_cpu_s": {"1_node": figures.cpu[0], "8_nodes": figures.cpu[1]},
+            "host_cores": cores,
+            "8_node_floor_s": cpu8 / cores,
         },
     });
     write_result(root, "snapshot", &result);
@@ -303,7 +339,10 @@ fn report(root: &Path, h: &HelloFigures, up: &[Vec<f64>]) {
          While the entry is in use, its uncompressed RAM copy takes {} of host memory in tmpfs, \
          mapped copy-on-write by every instance started from it.\n\n\
          `up` with `snapshot = true`, warm (every member restored), to a full mesh: \
-         1 node {up1:.2} s, 8 nodes {up8:.2} s, **{:.2}×** ({CLUSTER_RUNS} runs each: {} / {}).\n",
+         1 node {up1:.2} s, 8 nodes {up8:.2} s, **{:.2}×** ({CLUSTER_RUNS} runs each: {} / {}). \
+         The host's busy CPU time for one warm `up` (medians): 1 node {cpu1:.2} s, 8 nodes {cpu8:.2} s. \
+         On these {cores} cores, 8 nodes cannot reach a full mesh in less than {:.2} s, \
+         {:.2}× one node's time, however well they overlap.\n",
         result["date"].as_str().unwrap_or(""),
         list(&h.cold),
         warm / cold,
@@ -318,6 +357,8 @@ fn report(root: &Path, h: &HelloFigures, up: &[Vec<f64>]) {
         up8 / up1,
         list(&up[0]),
         list(&up[1]),
+        cpu8 / cores,
+        cpu8 / cores / up1,
     );
     println!("{section}");
     update_section(root, "snapshot", &section);

@@ -41,8 +41,10 @@ pub enum BootFilesError {
 pub struct BootFiles {
     /// The PVH ELF taken out of the image's bzImage, or the bzImage itself.
     pub kernel: PathBuf,
-    /// One uncompressed newc stream, 4-byte aligned, ready for more layers.
-    pub layers: Vec<u8>,
+    /// One uncompressed newc stream, 4-byte aligned, ready for more
+    /// layers: the cached file, open, so that pruning the cache cannot
+    /// pull it from under this boot.
+    pub layers: fs::File,
 }
 
 /// Checks the image in `image_dir` against its `manifest` (verify.rs),
@@ -81,26 +83,28 @@ fn cached_layers(
     packed: Verified,
     layers: &[LayerInfo],
     dir: &Path,
-) -> Result<Vec<u8>, BootFilesError> {
+) -> Result<fs::File, BootFilesError> {
     let path = dir.join(format!("{}.cpio", &packed.key[..32]));
-    if let Ok(data) = fs::read(&path) {
+    if let Ok(file) = fs::File::open(&path) {
         mark_used(&path);
-        return Ok(data);
+        return Ok(file);
     }
     let data = unpack_layers(&packed.bytes, layers).map_err(|source| BootFilesError::Corrupt {
         path: initramfs.to_path_buf(),
         source,
     })?;
     store(&path, &data)?;
+    // Opened before pruning, which keeps the newest: this one.
+    let file = fs::File::open(&path).map_err(at::<PathIo>(&path))?;
     prune_unpacked(dir, KEEP_UNPACKED);
-    Ok(data)
+    Ok(file)
 }
 
 /// Unpacked images the cache keeps. Each holds a whole image's files
 /// (14 MB for hello) and every rebuild of an app makes a new one, so
 /// without a bound the cache grew by a gigabyte in a day of work. A boot
-/// reads its copy into memory first, so pruning never pulls one from under
-/// a running VM. Kernels are kept: QEMU opens them by path.
+/// holds its copy open, so pruning never pulls one from under a starting
+/// VM. Kernels are kept: QEMU opens them by path.
 const KEEP_UNPACKED: usize = 8;
 
 /// Records a cache hit in the mtime that pruning goes by; best effort.

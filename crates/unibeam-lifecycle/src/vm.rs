@@ -175,11 +175,21 @@ fn resolve_image(spec: &VmSpec, scratch: &Path, progress: &dyn Progress) -> Resu
 }
 
 /// The image's layers, unpacked (cached), plus this instance's config
-/// layer, as one file: QEMU takes a single initrd.
-fn instance_initrd(mut layers: Vec<u8>, boot: &BootSpec, workdir: &Path) -> Result<PathBuf, VmError> {
-    append_config_layer(&mut layers, boot);
+/// layer, as one file: QEMU takes a single initrd. The layers are copied
+/// by the kernel (`io::copy` between files is copy_file_range): through
+/// user space, hello's 14 MB took about 40 ms of every start.
+fn instance_initrd(mut layers: std::fs::File, boot: &BootSpec, workdir: &Path) -> Result<PathBuf, VmError> {
+    use std::io::Write;
     let initrd = workdir.join(INITRD_FILE);
-    std::fs::write(&initrd, layers).map_err(hostfs::at::<PathIo>(&initrd))?;
+    let failed = |e| VmError::from(hostfs::at::<PathIo>(&initrd)(e));
+    let mut out = std::fs::File::create(&initrd).map_err(failed)?;
+    let copied = std::io::copy(&mut layers, &mut out).map_err(failed)?;
+    // The config layer starts 4-byte aligned, as the kernel wants.
+    let mut tail = vec![0u8; (copied.next_multiple_of(4) - copied) as usize];
+    let mut config = Vec::new();
+    append_config_layer(&mut config, boot);
+    tail.extend_from_slice(&config);
+    out.write_all(&tail).map_err(failed)?;
     Ok(initrd)
 }
 
