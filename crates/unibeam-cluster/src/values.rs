@@ -112,9 +112,15 @@ impl Cidr {
     }
 
     /// The first and last address, as integers.
-    fn bounds(self) -> (u32, u32) {
+    pub fn bounds(self) -> (u32, u32) {
         let first = u32::from(self.address) & self.mask();
         (first, first | !self.mask())
+    }
+
+    /// Whether the two share any address.
+    pub fn overlaps(self, other: Cidr) -> bool {
+        let ((a1, a2), (b1, b2)) = (self.bounds(), other.bounds());
+        a1 <= b2 && b1 <= a2
     }
 
     /// `10.77.0.0/24` as a network: refused when host bits are set, the
@@ -128,14 +134,12 @@ impl Cidr {
                 cidr.prefix_len
             ));
         }
-        let (first, last) = cidr.bounds();
         for (start, prefix_len, what) in UNUSABLE {
-            let (u1, u2) = Cidr {
+            let unusable = Cidr {
                 address: Ipv4Addr::from(start),
                 prefix_len,
-            }
-            .bounds();
-            if first <= u2 && u1 <= last {
+            };
+            if cidr.overlaps(unusable) {
                 return Err(format!(
                     "{s}: holds {what}, which VMs cannot use; give a private range such as 10.88.0.0/24"
                 ));
@@ -234,6 +238,14 @@ mod tests {
         assert!(err.contains("did you mean 10.77.0.0/24"), "{err}");
         assert_eq!(Cidr::network("10.77.0.0/24").unwrap().vm_capacity(), 253);
         assert_eq!(Cidr::network("10.77.0.0/30").unwrap().vm_capacity(), 1);
+    }
+
+    #[test]
+    fn overlap_is_any_shared_address() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        assert!(c("10.88.0.0/16").overlaps(c("10.88.4.0/24")));
+        assert!(!c("10.88.0.0/24").overlaps(c("10.88.1.0/24")));
+        assert!(c("10.0.0.0/8").overlaps(c("10.1.2.0/30")));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::names::{tap_name, NetworkName};
 use crate::netlink::{self, NetlinkError};
-use crate::store::{overlaps, Driver, Lease, Locked, Network, NetworkStore, StoreError};
+use crate::store::{Driver, Lease, Locked, Network, NetworkStore, StoreError};
 use crate::tap::{self, TapError};
 use sha2::{Digest, Sha256};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -87,7 +87,7 @@ pub fn create(store: &NetworkStore, req: &CreateRequest) -> Result<Network, Netw
         None => default_subnet(&taken).ok_or_else(|| NetworkError::NoFreeSubnet(name.clone()))?,
     };
     let net = plan_network(req, subnet, store)?;
-    if let Some((_, other)) = taken.iter().find(|(c, _)| overlaps(*c, subnet)) {
+    if let Some((_, other)) = taken.iter().find(|(c, _)| c.overlaps(subnet)) {
         return Err(NetworkError::Overlap {
             name,
             subnet,
@@ -104,7 +104,7 @@ pub fn create(store: &NetworkStore, req: &CreateRequest) -> Result<Network, Netw
 /// The network with its defaults filled in and every value checked.
 fn plan_network(req: &CreateRequest, subnet: Cidr, store: &NetworkStore) -> Result<Network, NetworkError> {
     let name = req.name.to_string();
-    let (first, last) = crate::store::bounds(subnet);
+    let (first, last) = subnet.bounds();
     if last - first < 3 {
         return Err(NetworkError::BadSubnet {
             name,
@@ -124,7 +124,7 @@ fn plan_network(req: &CreateRequest, subnet: Cidr, store: &NetworkStore) -> Resu
     if !inside(gateway) {
         return Err(outside("--gateway", gateway.to_string()));
     }
-    let (r1, r2) = crate::store::bounds(range);
+    let (r1, r2) = range.bounds();
     if r1 < first || r2 > last {
         return Err(outside("--ip-range", range.to_string()));
     }
@@ -161,7 +161,7 @@ fn taken_networks(store: &NetworkStore, driver: Driver) -> Result<Vec<(Cidr, Str
 }
 
 fn masked(c: Cidr) -> Ipv4Addr {
-    Ipv4Addr::from(crate::store::bounds(c).0)
+    Ipv4Addr::from(c.bounds().0)
 }
 
 /// The first 10.88.N.0/24 that overlaps nothing.
@@ -171,7 +171,7 @@ fn default_subnet(taken: &[(Cidr, String)]) -> Option<Cidr> {
             address: Ipv4Addr::new(10, 88, n, 0),
             prefix_len: 24,
         })
-        .find(|c| !taken.iter().any(|(t, _)| overlaps(*t, *c)))
+        .find(|c| !taken.iter().any(|(t, _)| t.overlaps(*c)))
 }
 
 /// A multicast group and port from the network's name and the store, so
