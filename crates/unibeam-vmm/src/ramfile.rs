@@ -18,8 +18,8 @@
 //! else the entry itself. Copies whose entry is gone or names another
 //! copy are swept.
 
+use crate::snapstream::Hashing;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -86,7 +86,13 @@ pub fn copy_path(entry: &Path, info: &RamInfo) -> Result<PathBuf, RamFileError> 
     if !plain {
         return Err(RamFileError::BadName { name: name.clone() });
     }
-    Ok(shared_dir().unwrap_or_else(|| entry.to_path_buf()).join(name))
+    Ok(copy_dir(entry).join(name))
+}
+
+/// Where `entry`'s RAM copies go: the shared tmpfs directory, else the
+/// entry itself.
+pub fn copy_dir(entry: &Path) -> PathBuf {
+    shared_dir().unwrap_or_else(|| entry.to_path_buf())
 }
 
 /// A fresh copy name for `entry`: its key and a random part, so two
@@ -195,7 +201,7 @@ pub fn compress(copy: &Path, entry: &Path, level: i32) -> Result<RamInfo, RamFil
     let io_err = at::<PathIo>(&partial);
     let mut input = File::open(copy).map_err(at::<PathIo>(copy))?;
     let bytes = input.metadata().map_err(at::<PathIo>(copy))?.len();
-    let hashing = crate::snapstream::Hashing::new(io::BufWriter::new(out));
+    let hashing = Hashing::new(io::BufWriter::new(out));
     let mut encoder = zstd::Encoder::new(hashing, level).map_err(at::<PathIo>(&partial))?;
     encoder.include_checksum(true).map_err(at::<PathIo>(&partial))?;
     io::copy(&mut input, &mut encoder).map_err(at::<PathIo>(&partial))?;
@@ -227,21 +233,18 @@ pub fn materialize(entry: &Path, info: &RamInfo) -> Result<PathBuf, RamFileError
     }
     let source = entry.join(RAM_ZST);
     let file = File::open(&source).map_err(at::<PathIo>(&source))?;
-    let mut hashing = HashingReader {
-        inner: file,
-        hash: Sha256::new(),
-        bytes: 0,
-    };
+    let mut hashing = Hashing::new(file);
     let partial = partial_of(&copy);
     let out = create_new(&partial)?;
     out.set_len(info.bytes).map_err(at::<PathIo>(&partial))?;
     let written = decompress_sparse(&mut hashing, &out, info.bytes);
     // Read to the end, so the hash covers every stored byte.
     let drained = io::copy(&mut hashing, &mut io::sink());
+    let (_, sha256, compressed_bytes) = hashing.finish();
     let whole = matches!(written, Ok(n) if n == info.bytes)
         && drained.is_ok()
-        && hashing.bytes == info.compressed_bytes
-        && crate::snapstream::hex(&hashing.hash.finalize()) == info.sha256;
+        && compressed_bytes == info.compressed_bytes
+        && sha256 == info.sha256;
     if !whole {
         let _ = fs::remove_file(&partial);
         return Err(RamFileError::Damaged(source));
@@ -272,21 +275,6 @@ fn decompress_sparse(input: &mut impl Read, out: &File, limit: u64) -> io::Resul
         }
         write_sparse(out, &buf[..filled], offset)?;
         offset += filled as u64;
-    }
-}
-
-struct HashingReader<R> {
-    inner: R,
-    hash: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
     }
 }
 

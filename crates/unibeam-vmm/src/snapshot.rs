@@ -178,15 +178,9 @@ fn tsc_khz(cmd: &QemuCommand) -> Option<u64> {
 /// ([`carry_on`]). `dir` is replaced whole: its old state goes first, so
 /// a failed save leaves none.
 pub fn save(cmd: &QemuCommand, dir: &Path, compression: Compression) -> Result<Meta, SnapshotError> {
-    let version = qemu_version(&cmd.binary)?;
-    discard(dir);
-    let mut qmp = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(10))?;
-    qmp.stop()?;
-    let saved_at_ns = now_ns();
     // A guest whose RAM is a shared file was saved once without it (its
     // `run --snapshot` boot); this stream must hold it all.
-    qmp.ignore_shared_ram(false)?;
-    qmp.save(&write_uri(dir, compression)?, TRANSFER_LIMIT)?;
+    let (version, saved_at_ns) = stop_and_migrate(cmd, dir, compression, false)?;
     let meta = Meta {
         qemu_version: version,
         saved_at_ns,
@@ -196,6 +190,25 @@ pub fn save(cmd: &QemuCommand, dir: &Path, compression: Compression) -> Result<M
     };
     write_meta(dir, &meta)?;
     Ok(meta)
+}
+
+/// Replaces `dir`'s state with the paused guest's migration stream,
+/// `ignore_shared` leaving out RAM that lives in a shared file; QEMU's
+/// version and the time of the save.
+fn stop_and_migrate(
+    cmd: &QemuCommand,
+    dir: &Path,
+    compression: Compression,
+    ignore_shared: bool,
+) -> Result<(String, u64), SnapshotError> {
+    let version = qemu_version(&cmd.binary)?;
+    discard(dir);
+    let mut qmp = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(10))?;
+    qmp.stop()?;
+    let saved_at_ns = now_ns();
+    qmp.ignore_shared_ram(ignore_shared)?;
+    qmp.save(&write_uri(dir, compression)?, TRANSFER_LIMIT)?;
+    Ok((version, saved_at_ns))
 }
 
 fn write_meta(dir: &Path, meta: &Meta) -> Result<(), SnapshotError> {
@@ -217,17 +230,8 @@ pub struct Paused {
 /// `live` (ramfile.rs). The guest stays paused; the caller lets it go on
 /// ([`carry_on`]) and then calls [`finish_mapped`].
 pub fn save_mapped(cmd: &QemuCommand, dir: &Path, live: &LiveRam) -> Result<Paused, SnapshotError> {
-    let version = qemu_version(&cmd.binary)?;
-    discard(dir);
-    let mut qmp = Qmp::connect(&cmd.qmp_socket, Duration::from_secs(10))?;
-    qmp.stop()?;
-    let saved_at_ns = now_ns();
-    qmp.ignore_shared_ram(true)?;
-    qmp.save(&write_uri(dir, Compression::Small)?, TRANSFER_LIMIT)?;
-    let name = ramfile::new_copy_name(dir);
-    let copy = ramfile::shared_dir()
-        .unwrap_or_else(|| dir.to_path_buf())
-        .join(&name);
+    let (version, saved_at_ns) = stop_and_migrate(cmd, dir, Compression::Small, true)?;
+    let copy = ramfile::copy_dir(dir).join(ramfile::new_copy_name(dir));
     live.copy_to(&copy)?;
     ramfile::own(&copy, dir);
     Ok(Paused {
@@ -238,7 +242,8 @@ pub fn save_mapped(cmd: &QemuCommand, dir: &Path, live: &LiveRam) -> Result<Paus
 }
 
 /// Compresses a [`save_mapped`] guest's RAM into `dir` and writes the
-/// record that makes `dir` an entry; then sweeps copies no entry names.
+/// record that makes `dir` an entry. (The save's [`discard`] has swept
+/// the copies no entry names.)
 pub fn finish_mapped(cmd: &QemuCommand, dir: &Path, paused: Paused) -> Result<Meta, SnapshotError> {
     let ram = ramfile::compress(&paused.copy, dir, Compression::Small.level())?;
     let meta = Meta {
@@ -249,7 +254,6 @@ pub fn finish_mapped(cmd: &QemuCommand, dir: &Path, paused: Paused) -> Result<Me
         ram: Some(ram),
     };
     write_meta(dir, &meta)?;
-    ramfile::sweep(names_copy);
     Ok(meta)
 }
 

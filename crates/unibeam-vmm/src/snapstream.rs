@@ -94,7 +94,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A writer that hashes and counts what passes through it.
+/// A writer, or a reader, that hashes and counts what passes through it.
 pub(crate) struct Hashing<W> {
     inner: W,
     hash: Sha256,
@@ -110,9 +110,19 @@ impl<W> Hashing<W> {
         }
     }
 
-    /// The writer, the sha256 (hex) and the count of what was written.
+    /// The writer or reader, the sha256 (hex) and the count of what
+    /// passed.
     pub(crate) fn finish(self) -> (W, String, u64) {
         (self.inner, hex(&self.hash.finalize()), self.bytes)
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
     }
 }
 
