@@ -299,6 +299,15 @@ mod tests {
         }
     }
 
+    /// A store in a directory of its own, removed with the guard.
+    fn temp_store() -> (tempfile::TempDir, NetworkStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore {
+            root: dir.path().join("networks"),
+        };
+        (dir, store)
+    }
+
     #[test]
     fn addresses_skip_the_gateway_and_taken_ones() {
         let n = net();
@@ -313,10 +322,7 @@ mod tests {
 
     #[test]
     fn leases_are_kept_and_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = NetworkStore {
-            root: dir.path().join("networks"),
-        };
+        let (_dir, store) = temp_store();
         let lock = store.lock().unwrap();
         let n = net();
         store.save(&n, &lock).unwrap();
@@ -336,10 +342,7 @@ mod tests {
 
     #[test]
     fn a_lease_that_names_another_instance_than_its_file_is_passed_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = NetworkStore {
-            root: dir.path().join("networks"),
-        };
+        let (_dir, store) = temp_store();
         let lock = store.lock().unwrap();
         let n = net();
         store.save(&n, &lock).unwrap();
@@ -354,10 +357,7 @@ mod tests {
 
     #[test]
     fn a_record_network_create_would_not_write_is_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = NetworkStore {
-            root: dir.path().join("networks"),
-        };
+        let (_dir, store) = temp_store();
         let lock = store.lock().unwrap();
         let name = NetworkName::parse("lan").unwrap();
         let good = net();
